@@ -1,0 +1,251 @@
+//! Applying a patch atomically, in place, while recording its exact inverse.
+//!
+//! Each operation returns the operations that undo it. A failing operation rolls the
+//! document back with the inverses recorded so far, so the caller sees all or nothing
+//! without paying for a copy of the document on every call.
+
+use std::mem;
+
+use serde_json::Value;
+
+use super::{Patch, PatchError, PatchErrorKind, PatchOp};
+use crate::pointer::{JsonPointer, parse_index};
+
+/// Applies every operation of `patch` to `doc`, or none of them.
+pub fn apply(doc: &mut Value, patch: &[PatchOp]) -> Result<(), PatchError> {
+    apply_with_inverse(doc, patch).map(drop)
+}
+
+/// Applies `patch` atomically and returns its inverse: applying the inverse to the
+/// post-state yields the pre-state exactly.
+pub fn apply_with_inverse(doc: &mut Value, patch: &[PatchOp]) -> Result<Patch, PatchError> {
+    let mut undo: Vec<Patch> = Vec::with_capacity(patch.len());
+    for (index, op) in patch.iter().enumerate() {
+        match apply_one(doc, op, index) {
+            Ok(inverse) => undo.push(inverse),
+            Err(err) => {
+                rollback(doc, undo);
+                return Err(err);
+            }
+        }
+    }
+    Ok(undo.into_iter().rev().flatten().collect())
+}
+
+fn rollback(doc: &mut Value, undo: Vec<Patch>) {
+    for inverse in undo.into_iter().rev() {
+        for (index, op) in inverse.iter().enumerate() {
+            // Inverses are built from the state they undo, so they always apply.
+            let undone = apply_one(doc, op, index);
+            debug_assert!(undone.is_ok(), "inverse failed to apply: {undone:?}");
+        }
+    }
+}
+
+/// Applies one operation in place and returns the operations that undo it.
+/// `index` is the position of the operation, used in the error.
+pub fn apply_one(doc: &mut Value, op: &PatchOp, index: usize) -> Result<Patch, PatchError> {
+    let fail = |path: &JsonPointer, kind| PatchError::at(index, op, path, kind);
+    match op {
+        PatchOp::Add { path, value } => add(doc, path, value.clone()).map_err(|k| fail(path, k)),
+        PatchOp::Remove { path } => {
+            let (removed, concrete) = remove(doc, path).map_err(|k| fail(path, k))?;
+            Ok(vec![PatchOp::Add { path: concrete, value: removed }])
+        }
+        PatchOp::Replace { path, value } => {
+            let target = path.get_mut(doc).ok_or_else(|| fail(path, PatchErrorKind::PathNotFound))?;
+            let old = mem::replace(target, value.clone());
+            Ok(vec![PatchOp::Replace { path: path.clone(), value: old }])
+        }
+        PatchOp::Move { from, path } => {
+            if from == path {
+                return Ok(Vec::new());
+            }
+            if path.starts_with(from) {
+                return Err(fail(path, PatchErrorKind::MoveIntoChild));
+            }
+            let (moved, concrete_from) = remove(doc, from).map_err(|k| fail(from, k))?;
+            match add_resolved(doc, path, moved) {
+                Ok((concrete_path, previous)) => {
+                    let mut inverse = vec![PatchOp::Move { from: concrete_path.clone(), path: concrete_from }];
+                    if let Some(previous) = previous {
+                        inverse.push(PatchOp::Add { path: concrete_path, value: previous });
+                    }
+                    Ok(inverse)
+                }
+                Err((kind, moved)) => {
+                    // Put the value back where it came from before reporting.
+                    let restored = add(doc, &concrete_from, moved);
+                    debug_assert!(restored.is_ok());
+                    Err(fail(path, kind))
+                }
+            }
+        }
+        PatchOp::Copy { from, path } => {
+            let value = from.get(doc).cloned().ok_or_else(|| fail(from, PatchErrorKind::PathNotFound))?;
+            add(doc, path, value).map_err(|k| fail(path, k))
+        }
+        PatchOp::Test { path, value } => {
+            let actual = path.get(doc).ok_or_else(|| fail(path, PatchErrorKind::PathNotFound))?;
+            if json_equal(actual, value) { Ok(Vec::new()) } else { Err(fail(path, PatchErrorKind::TestFailed)) }
+        }
+    }
+}
+
+/// `add` returning the inverse operations.
+fn add(doc: &mut Value, path: &JsonPointer, value: Value) -> Result<Patch, PatchErrorKind> {
+    match add_resolved(doc, path, value) {
+        Ok((concrete, Some(previous))) => Ok(vec![PatchOp::Replace { path: concrete, value: previous }]),
+        Ok((concrete, None)) => Ok(vec![PatchOp::Remove { path: concrete }]),
+        Err((kind, _)) => Err(kind),
+    }
+}
+
+/// `add` returning the concrete path written (`-` resolved) and the value it replaced,
+/// or the error and the value back.
+fn add_resolved(
+    doc: &mut Value,
+    path: &JsonPointer,
+    value: Value,
+) -> Result<(JsonPointer, Option<Value>), (PatchErrorKind, Value)> {
+    let Some((parent, token)) = path.split_last() else {
+        let previous = mem::replace(doc, value);
+        return Ok((JsonPointer::root(), Some(previous)));
+    };
+    let Some(container) = parent.get_mut(doc) else {
+        return Err((PatchErrorKind::ParentNotFound, value));
+    };
+    match container {
+        Value::Object(map) => {
+            let previous = map.insert(token.to_owned(), value);
+            Ok((path.clone(), previous))
+        }
+        Value::Array(items) => {
+            let index = if token == "-" {
+                items.len()
+            } else {
+                match parse_index(token) {
+                    Some(i) => i,
+                    None => return Err((PatchErrorKind::InvalidIndex(token.to_owned()), value)),
+                }
+            };
+            if index > items.len() {
+                return Err((PatchErrorKind::IndexOutOfBounds { index, len: items.len() }, value));
+            }
+            items.insert(index, value);
+            Ok((parent.child(index.to_string()), None))
+        }
+        _ => Err((PatchErrorKind::ParentNotFound, value)),
+    }
+}
+
+/// Removes the value at `path`; returns it and the concrete path it was at.
+fn remove(doc: &mut Value, path: &JsonPointer) -> Result<(Value, JsonPointer), PatchErrorKind> {
+    let Some((parent, token)) = path.split_last() else {
+        return Err(PatchErrorKind::RemoveRoot);
+    };
+    let container = parent.get_mut(doc).ok_or(PatchErrorKind::ParentNotFound)?;
+    match container {
+        Value::Object(map) => {
+            let removed = map.remove(token).ok_or(PatchErrorKind::PathNotFound)?;
+            Ok((removed, path.clone()))
+        }
+        Value::Array(items) => {
+            let index = parse_index(token).ok_or_else(|| PatchErrorKind::InvalidIndex(token.to_owned()))?;
+            if index >= items.len() {
+                return Err(PatchErrorKind::IndexOutOfBounds { index, len: items.len() });
+            }
+            Ok((items.remove(index), path.clone()))
+        }
+        _ => Err(PatchErrorKind::ParentNotFound),
+    }
+}
+
+/// JSON equality as RFC 6902 `test` defines it: numbers compare by value (`1 == 1.0`),
+/// objects regardless of member order, arrays element by element.
+pub fn json_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
+                x == y
+            } else if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
+                x == y
+            } else {
+                match (x.as_f64(), y.as_f64()) {
+                    (Some(x), Some(y)) => x == y,
+                    _ => false,
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_equal(a, b)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::patch::parse_patch;
+    use serde_json::json;
+
+    fn check(doc: Value, patch: Value, expected: Value) {
+        let patch = parse_patch(patch).unwrap();
+        let mut state = doc.clone();
+        let inverse = apply_with_inverse(&mut state, &patch).unwrap();
+        assert_eq!(state, expected);
+        apply(&mut state, &inverse).unwrap();
+        assert_eq!(state, doc, "inverse {inverse:?} did not restore the pre-state");
+    }
+
+    #[test]
+    fn inverse_restores_overwritten_members() {
+        check(json!({"a": 1, "b": 2}), json!([{"op": "add", "path": "/a", "value": 5}]), json!({"a": 5, "b": 2}));
+        check(json!({"a": 1, "b": 2}), json!([{"op": "move", "from": "/a", "path": "/b"}]), json!({"b": 1}));
+        check(json!({"a": [1, 2]}), json!([{"op": "add", "path": "/a/-", "value": 3}]), json!({"a": [1, 2, 3]}));
+        check(
+            json!({"a": [1, 2, 3]}),
+            json!([{"op": "move", "from": "/a/0", "path": "/a/-"}]),
+            json!({"a": [2, 3, 1]}),
+        );
+        check(json!({"a": 1}), json!([{"op": "copy", "from": "/a", "path": "/b"}]), json!({"a": 1, "b": 1}));
+        check(json!({"a": 1}), json!([{"op": "replace", "path": "", "value": [1]}]), json!([1]));
+    }
+
+    #[test]
+    fn failure_leaves_document_untouched() {
+        let doc = json!({"a": {"b": [1, 2, 3]}, "c": "x"});
+        let patch = parse_patch(json!([
+            {"op": "remove", "path": "/a/b/0"},
+            {"op": "add", "path": "/d", "value": 4},
+            {"op": "move", "from": "/c", "path": "/a/e"},
+            {"op": "replace", "path": "/missing", "value": 1}
+        ]))
+        .unwrap();
+        let mut state = doc.clone();
+        let err = apply(&mut state, &patch).unwrap_err();
+        assert_eq!(err.index, 3);
+        assert_eq!(err.kind, PatchErrorKind::PathNotFound);
+        assert_eq!(state, doc);
+        assert_eq!(err.to_string(), r#"op 3 (replace "/missing"): path does not exist"#);
+    }
+
+    #[test]
+    fn failed_move_puts_value_back() {
+        let doc = json!({"a": 1, "b": [1]});
+        let mut state = doc.clone();
+        let patch = parse_patch(json!([{"op": "move", "from": "/a", "path": "/b/7"}])).unwrap();
+        assert!(apply(&mut state, &patch).is_err());
+        assert_eq!(state, doc);
+    }
+
+    #[test]
+    fn numbers_compare_by_value_in_test() {
+        assert!(json_equal(&json!(1), &json!(1.0)));
+        assert!(json_equal(&json!({"a": [1, {"b": 2.0}]}), &json!({"a": [1.0, {"b": 2}]})));
+        assert!(!json_equal(&json!(1), &json!("1")));
+        assert!(!json_equal(&json!([1]), &json!([1, 1])));
+    }
+}

@@ -1,0 +1,726 @@
+//! The rebase of a patch over changes committed since its base (PROTOCOL.md §7).
+//!
+//! One pure function, [`rebase`], decides every concurrent edit; the server calls it on
+//! a stale `update_document` and clients call [`rebase_many`] on their pending changes
+//! when a remote change arrives. Both sides run the same code on the same inputs, which
+//! is what makes replicas converge.
+//!
+//! How it works: every committed operation is reduced to *primitives* (array insert,
+//! array delete, set a value, unset a member, move), and every incoming operation's
+//! pointers are carried through them:
+//!
+//! - inserts and deletes before an index shift it (rule 2); a concurrent insert at the
+//!   same index goes after the committed one (committed first comes first);
+//! - a pointer at or under a removed value is gone, and its op is dropped and reported
+//!   (rule 3); a pointer under a value that was *replaced* counts as removed too;
+//! - a pointer under a moved value follows the move;
+//! - two writes to one path, or a write to a path that contains another's write, are a
+//!   clash decided by the collection [`Policy`] (rule 4).
+//!
+//! The committed primitives are themselves carried past each incoming op that stays, so
+//! the second op of a patch is transformed in the frame the first one left. An incoming
+//! op that is dropped is undone for the ops after it. Finally the result is checked
+//! against the committed state: what does not apply there is dropped and reported, and a
+//! failing `test` rejects the whole patch (rule 6).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ErrorCode;
+use crate::patch::{Patch, PatchError, PatchOp, apply, apply_one, apply_with_inverse};
+use crate::pointer::{JsonPointer, parse_index};
+
+/// How two writes to the same path are resolved (rule 4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// The later arrival at the server wins.
+    #[default]
+    LastWriterWins,
+    /// The earlier committed write stays; the later one is dropped and reported.
+    ServerWins,
+}
+
+impl Policy {
+    /// Parses `last_writer_wins` / `server_wins`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "last_writer_wins" => Some(Policy::LastWriterWins),
+            "server_wins" => Some(Policy::ServerWins),
+            _ => None,
+        }
+    }
+}
+
+/// One conflict found while rebasing: which op, where, why, and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The op's path: where it landed when applied, the original path when dropped.
+    pub path: String,
+    /// The op name (`add`, `replace`, …).
+    pub op: String,
+    /// Why it conflicted.
+    pub reason: ConflictReason,
+    /// Whether the op was applied anyway or dropped.
+    pub resolution: ConflictResolution,
+}
+
+/// Why an op conflicted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictReason {
+    /// The target, or an ancestor, was removed by an intervening change (rule 3).
+    TargetRemoved,
+    /// An ancestor was replaced by an intervening change, so the target is gone (rule 3).
+    AncestorReplaced,
+    /// Another change wrote the same path, or inside it (rule 4).
+    ConcurrentWrite,
+    /// After rebasing, the op no longer applies to the current state.
+    NotApplicable,
+}
+
+/// What became of a conflicting op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictResolution {
+    /// The op was applied (it won under `last_writer_wins`).
+    Applied,
+    /// The op was dropped.
+    Dropped,
+}
+
+/// A rebased patch: the ops to apply to the current state, and the conflicts met.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rebased {
+    /// Applies to the state after all committed changes.
+    pub patch: Patch,
+    /// Conflicts, in op order.
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Rebased {
+    /// Whether any op was dropped.
+    pub fn dropped_any(&self) -> bool {
+        self.conflicts.iter().any(|c| c.resolution == ConflictResolution::Dropped)
+    }
+}
+
+/// Why a patch could not be rebased at all.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RebaseError {
+    /// The incoming patch does not apply to its own base state.
+    #[error("the patch does not apply at its base revision: {0}")]
+    Incoming(PatchError),
+    /// The committed changes do not apply to the base state (inconsistent history).
+    #[error("the committed history does not apply in order: {0}")]
+    Committed(PatchError),
+    /// A `test` op failed against the state at apply time (rule 6).
+    #[error("test failed at {path:?}: the document changed")]
+    TestFailed {
+        /// Position of the `test` op in the incoming patch.
+        index: usize,
+        /// Its path.
+        path: String,
+    },
+}
+
+impl RebaseError {
+    /// The error code to answer with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RebaseError::Incoming(_) | RebaseError::TestFailed { .. } => ErrorCode::VersionMismatch,
+            RebaseError::Committed(_) => ErrorCode::ServerError,
+        }
+    }
+}
+
+/// Rebases `incoming`, made against `base`, over `committed` (the ops of every change
+/// committed since, in order), under `policy`.
+pub fn rebase(
+    base: &Value,
+    incoming: &[PatchOp],
+    committed: &[PatchOp],
+    policy: Policy,
+) -> Result<Rebased, RebaseError> {
+    let mut results = rebase_many(base, &[incoming.to_vec()], committed, policy);
+    results.pop().unwrap_or_else(|| Ok(Rebased::default()))
+}
+
+/// Rebases a sequence of patches (a client's pending changes, each made on top of the
+/// previous one, the first against `base`) over `committed`. Each entry is rebased as a
+/// unit: a failing `test` rejects that entry only.
+pub fn rebase_many(
+    base: &Value,
+    entries: &[Patch],
+    committed: &[PatchOp],
+    policy: Policy,
+) -> Vec<Result<Rebased, RebaseError>> {
+    let mut items: Vec<Item> = Vec::new();
+    let mut failed: Vec<Option<RebaseError>> = vec![None; entries.len()];
+    let mut conflicts: Vec<Vec<Conflict>> = vec![Vec::new(); entries.len()];
+
+    // The incoming patches must apply to their own base, one after the other.
+    let mut frame = base.clone();
+    for (entry, ops) in entries.iter().enumerate() {
+        match apply(&mut frame, ops) {
+            Ok(()) => items.extend(ops.iter().enumerate().map(|(index, op)| Item {
+                entry,
+                index,
+                op: op.clone(),
+                original: op.clone(),
+                alive: true,
+            })),
+            Err(err) => failed[entry] = Some(RebaseError::Incoming(err)),
+        }
+    }
+
+    let mut state = base.clone();
+    for c in committed {
+        let c = resolve_append(c, &state);
+        if !items.iter().any(|i| i.alive) {
+            // Nothing left to carry: only the committed state needs to move on.
+            if let Err(err) = apply_one(&mut state, &c, 0) {
+                return entries.iter().map(|_| Err(RebaseError::Committed(err.clone()))).collect();
+            }
+            continue;
+        }
+        let c_prims = op_prims(&c, &shape_of(&c, &state));
+        // `frame` is the incoming side's view: the state before `c` plus the incoming ops
+        // kept so far, untransformed. It tells whether a pointer meets an array or object.
+        let mut frame = state.clone();
+        if let Err(err) = apply_one(&mut state, &c, 0) {
+            return entries.iter().map(|_| Err(RebaseError::Committed(err.clone()))).collect();
+        }
+        let mut xs: Vec<XPrim> = c_prims.into_iter().map(|prim| XPrim { prim, origin: Origin::Committed }).collect();
+        for item in items.iter_mut().filter(|i| i.alive) {
+            if failed[item.entry].is_some() {
+                item.alive = false;
+                continue;
+            }
+            let op = resolve_append(&item.op, &frame);
+            // A `test` changes nothing; it is judged against the final state only.
+            let is_test = matches!(op, PatchOp::Test { .. });
+            if xs.is_empty() {
+                if !is_test && apply_one(&mut frame, &op, item.index).is_err() {
+                    drop_item(item, &mut conflicts, ConflictReason::NotApplicable);
+                }
+                continue;
+            }
+            let shape = shape_of(&op, &frame);
+            match carry(&op, &shape, &xs, policy) {
+                Carried::Kept { op: rebased, xs: next_xs, clashes } => {
+                    if !is_test && apply_one(&mut frame, &op, item.index).is_err() {
+                        drop_item(item, &mut conflicts, ConflictReason::NotApplicable);
+                        continue;
+                    }
+                    for _ in 0..clashes {
+                        push_conflict(
+                            &mut conflicts[item.entry],
+                            Conflict {
+                                path: rebased.path().to_string(),
+                                op: rebased.name().to_owned(),
+                                reason: ConflictReason::ConcurrentWrite,
+                                resolution: ConflictResolution::Applied,
+                            },
+                        );
+                    }
+                    item.op = rebased;
+                    xs = next_xs;
+                }
+                Carried::Dropped(reason) => {
+                    if let Some(reason) = reason {
+                        drop_item(item, &mut conflicts, reason);
+                    } else {
+                        item.alive = false;
+                    }
+                    // The ops after this one were made in a frame that contains it: undo it
+                    // for them before the committed primitives.
+                    let mut undo = undo_prims(&op, &frame);
+                    undo.append(&mut xs);
+                    xs = undo;
+                }
+                Carried::TestGone => {
+                    failed[item.entry] =
+                        Some(RebaseError::TestFailed { index: item.index, path: item.original.path().to_string() });
+                    item.alive = false;
+                    let mut undo = undo_prims(&op, &frame);
+                    undo.append(&mut xs);
+                    xs = undo;
+                }
+            }
+        }
+    }
+
+    // Check the result against the committed state, entry by entry.
+    let mut results = Vec::with_capacity(entries.len());
+    let mut current = state;
+    for (entry, failure) in failed.into_iter().enumerate() {
+        if let Some(err) = failure {
+            results.push(Err(err));
+            continue;
+        }
+        let mut trial = current.clone();
+        let mut patch = Vec::new();
+        let mut outcome = Ok(());
+        for item in items.iter().filter(|i| i.alive && i.entry == entry) {
+            match apply_one(&mut trial, &item.op, item.index) {
+                Ok(_) => patch.push(item.op.clone()),
+                Err(_) if matches!(item.op, PatchOp::Test { .. }) => {
+                    outcome =
+                        Err(RebaseError::TestFailed { index: item.index, path: item.original.path().to_string() });
+                    break;
+                }
+                Err(_) => push_conflict(
+                    &mut conflicts[entry],
+                    Conflict {
+                        path: item.original.path().to_string(),
+                        op: item.original.name().to_owned(),
+                        reason: ConflictReason::NotApplicable,
+                        resolution: ConflictResolution::Dropped,
+                    },
+                ),
+            }
+        }
+        match outcome {
+            Ok(()) => {
+                current = trial;
+                results.push(Ok(Rebased { patch, conflicts: std::mem::take(&mut conflicts[entry]) }));
+            }
+            Err(err) => results.push(Err(err)),
+        }
+    }
+    results
+}
+
+struct Item {
+    entry: usize,
+    index: usize,
+    op: PatchOp,
+    original: PatchOp,
+    alive: bool,
+}
+
+fn drop_item(item: &mut Item, conflicts: &mut [Vec<Conflict>], reason: ConflictReason) {
+    item.alive = false;
+    push_conflict(
+        &mut conflicts[item.entry],
+        Conflict {
+            path: item.original.path().to_string(),
+            op: item.original.name().to_owned(),
+            reason,
+            resolution: ConflictResolution::Dropped,
+        },
+    );
+}
+
+fn push_conflict(list: &mut Vec<Conflict>, conflict: Conflict) {
+    if !list.contains(&conflict) {
+        list.push(conflict);
+    }
+}
+
+/// The primitives that undo `op` (which applies to `frame`), in the frame after it.
+fn undo_prims(op: &PatchOp, frame: &Value) -> Vec<XPrim> {
+    let mut after = frame.clone();
+    let Ok(inverse) = apply_with_inverse(&mut after, std::slice::from_ref(op)) else {
+        return Vec::new();
+    };
+    let mut prims = Vec::new();
+    for inv in inverse {
+        let inv = resolve_append(&inv, &after);
+        prims.extend(
+            op_prims(&inv, &shape_of(&inv, &after)).into_iter().map(|prim| XPrim { prim, origin: Origin::Undo }),
+        );
+        if apply_one(&mut after, &inv, 0).is_err() {
+            break;
+        }
+    }
+    prims
+}
+
+/// A primitive effect of an op on the shape of the document.
+#[derive(Clone, Debug, PartialEq)]
+enum Prim {
+    /// An array element inserted at this path (last token is a concrete index).
+    Insert(JsonPointer),
+    /// The array element at this path removed.
+    Delete(JsonPointer),
+    /// The value at this path written (an object member set, an array element replaced,
+    /// or the root replaced). `element` tells whether the path is an array element.
+    Set { path: JsonPointer, element: bool },
+    /// The object member at this path removed.
+    Unset(JsonPointer),
+    /// The value at `from` moved to `to` (`to` in the frame after the move).
+    Move { from: JsonPointer, from_element: bool, to: JsonPointer, to_element: bool },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// From a committed change.
+    Committed,
+    /// Undoing an incoming op that was dropped.
+    Undo,
+}
+
+#[derive(Clone, Debug)]
+struct XPrim {
+    prim: Prim,
+    origin: Origin,
+}
+
+/// Which side the pointer being transformed is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    /// An incoming op's pointer, through a committed primitive (it arrived later).
+    Later,
+    /// A committed primitive's pointer, through an incoming op that was kept.
+    Earlier,
+    /// An incoming op's pointer, through the undo of an earlier incoming op.
+    Undo,
+}
+
+/// What an op does at a pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Reads the value (`test`, `copy` source).
+    Read,
+    /// Removes the value (`remove`).
+    Remove,
+    /// Takes the value away to put it elsewhere (`move` source).
+    MoveFrom,
+    /// Overwrites the value (`replace`, or setting an array element).
+    Replace,
+    /// Inserts into an array at an index.
+    InsertAt,
+    /// Sets an object member (or the root).
+    SetKey,
+}
+
+impl Role {
+    /// Roles whose write collides with another write to the same place.
+    fn clashes(self) -> bool {
+        matches!(self, Role::Remove | Role::Replace | Role::SetKey)
+    }
+}
+
+enum PtrOutcome {
+    /// The pointer still designates the same place.
+    Unchanged,
+    /// The pointer designates the same place under a new path.
+    Moved(JsonPointer),
+    Gone {
+        reason: ConflictReason,
+        silent: bool,
+    },
+    Clash,
+}
+
+impl PtrOutcome {
+    /// The pointer after the primitive, when it survives.
+    fn survivor(self, x: &JsonPointer) -> Option<JsonPointer> {
+        match self {
+            PtrOutcome::Unchanged => Some(x.clone()),
+            PtrOutcome::Moved(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// How an op meets the document before it: whether its path and source are array elements.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    path_in_array: bool,
+    from_in_array: bool,
+}
+
+fn in_array(pointer: &JsonPointer, state: &Value) -> bool {
+    pointer.split_last().is_some_and(|(parent, _)| matches!(parent.get(state), Some(Value::Array(_))))
+}
+
+fn shape_of(op: &PatchOp, state: &Value) -> Shape {
+    Shape { path_in_array: in_array(op.path(), state), from_in_array: op.from().is_some_and(|f| in_array(f, state)) }
+}
+
+/// Replaces a trailing `-` by the concrete index it means in `state`.
+fn resolve_append(op: &PatchOp, state: &Value) -> PatchOp {
+    let path = op.path();
+    if path.last() != Some("-") {
+        return op.clone();
+    }
+    let Some((parent, _)) = path.split_last() else {
+        return op.clone();
+    };
+    let Some(Value::Array(items)) = parent.get(state) else {
+        return op.clone();
+    };
+    let mut len = items.len();
+    if let PatchOp::Move { from, .. } = op
+        && from.split_last().is_some_and(|(from_parent, _)| from_parent == parent)
+    {
+        len = len.saturating_sub(1);
+    }
+    let concrete = path.with_token(path.len() - 1, len.to_string());
+    match op.clone() {
+        PatchOp::Add { value, .. } => PatchOp::Add { path: concrete, value },
+        PatchOp::Move { from, .. } => PatchOp::Move { from, path: concrete },
+        PatchOp::Copy { from, .. } => PatchOp::Copy { from, path: concrete },
+        other => other,
+    }
+}
+
+fn write_role(shape: &Shape) -> Role {
+    if shape.path_in_array { Role::InsertAt } else { Role::SetKey }
+}
+
+fn op_prims(op: &PatchOp, shape: &Shape) -> Vec<Prim> {
+    let set_or_insert = |path: &JsonPointer| {
+        if shape.path_in_array { Prim::Insert(path.clone()) } else { Prim::Set { path: path.clone(), element: false } }
+    };
+    match op {
+        PatchOp::Add { path, .. } | PatchOp::Copy { path, .. } => vec![set_or_insert(path)],
+        PatchOp::Remove { path } => {
+            vec![if shape.path_in_array { Prim::Delete(path.clone()) } else { Prim::Unset(path.clone()) }]
+        }
+        PatchOp::Replace { path, .. } => vec![Prim::Set { path: path.clone(), element: shape.path_in_array }],
+        PatchOp::Move { from, path } if from == path => Vec::new(),
+        PatchOp::Move { from, path } => vec![Prim::Move {
+            from: from.clone(),
+            from_element: shape.from_in_array,
+            to: path.clone(),
+            to_element: shape.path_in_array,
+        }],
+        PatchOp::Test { .. } => Vec::new(),
+    }
+}
+
+enum Carried {
+    Kept { op: PatchOp, xs: Vec<XPrim>, clashes: usize },
+    Dropped(Option<ConflictReason>),
+    TestGone,
+}
+
+/// Carries an incoming op through the primitives `xs`, and `xs` past the op.
+fn carry(op: &PatchOp, shape: &Shape, xs: &[XPrim], policy: Policy) -> Carried {
+    let mut cur = op.clone();
+    let mut next = Vec::with_capacity(xs.len());
+    let mut clashes = 0;
+    for x in xs {
+        let side = if x.origin == Origin::Committed { Side::Later } else { Side::Undo };
+        match step(&cur, shape, &x.prim, side) {
+            Step::Same(moved) => {
+                carry_prim_past(&x.prim, &cur, shape)
+                    .into_iter()
+                    .for_each(|prim| next.push(XPrim { prim, origin: x.origin }));
+                if let Some(moved) = moved {
+                    cur = moved;
+                }
+            }
+            Step::Clash(moved) => match policy {
+                Policy::LastWriterWins => {
+                    clashes += 1;
+                    carry_prim_past(&x.prim, &cur, shape)
+                        .into_iter()
+                        .for_each(|prim| next.push(XPrim { prim, origin: x.origin }));
+                    if let Some(moved) = moved {
+                        cur = moved;
+                    }
+                }
+                Policy::ServerWins => return Carried::Dropped(Some(ConflictReason::ConcurrentWrite)),
+            },
+            Step::Gone { reason, silent } => {
+                if matches!(op, PatchOp::Test { .. }) {
+                    return Carried::TestGone;
+                }
+                return Carried::Dropped(if silent { None } else { Some(reason) });
+            }
+        }
+    }
+    Carried::Kept { op: cur, xs: next, clashes }
+}
+
+enum Step {
+    /// Survives; `Some` when its pointers moved.
+    Same(Option<PatchOp>),
+    /// Clashes with the primitive; `Some` when its pointers moved.
+    Clash(Option<PatchOp>),
+    Gone {
+        reason: ConflictReason,
+        silent: bool,
+    },
+}
+
+/// Transforms every pointer of `op` through one primitive.
+fn step(op: &PatchOp, shape: &Shape, prim: &Prim, side: Side) -> Step {
+    let path_role = match op {
+        PatchOp::Add { .. } | PatchOp::Copy { .. } | PatchOp::Move { .. } => write_role(shape),
+        PatchOp::Remove { .. } => Role::Remove,
+        PatchOp::Replace { .. } => Role::Replace,
+        PatchOp::Test { .. } => Role::Read,
+    };
+    let mut clash = false;
+    let path = match transform_pointer(op.path(), path_role, prim, side) {
+        PtrOutcome::Unchanged => None,
+        PtrOutcome::Moved(p) => Some(p),
+        PtrOutcome::Clash => {
+            clash = true;
+            None
+        }
+        PtrOutcome::Gone { reason, silent } => return Step::Gone { reason, silent },
+    };
+    let from = match op {
+        PatchOp::Move { from, .. } | PatchOp::Copy { from, .. } => {
+            let role = if matches!(op, PatchOp::Move { .. }) { Role::MoveFrom } else { Role::Read };
+            match transform_pointer(from, role, prim, side) {
+                PtrOutcome::Unchanged => None,
+                PtrOutcome::Moved(p) => Some(p),
+                PtrOutcome::Clash => {
+                    clash = true;
+                    None
+                }
+                PtrOutcome::Gone { reason, .. } => return Step::Gone { reason, silent: false },
+            }
+        }
+        _ => None,
+    };
+    let moved = if path.is_none() && from.is_none() { None } else { Some(with_pointers(op, path, from)) };
+    if clash { Step::Clash(moved) } else { Step::Same(moved) }
+}
+
+/// `op` with its path and/or source replaced.
+fn with_pointers(op: &PatchOp, path: Option<JsonPointer>, from: Option<JsonPointer>) -> PatchOp {
+    let path = path.unwrap_or_else(|| op.path().clone());
+    match op {
+        PatchOp::Add { value, .. } => PatchOp::Add { path, value: value.clone() },
+        PatchOp::Remove { .. } => PatchOp::Remove { path },
+        PatchOp::Replace { value, .. } => PatchOp::Replace { path, value: value.clone() },
+        PatchOp::Test { value, .. } => PatchOp::Test { path, value: value.clone() },
+        PatchOp::Move { from: f, .. } => PatchOp::Move { from: from.unwrap_or_else(|| f.clone()), path },
+        PatchOp::Copy { from: f, .. } => PatchOp::Copy { from: from.unwrap_or_else(|| f.clone()), path },
+    }
+}
+
+/// Carries a committed (or undo) primitive past an incoming op that stays.
+fn carry_prim_past(prim: &Prim, op: &PatchOp, shape: &Shape) -> Option<Prim> {
+    let mut prim = prim.clone();
+    for o in op_prims(op, shape) {
+        prim = transform_prim(&prim, &o)?;
+    }
+    Some(prim)
+}
+
+fn transform_prim(prim: &Prim, through: &Prim) -> Option<Prim> {
+    let single = |p: &JsonPointer, role: Role| transform_pointer(p, role, through, Side::Earlier).survivor(p);
+    match prim {
+        Prim::Insert(p) => single(p, Role::InsertAt).map(Prim::Insert),
+        Prim::Delete(p) => single(p, Role::Remove).map(Prim::Delete),
+        Prim::Set { path, element } => {
+            let role = if *element { Role::Replace } else { Role::SetKey };
+            single(path, role).map(|path| Prim::Set { path, element: *element })
+        }
+        Prim::Unset(p) => single(p, Role::Remove).map(Prim::Unset),
+        Prim::Move { from, from_element, to, to_element } => {
+            let from = single(from, Role::MoveFrom)?;
+            let to_role = if *to_element { Role::InsertAt } else { Role::SetKey };
+            match single(to, to_role) {
+                Some(to) => Some(Prim::Move { from, from_element: *from_element, to, to_element: *to_element }),
+                // The destination vanished: what remains is the value leaving its source.
+                None if *from_element => Some(Prim::Delete(from)),
+                None => Some(Prim::Unset(from)),
+            }
+        }
+    }
+}
+
+/// The outcome when `x` is an ancestor of where the primitive wrote: a clash for an
+/// incoming write (it would overwrite the committed change), nothing otherwise.
+fn contains(role: Role, side: Side) -> PtrOutcome {
+    if side == Side::Later && role.clashes() { PtrOutcome::Clash } else { PtrOutcome::Unchanged }
+}
+
+/// Transforms one pointer through one primitive.
+fn transform_pointer(x: &JsonPointer, role: Role, prim: &Prim, side: Side) -> PtrOutcome {
+    let xt = x.tokens();
+    let gone = |reason| PtrOutcome::Gone { reason, silent: side == Side::Earlier };
+    match prim {
+        Prim::Insert(p) | Prim::Delete(p) => {
+            let Some((last, array)) = p.tokens().split_last() else { return PtrOutcome::Unchanged };
+            let Some(j) = parse_index(last) else { return PtrOutcome::Unchanged };
+            let depth = array.len();
+            if xt.len() <= depth || !xt.starts_with(array) {
+                return if array.starts_with(xt) { contains(role, side) } else { PtrOutcome::Unchanged };
+            }
+            let Some(i) = parse_index(&xt[depth]) else { return PtrOutcome::Unchanged };
+            let insertion_point = role == Role::InsertAt && xt.len() == depth + 1;
+            let shifted = |k: usize| PtrOutcome::Moved(x.with_token(depth, k.to_string()));
+            if matches!(prim, Prim::Insert(_)) {
+                let shift = if insertion_point { i > j || (i == j && side != Side::Earlier) } else { i >= j };
+                if shift { shifted(i + 1) } else { PtrOutcome::Unchanged }
+            } else if i > j {
+                shifted(i - 1)
+            } else if i < j || insertion_point {
+                PtrOutcome::Unchanged
+            } else {
+                // Both removing the same element is one intent, not a conflict.
+                let silent = side == Side::Earlier || (role == Role::Remove && xt.len() == depth + 1);
+                PtrOutcome::Gone { reason: ConflictReason::TargetRemoved, silent }
+            }
+        }
+        Prim::Set { path: p, .. } => {
+            let pt = p.tokens();
+            if xt == pt {
+                match (side, role) {
+                    (Side::Later, r) if r.clashes() => PtrOutcome::Clash,
+                    // The later write (the kept incoming op) overwrote this one.
+                    (Side::Earlier, r) if r.clashes() => {
+                        PtrOutcome::Gone { reason: ConflictReason::ConcurrentWrite, silent: true }
+                    }
+                    _ => PtrOutcome::Unchanged,
+                }
+            } else if xt.starts_with(pt) {
+                gone(ConflictReason::AncestorReplaced)
+            } else if pt.starts_with(xt) {
+                contains(role, side)
+            } else {
+                PtrOutcome::Unchanged
+            }
+        }
+        Prim::Unset(p) => {
+            let pt = p.tokens();
+            if xt == pt {
+                match (side, role) {
+                    (Side::Later, Role::SetKey) => PtrOutcome::Clash,
+                    (Side::Undo, Role::SetKey) => PtrOutcome::Unchanged,
+                    (_, Role::Remove) => PtrOutcome::Gone { reason: ConflictReason::TargetRemoved, silent: true },
+                    _ => gone(ConflictReason::TargetRemoved),
+                }
+            } else if xt.starts_with(pt) {
+                gone(ConflictReason::TargetRemoved)
+            } else if pt.starts_with(xt) {
+                contains(role, side)
+            } else {
+                PtrOutcome::Unchanged
+            }
+        }
+        Prim::Move { from, from_element, to, to_element } => {
+            let ft = from.tokens();
+            let at_source = xt == ft && !matches!(role, Role::InsertAt | Role::SetKey);
+            if at_source || (xt.len() > ft.len() && xt.starts_with(ft)) {
+                return PtrOutcome::Moved(x.rebase_prefix(ft.len(), to));
+            }
+            let detach = if *from_element { Prim::Delete(from.clone()) } else { Prim::Unset(from.clone()) };
+            let attach =
+                if *to_element { Prim::Insert(to.clone()) } else { Prim::Set { path: to.clone(), element: false } };
+            match transform_pointer(x, role, &detach, side) {
+                PtrOutcome::Unchanged => transform_pointer(x, role, &attach, side),
+                PtrOutcome::Moved(x1) => match transform_pointer(&x1, role, &attach, side) {
+                    PtrOutcome::Unchanged => PtrOutcome::Moved(x1),
+                    other => other,
+                },
+                other => other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

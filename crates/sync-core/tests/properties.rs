@@ -1,0 +1,286 @@
+//! Property tests: patch apply/inverse, diff, merge patch, the transform rules, and
+//! protocol round trips.
+
+mod common;
+
+use common::{Rng, random_patch};
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+use sync_core::patch::{PatchOp, apply, apply_with_inverse, diff, merge_diff, merge_patch, patch_to_value};
+use sync_core::pointer::JsonPointer;
+use sync_core::protocol::*;
+use sync_core::transform::{Policy, RebaseError, rebase};
+
+fn arb_key() -> impl Strategy<Value = String> {
+    prop_oneof![Just("a".to_owned()), Just("b".to_owned()), Just("c/d".to_owned()), Just("~e".to_owned()), "[a-z]{1,6}"]
+}
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i32>().prop_map(|n| json!(n)),
+        (-1.0e6f64..1.0e6).prop_map(|f| json!(f)),
+        "[a-zé ]{0,8}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 40, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map(arb_key(), inner, 0..5).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn arb_object() -> impl Strategy<Value = Value> {
+    prop::collection::btree_map(arb_key(), arb_json(), 0..6).prop_map(|m| Value::Object(m.into_iter().collect()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn apply_then_inverse_is_identity(doc in arb_json(), seed in any::<u64>()) {
+        let patch = random_patch(&mut Rng(seed), &doc, &JsonPointer::root());
+        let mut state = doc.clone();
+        let inverse = apply_with_inverse(&mut state, &patch).expect("generated patches apply");
+        apply(&mut state, &inverse).expect("inverse applies");
+        prop_assert_eq!(state, doc);
+    }
+
+    #[test]
+    fn diff_then_apply_gives_the_target(a in arb_json(), b in arb_json()) {
+        let ops = diff(&a, &b);
+        let mut state = a.clone();
+        apply(&mut state, &ops).expect("diff applies");
+        prop_assert_eq!(state, b);
+        prop_assert!(diff(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn diff_of_a_random_edit_applies(doc in arb_json(), seed in any::<u64>()) {
+        let patch = random_patch(&mut Rng(seed), &doc, &JsonPointer::root());
+        let mut target = doc.clone();
+        apply(&mut target, &patch).expect("generated patches apply");
+        let mut state = doc.clone();
+        apply(&mut state, &diff(&doc, &target)).expect("diff applies");
+        prop_assert_eq!(state, target);
+    }
+
+    #[test]
+    fn merge_as_diff_equals_rfc7396_merge(target in arb_json(), patch in arb_json()) {
+        let mut merged = target.clone();
+        merge_patch(&mut merged, &patch);
+        let mut state = target.clone();
+        apply(&mut state, &merge_diff(&target, &patch)).expect("merge diff applies");
+        prop_assert_eq!(state, merged);
+    }
+
+    #[test]
+    fn rebase_over_nothing_is_identity(doc in arb_json(), seed in any::<u64>()) {
+        let patch = random_patch(&mut Rng(seed), &doc, &JsonPointer::root());
+        let rebased = rebase(&doc, &patch, &[], Policy::LastWriterWins).expect("applies to its base");
+        prop_assert!(rebased.conflicts.is_empty());
+        let (mut a, mut b) = (doc.clone(), doc.clone());
+        apply(&mut a, &patch).unwrap();
+        apply(&mut b, &rebased.patch).unwrap();
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn rebased_patch_always_applies_to_the_committed_state(
+        doc in arb_json(), s1 in any::<u64>(), s2 in any::<u64>(), server_wins in any::<bool>()
+    ) {
+        let committed = random_patch(&mut Rng(s1), &doc, &JsonPointer::root());
+        let incoming = random_patch(&mut Rng(s2), &doc, &JsonPointer::root());
+        let policy = if server_wins { Policy::ServerWins } else { Policy::LastWriterWins };
+        let mut state = doc.clone();
+        apply(&mut state, &committed).unwrap();
+        match rebase(&doc, &incoming, &committed, policy) {
+            Ok(rebased) => prop_assert!(apply(&mut state, &rebased.patch).is_ok(), "{:?}", rebased),
+            Err(RebaseError::TestFailed { .. }) => {}
+            Err(other) => prop_assert!(false, "unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn edits_to_disjoint_members_all_survive(
+        base in arb_object(), x in arb_json(), y in arb_json(), server_wins in any::<bool>()
+    ) {
+        // Two replicas each set a member the other does not touch.
+        let committed = vec![PatchOp::Add { path: JsonPointer::from_tokens(["left"]), value: x.clone() }];
+        let incoming = vec![PatchOp::Add { path: JsonPointer::from_tokens(["right"]), value: y.clone() }];
+        let policy = if server_wins { Policy::ServerWins } else { Policy::LastWriterWins };
+        let rebased = rebase(&base, &incoming, &committed, policy).unwrap();
+        prop_assert!(rebased.conflicts.is_empty());
+        let mut state = base.clone();
+        apply(&mut state, &committed).unwrap();
+        apply(&mut state, &rebased.patch).unwrap();
+        prop_assert_eq!(&state["left"], &x);
+        prop_assert_eq!(&state["right"], &y);
+    }
+
+    #[test]
+    fn concurrent_array_inserts_both_survive_in_commit_order(
+        items in prop::collection::vec(any::<u8>(), 0..8), i in any::<usize>(), j in any::<usize>()
+    ) {
+        let base = json!({"l": items});
+        let len = items.len() + 1;
+        let (i, j) = (i % len, j % len);
+        let committed = vec![PatchOp::Add { path: JsonPointer::from_tokens(["l".to_owned(), i.to_string()]), value: json!("first") }];
+        let incoming = vec![PatchOp::Add { path: JsonPointer::from_tokens(["l".to_owned(), j.to_string()]), value: json!("second") }];
+        let rebased = rebase(&base, &incoming, &committed, Policy::ServerWins).unwrap();
+        let mut state = base.clone();
+        apply(&mut state, &committed).unwrap();
+        apply(&mut state, &rebased.patch).unwrap();
+        let list = state["l"].as_array().unwrap();
+        let first = list.iter().position(|v| v == "first").unwrap();
+        let second = list.iter().position(|v| v == "second").unwrap();
+        if i == j {
+            prop_assert_eq!(second, first + 1, "committed first comes first");
+        }
+        // Every original element is still there, in its order.
+        let originals: Vec<Value> = list.iter().filter(|v| !v.is_string()).cloned().collect();
+        prop_assert_eq!(originals, items.iter().map(|n| json!(n)).collect::<Vec<_>>());
+        prop_assert_eq!(list.len(), items.len() + 2);
+    }
+
+    #[test]
+    fn canonical_hash_ignores_member_order(doc in arb_object()) {
+        let reversed: Map<String, Value> = doc.as_object().unwrap().iter().rev().map(|(k, v)| (k.clone(), v.clone())).collect();
+        prop_assert_eq!(
+            sync_core::canonical::content_hash(&doc),
+            sync_core::canonical::content_hash(&Value::Object(reversed))
+        );
+    }
+
+    #[test]
+    fn client_messages_round_trip(msg in arb_client_message(), id in prop::option::of(arb_request_id())) {
+        let envelope = ClientEnvelope { message: msg, request_id: id };
+        let text = envelope.to_json();
+        let decoded = decode_client_frame(&text, &DecodeLimits::default()).unwrap();
+        prop_assert_eq!(decoded.len(), 1);
+        prop_assert_eq!(decoded.into_iter().next().unwrap().unwrap(), envelope);
+    }
+
+    #[test]
+    fn server_messages_round_trip(msg in arb_server_message(), id in prop::option::of(arb_request_id())) {
+        let envelope = ServerEnvelope { message: msg, request_id: id };
+        let text = envelope.to_json();
+        let decoded = decode_server_frame(&text).unwrap();
+        prop_assert_eq!(decoded, vec![envelope.clone()]);
+        // A batch of two decodes to both, in order.
+        let batch = encode_batch(&[envelope.clone(), envelope.clone()]);
+        prop_assert_eq!(decode_server_frame(&batch).unwrap(), vec![envelope.clone(), envelope]);
+    }
+}
+
+fn arb_request_id() -> impl Strategy<Value = RequestId> {
+    prop_oneof![any::<i64>().prop_map(RequestId::Int), "[a-z0-9-]{1,12}".prop_map(RequestId::Str)]
+}
+
+fn arb_patch() -> impl Strategy<Value = Vec<PatchOp>> {
+    (arb_json(), any::<u64>()).prop_map(|(doc, seed)| random_patch(&mut Rng(seed), &doc, &JsonPointer::root()))
+}
+
+fn arb_id() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9._:-]{1,20}"
+}
+
+fn arb_client_message() -> impl Strategy<Value = ClientMessage> {
+    prop_oneof![
+        (arb_id(), "[a-z@.]{3,12}", any::<i64>(), prop::option::of(any::<u64>())).prop_map(|(id, email, ts, last)| {
+            ClientMessage::Authenticate(Authenticate {
+                credentials: Credentials::Hmac {
+                    email,
+                    api_key: format!("rpa_{id}"),
+                    signature: "ab".repeat(32),
+                    timestamp: ts,
+                },
+                client_id: Some(id),
+                last_sequence: last,
+            })
+        }),
+        "[A-Za-z0-9.]{1,40}".prop_map(|token| ClientMessage::Authenticate(Authenticate {
+            credentials: Credentials::Jwt { token },
+            client_id: None,
+            last_sequence: None,
+        })),
+        (arb_id(), arb_id()).prop_map(|(user_id, auth_token)| ClientMessage::Authenticate(Authenticate {
+            credentials: Credentials::Bearer { user_id, auth_token },
+            client_id: None,
+            last_sequence: Some(7),
+        })),
+        (prop::option::of(arb_id()), prop::option::of("[a-z]{1,8}"), arb_json(), prop::option::of(arb_id())).prop_map(
+            |(id, collection, content, change)| ClientMessage::CreateDocument(CreateDocument {
+                document: NewDocument { id, collection, title: None, content },
+                client_change_id: change,
+            })
+        ),
+        (
+            arb_id(),
+            arb_patch(),
+            prop::option::of(any::<u64>()),
+            prop::option::of("[0-9a-f]{64}"),
+            prop::option::of(arb_id())
+        )
+            .prop_map(|(document_id, patch, base_revision, content_hash, client_change_id)| {
+                ClientMessage::UpdateDocument(UpdateDocument {
+                    patch: DocumentPatch { document_id, patch, base_revision, content_hash, client_change_id },
+                })
+            }),
+        (arb_id(), prop::option::of(any::<u64>())).prop_map(|(document_id, base_revision)| {
+            ClientMessage::DeleteDocument(DeleteDocument { document_id, base_revision, client_change_id: None })
+        }),
+        (any::<u64>(), prop::option::of(1u32..5000), prop::option::of(prop::collection::vec("[a-z]{1,5}", 0..3)))
+            .prop_map(|(last_sequence, limit, collections)| {
+                ClientMessage::GetChangesSince(GetChangesSince { last_sequence, limit, collections })
+            }),
+        any::<u64>().prop_map(|up_to_sequence| ClientMessage::AckChanges(AckChanges { up_to_sequence })),
+        prop::collection::vec(arb_id(), 0..4)
+            .prop_map(|document_ids| ClientMessage::RequestSync(RequestSync { document_ids })),
+        (arb_id(), prop::option::of(any::<u64>())).prop_map(|(document_id, at_revision)| ClientMessage::GetDocument(
+            GetDocument { document_id, at_revision }
+        )),
+        ("[a-z-]{1,10}", arb_json()).prop_map(|(topic, data)| ClientMessage::Publish(Publish { topic, data })),
+        Just(ClientMessage::Ping),
+    ]
+}
+
+fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
+    prop_oneof![
+        (arb_id(), arb_patch(), 1u64..1000, any::<u64>()).prop_map(|(document_id, patch, sync_revision, sequence)| {
+            ServerMessage::DocumentUpdated(DocumentUpdated {
+                patch: PushedPatch { document_id, patch, sync_revision, content_hash: "0".repeat(64) },
+                sequence,
+            })
+        }),
+        (arb_id(), any::<bool>(), arb_patch()).prop_map(|(document_id, success, patch)| {
+            ServerMessage::DocumentUpdatedResponse(UpdatedResponse {
+                document_id,
+                success,
+                error: (!success).then(|| sync_core::ErrorBody::new(sync_core::ErrorCode::VersionMismatch, "stale")),
+                sync_revision: success.then_some(3),
+                sequence: success.then_some(9),
+                applied_patch: success.then_some(patch),
+                conflicts: Vec::new(),
+                content_hash: None,
+            })
+        }),
+        (arb_id(), 1u64..100, any::<u64>()).prop_map(|(document_id, sync_revision, sequence)| {
+            ServerMessage::DocumentDeleted(DocumentDeleted { document_id, sync_revision, sequence })
+        }),
+        "[a-z ]{0,30}".prop_map(|m| ServerMessage::error(sync_core::ErrorCode::InvalidMessage, m)),
+        Just(ServerMessage::Pong),
+        (any::<u64>(), any::<bool>()).prop_map(|(latest_sequence, has_more)| ServerMessage::Changes(Changes {
+            events: Vec::new(),
+            latest_sequence,
+            has_more
+        })),
+    ]
+}
+
+#[test]
+fn patch_values_serialize_in_rfc_shape() {
+    let ops = vec![PatchOp::Move { from: "/a".parse().unwrap(), path: "/b".parse().unwrap() }];
+    assert_eq!(patch_to_value(&ops), json!([{"op": "move", "from": "/a", "path": "/b"}]));
+}

@@ -1,0 +1,179 @@
+//! Table tests for decoding client messages: every current and seed-era shape, and the
+//! errors a malformed message gets.
+
+use serde_json::json;
+use sync_core::ErrorCode;
+use sync_core::patch::PatchOp;
+use sync_core::protocol::*;
+
+fn decode(text: &str) -> Result<ClientEnvelope, DecodeError> {
+    let mut frame = decode_client_frame(text, &DecodeLimits::default())?;
+    assert_eq!(frame.len(), 1);
+    frame.remove(0)
+}
+
+fn check_error(text: &str, code: ErrorCode, fragment: &str) {
+    let err = decode(text).expect_err(text);
+    assert_eq!(err.code, code, "{text}: {err}");
+    assert!(err.message.contains(fragment), "{text}: {:?} lacks {fragment:?}", err.message);
+}
+
+#[test]
+fn seed_era_bearer_authenticate() {
+    let msg = decode(r#"{"type":"authenticate","user_id":"u1","auth_token":"t0k"}"#).unwrap();
+    let ClientMessage::Authenticate(auth) = msg.message else { panic!() };
+    assert_eq!(auth.credentials, Credentials::Bearer { user_id: "u1".into(), auth_token: "t0k".into() });
+}
+
+#[test]
+fn seed_era_hmac_authenticate_with_string_timestamp() {
+    let text = json!({"type": "authenticate", "email": "a@b.c", "client_id": "c1", "api_key": "rpa_x",
+        "signature": "ff", "timestamp": "1700000000"})
+    .to_string();
+    let ClientMessage::Authenticate(auth) = decode(&text).unwrap().message else { panic!() };
+    assert_eq!(
+        auth.credentials,
+        Credentials::Hmac {
+            email: "a@b.c".into(),
+            api_key: "rpa_x".into(),
+            signature: "ff".into(),
+            timestamp: 1_700_000_000
+        }
+    );
+    assert_eq!(auth.client_id.as_deref(), Some("c1"));
+}
+
+#[test]
+fn seed_era_jwt_authenticate() {
+    let ClientMessage::Authenticate(auth) =
+        decode(r#"{"type":"authenticate","token":"a.b.c","last_sequence":12}"#).unwrap().message
+    else {
+        panic!()
+    };
+    assert_eq!(auth.credentials, Credentials::Jwt { token: "a.b.c".into() });
+    assert_eq!(auth.last_sequence, Some(12));
+}
+
+#[test]
+fn create_with_top_level_title() {
+    // Seed-era: the document's fields at the top level of the message.
+    let ClientMessage::CreateDocument(c) =
+        decode(r#"{"type":"create_document","title":"Buy milk","content":{"done":false}}"#).unwrap().message
+    else {
+        panic!()
+    };
+    assert_eq!(c.document.normalized_content(), json!({"title": "Buy milk", "done": false}));
+    // Current shape with a top-level title inside `document`.
+    let ClientMessage::CreateDocument(c) =
+        decode(r#"{"type":"create_document","document":{"id":"d1","title":"T","content":{"title":"kept"}}}"#)
+            .unwrap()
+            .message
+    else {
+        panic!()
+    };
+    assert_eq!(c.document.id.as_deref(), Some("d1"));
+    assert_eq!(c.document.normalized_content(), json!({"title": "kept"}), "an existing content.title wins");
+}
+
+#[test]
+fn update_with_only_document_id_and_patch() {
+    let msg = decode(r#"{"type":"update_document","document_id":"d1","patch":[{"op":"replace","path":"/a","value":1}],"request_id":7}"#)
+        .unwrap();
+    assert_eq!(msg.request_id, Some(RequestId::Int(7)));
+    let ClientMessage::UpdateDocument(u) = msg.message else { panic!() };
+    assert_eq!(u.patch.document_id, "d1");
+    assert_eq!(u.patch.base_revision, None);
+    assert_eq!(u.patch.patch, vec![PatchOp::Replace { path: "/a".parse().unwrap(), value: json!(1) }]);
+}
+
+#[test]
+fn current_update_shape() {
+    let msg = decode(
+        r#"{"type":"update_document","request_id":"r-1","patch":{"document_id":"d1","patch":[],"base_revision":3,"client_change_id":"c"}}"#,
+    )
+    .unwrap();
+    assert_eq!(msg.request_id, Some(RequestId::Str("r-1".into())));
+    let ClientMessage::UpdateDocument(u) = msg.message else { panic!() };
+    assert_eq!((u.patch.base_revision, u.patch.client_change_id.as_deref()), (Some(3), Some("c")));
+}
+
+#[test]
+fn sync_is_an_alias_of_publish_and_unknown_fields_are_ignored() {
+    let msg = decode(r#"{"type":"sync","topic":"t","data":{"x":1},"extra":true}"#).unwrap();
+    assert_eq!(msg.message, ClientMessage::Publish(Publish { topic: "t".into(), data: json!({"x": 1}) }));
+    assert_eq!(decode(r#"{"type":"ping","whatever":[1]}"#).unwrap().message, ClientMessage::Ping);
+}
+
+#[test]
+fn errors_say_which_field_and_what_was_expected() {
+    check_error("{not json", ErrorCode::InvalidMessage, "malformed JSON");
+    check_error("[1]", ErrorCode::InvalidMessage, "must be a JSON object");
+    check_error(r#"{"no_type":1}"#, ErrorCode::InvalidMessage, "missing `type`");
+    check_error(r#"{"type":"launch_rockets"}"#, ErrorCode::InvalidMessage, "unknown message type `launch_rockets`");
+    check_error(r#"{"type":"delete_document"}"#, ErrorCode::InvalidMessage, "missing field `document_id`");
+    check_error(r#"{"type":"delete_document","document_id":5}"#, ErrorCode::InvalidMessage, "field `document_id`");
+    check_error(
+        r#"{"type":"update_document","patch":{"document_id":"d","patch":[],"base_revision":"x"}}"#,
+        ErrorCode::InvalidMessage,
+        "field `patch.base_revision`: invalid type: string \"x\", expected u64",
+    );
+    check_error(
+        r#"{"type":"update_document","patch":{"document_id":"d","patch":[{"op":"add","path":"/a"}]}}"#,
+        ErrorCode::InvalidPatch,
+        "op 0 (add): missing `value`",
+    );
+    check_error(r#"{"type":"get_changes_since","last_sequence":-1}"#, ErrorCode::InvalidMessage, "last_sequence");
+    check_error(r#"{"type":"authenticate"}"#, ErrorCode::InvalidMessage, "authenticate needs");
+    check_error(r#"{"type":"authenticate","token":3}"#, ErrorCode::InvalidMessage, "field `token`: expected a string");
+    check_error(r#"{"type":"ping","request_id":{"a":1}}"#, ErrorCode::InvalidMessage, "request_id");
+}
+
+#[test]
+fn errors_echo_the_request_id() {
+    let err = decode(r#"{"type":"nope","request_id":"abc"}"#).unwrap_err();
+    assert_eq!(err.request_id, Some(RequestId::Str("abc".into())));
+    assert_eq!(err.message_type.as_deref(), Some("nope"));
+}
+
+#[test]
+fn limits_on_depth_and_patch_size() {
+    let limits = DecodeLimits { max_depth: 3, max_patch_ops: 2 };
+    let deep = r#"{"type":"create_document","document":{"content":{"a":{"b":{"c":{}}}}}}"#;
+    let err = decode_client_frame(deep, &limits).unwrap().remove(0).unwrap_err();
+    assert_eq!(err.code, ErrorCode::PayloadTooLarge);
+    let ops =
+        json!([{"op":"test","path":"","value":1},{"op":"test","path":"","value":1},{"op":"test","path":"","value":1}]);
+    let big = json!({"type": "update_document", "patch": {"document_id": "d", "patch": ops}}).to_string();
+    let err = decode_client_frame(&big, &limits).unwrap().remove(0).unwrap_err();
+    assert_eq!(err.code, ErrorCode::PayloadTooLarge);
+    // Beyond what the JSON parser itself will nest, the whole frame is refused.
+    let absurd = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    assert_eq!(decode_client_frame(&absurd, &limits).unwrap_err().code, ErrorCode::PayloadTooLarge);
+}
+
+#[test]
+fn batches_decode_each_message_on_its_own() {
+    let frame = r#"[{"type":"ping","request_id":1},{"type":"bogus","request_id":2},{"type":"ping","request_id":3}]"#;
+    let decoded = decode_client_frame(frame, &DecodeLimits::default()).unwrap();
+    assert_eq!(decoded.len(), 3);
+    assert!(decoded[0].is_ok() && decoded[1].is_err() && decoded[2].is_ok());
+    assert_eq!(decoded[1].as_ref().unwrap_err().request_id, Some(RequestId::Int(2)));
+}
+
+#[test]
+fn debug_output_never_shows_secrets() {
+    let auth = Authenticate {
+        credentials: Credentials::Hmac {
+            email: "a@b.c".into(),
+            api_key: "rpa_0123456789abcdef".into(),
+            signature: "deadbeefcafe".into(),
+            timestamp: 1,
+        },
+        client_id: None,
+        last_sequence: None,
+    };
+    let shown = format!("{auth:?}");
+    assert!(!shown.contains("deadbeefcafe") && !shown.contains("0123456789abcdef"), "{shown}");
+    let shown = format!("{:?}", Credentials::Bearer { user_id: "u".into(), auth_token: "sekrit".into() });
+    assert!(!shown.contains("sekrit"));
+}
