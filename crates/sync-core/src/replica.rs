@@ -119,9 +119,10 @@ pub struct Replica {
     pub policy: Policy,
 }
 
-/// A new random `client_change_id`.
+/// A new `client_change_id`: a UUIDv7, so ids are time-ordered and the server's unique
+/// index on them grows at its end instead of at random places.
 pub fn new_change_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Uuid::now_v7().to_string()
 }
 
 impl Replica {
@@ -398,6 +399,34 @@ impl Replica {
         }
     }
 
+    /// Replaces the confirmed state with the server's current one (after a gap was
+    /// detected and the document fetched again); pending updates are rebased onto it.
+    pub fn reset(&mut self, content: Value, revision: u64, deleted: bool) -> Outcome {
+        let mut outcome = Outcome::default();
+        let old = self.confirmed.replace(Confirmed { content: content.clone(), revision, deleted });
+        if deleted {
+            let keep_first = self.pending.first().is_some_and(|p| p.in_flight);
+            for p in self.pending.drain(usize::from(keep_first)..) {
+                outcome.rejected.push(Rejected {
+                    change_id: p.change_id,
+                    code: ErrorCode::DocumentDeleted,
+                    message: "the document was deleted on another replica".into(),
+                });
+            }
+            return outcome;
+        }
+        match old {
+            Some(old) if !old.deleted => {
+                let correction = crate::patch::diff(&old.content, &content);
+                self.correct(&old.content, &correction, &mut outcome);
+            }
+            // Nothing to rebase from: pending updates stay as they are and are checked
+            // against the new state when shown.
+            _ => {}
+        }
+        outcome
+    }
+
     /// The server acknowledged the in-flight change as committed at `revision`.
     /// `applied` is the patch as the server applied it (when it transformed it);
     /// `content` the stored content of a create.
@@ -428,6 +457,10 @@ impl Replica {
                     outcome.resync_needed = true;
                     return outcome;
                 };
+                if revision <= confirmed.revision {
+                    // A resync already brought in the state that includes this change.
+                    return outcome;
+                }
                 let server_patch = applied.unwrap_or_else(|| local.clone());
                 let before = confirmed.content.clone();
                 if revision != confirmed.revision + 1 || apply(&mut confirmed.content, &server_patch).is_err() {
@@ -607,6 +640,19 @@ mod tests {
         let outcome = r.on_remote(4, RemoteChange::Update(Vec::new()), None);
         assert!(outcome.resync_needed);
         assert!(r.on_remote(2, RemoteChange::Update(Vec::new()), None).duplicate);
+    }
+
+    #[test]
+    fn reset_rebases_pending_onto_the_fetched_state() {
+        let mut r = Replica::from_server(json!({"l": [1], "k": 0}), 2, false, Policy::LastWriterWins);
+        r.local_update(ops(json!([{"op": "replace", "path": "/k", "value": 5}])), "c1".into()).unwrap();
+        let outcome = r.reset(json!({"l": [0, 1], "k": 0, "x": true}), 7, false);
+        assert!(outcome.rejected.is_empty());
+        assert_eq!(r.revision(), 7);
+        assert_eq!(r.view(), Some(json!({"l": [0, 1], "k": 5, "x": true})));
+        let outcome = r.reset(json!({}), 8, true);
+        assert_eq!(outcome.rejected.len(), 1);
+        assert_eq!(r.view(), None);
     }
 
     #[test]

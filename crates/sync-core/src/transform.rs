@@ -159,10 +159,12 @@ pub fn rebase_many(
     let mut failed: Vec<Option<RebaseError>> = vec![None; entries.len()];
     let mut conflicts: Vec<Vec<Conflict>> = vec![Vec::new(); entries.len()];
 
-    // The incoming patches must apply to their own base, one after the other.
+    // The incoming patches must apply to their own base, one after the other. Their `test`
+    // ops are not judged here: rule 6 evaluates them against the state at apply time.
     let mut frame = base.clone();
     for (entry, ops) in entries.iter().enumerate() {
-        match apply(&mut frame, ops) {
+        let effective: Patch = ops.iter().filter(|op| !matches!(op, PatchOp::Test { .. })).cloned().collect();
+        match apply(&mut frame, &effective) {
             Ok(()) => items.extend(ops.iter().enumerate().map(|(index, op)| Item {
                 entry,
                 index,

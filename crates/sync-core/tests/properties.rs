@@ -252,6 +252,7 @@ fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
             ServerMessage::DocumentUpdated(DocumentUpdated {
                 patch: PushedPatch { document_id, patch, sync_revision, content_hash: "0".repeat(64) },
                 sequence,
+                client_change_id: Some("c".into()),
             })
         }),
         (arb_id(), any::<bool>(), arb_patch()).prop_map(|(document_id, success, patch)| {
@@ -267,7 +268,12 @@ fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
             })
         }),
         (arb_id(), 1u64..100, any::<u64>()).prop_map(|(document_id, sync_revision, sequence)| {
-            ServerMessage::DocumentDeleted(DocumentDeleted { document_id, sync_revision, sequence })
+            ServerMessage::DocumentDeleted(DocumentDeleted {
+                document_id,
+                sync_revision,
+                sequence,
+                client_change_id: None,
+            })
         }),
         "[a-z ]{0,30}".prop_map(|m| ServerMessage::error(sync_core::ErrorCode::InvalidMessage, m)),
         Just(ServerMessage::Pong),

@@ -243,6 +243,10 @@ pub struct DocumentCreated {
     pub document: Document,
     /// The change's sequence.
     pub sequence: u64,
+    /// The `client_change_id` the change was made with, so the author's other sessions
+    /// (or its own reconnected session) recognise it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_change_id: Option<String>,
 }
 
 /// `document_updated` push.
@@ -252,6 +256,10 @@ pub struct DocumentUpdated {
     pub patch: PushedPatch,
     /// The change's sequence.
     pub sequence: u64,
+    /// The `client_change_id` the change was made with, so the author's other sessions
+    /// (or its own reconnected session) recognise it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_change_id: Option<String>,
 }
 
 /// The `patch` object of a `document_updated` push.
@@ -276,6 +284,10 @@ pub struct DocumentDeleted {
     pub sync_revision: u64,
     /// The change's sequence.
     pub sequence: u64,
+    /// The `client_change_id` the change was made with, so the author's other sessions
+    /// (or its own reconnected session) recognise it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_change_id: Option<String>,
 }
 
 /// How a concurrent edit was resolved.

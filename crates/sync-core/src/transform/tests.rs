@@ -228,6 +228,20 @@ fn rule6_test_is_evaluated_at_apply_time() {
 }
 
 #[test]
+fn rule6_a_test_that_holds_only_at_apply_time_passes() {
+    // The test fails against the base but holds after the committed change: rule 6 judges
+    // it at apply time, so the patch applies.
+    check(
+        json!({"v": 1}),
+        json!([{"op": "replace", "path": "/v", "value": 2}]),
+        json!([{"op": "test", "path": "/v", "value": 2}, {"op": "add", "path": "/w", "value": true}]),
+        LWW,
+        json!({"v": 2, "w": true}),
+        &[],
+    );
+}
+
+#[test]
 fn rule6_test_on_removed_target_rejects_the_patch() {
     let base = json!({"l": ["a", "b"]});
     let committed = parse_patch(json!([{"op": "remove", "path": "/l/1"}])).unwrap();
