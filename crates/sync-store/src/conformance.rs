@@ -1,0 +1,786 @@
+//! The store conformance suite: the behaviour every [`Store`] backend must show, written
+//! only against the trait so that every backend runs it unchanged.
+//!
+//! Each check is a `pub async fn` named after the behaviour it asserts, and panics with
+//! a message naming what differed (this is a test suite: panicking is how it reports).
+//! [`run_all`] runs every check in turn.
+//!
+//! Every check makes its own users, documents and ids from fresh UUIDs, so the checks do
+//! not see each other's data and the suite may run against a database that already holds
+//! data. Checks that compare sequence numbers across calls (`latest_sequence`, gap-free
+//! batches, `reached`) assume that nothing else writes to the store while the suite runs.
+//!
+//! # Running it on a backend
+//!
+//! A backend's integration test opens a fresh store and hands it over:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), sync_store::StoreError> {
+//! let dir = std::env::temp_dir().join("conformance-example");
+//! std::fs::create_dir_all(&dir).ok();
+//! let store = sync_store::sqlite::SqliteStore::open(&dir.join("sync.db"))?;
+//! sync_store::conformance::run_all(&store).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A backend that needs a runtime for its own tasks runs this inside
+//! `#[tokio::test(flavor = "multi_thread")]`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use serde_json::{Value, json};
+use sync_core::canonical::content_hash;
+use sync_core::model::new_document_id;
+use sync_core::vclock::VectorClock;
+use sync_core::{ChangeEvent, ChangeKind, Document, Timestamp};
+
+use crate::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, TokenRecord};
+
+/// Runs every check of the suite against `store`, in order; panics at the first failure.
+pub async fn run_all<S: Store>(store: &S) {
+    ping_answers(store).await;
+    empty_batch_writes_nothing(store).await;
+    documents_round_trip_exactly(store).await;
+    events_round_trip_exactly(store).await;
+    batch_sequences_are_consecutive_and_gap_free(store).await;
+    several_changes_to_one_document_in_one_batch(store).await;
+    revision_mismatch_refuses_the_whole_batch(store).await;
+    create_of_existing_id_is_duplicate(store).await;
+    duplicate_client_change_id_is_duplicate(store).await;
+    find_client_changes_is_per_user(store).await;
+    changes_since_shows_only_the_readers_changes(store).await;
+    changes_since_pages_with_reached_and_has_more(store).await;
+    changes_since_filters_collections(store).await;
+    document_changes_selects_revision_ranges(store).await;
+    history_is_newest_first(store).await;
+    list_documents_pages_by_id_with_tombstones(store).await;
+    api_credentials_round_trip(store).await;
+    tokens_round_trip(store).await;
+    ensure_user_is_idempotent(store).await;
+    ack_cursor_accepts_any_order(store).await;
+    stats_count_live_documents_and_changes(store).await;
+    concurrent_appends_get_unique_gap_free_sequences(store).await;
+}
+
+/// `ping` answers on a working store.
+pub async fn ping_answers<S: Store>(store: &S) {
+    ok(store.ping().await, "ping");
+}
+
+/// An empty batch succeeds, gets no sequences and consumes none.
+pub async fn empty_batch_writes_nothing<S: Store>(store: &S) {
+    let before = latest(store).await;
+    assert_eq!(ok(store.append_batch(Vec::new()).await, "empty batch"), Vec::<u64>::new());
+    assert_eq!(latest(store).await, before, "an empty batch moved latest_sequence");
+}
+
+/// A document comes back from `load_documents` exactly as written: nested content,
+/// unicode, numbers of every kind, vector clock, millisecond timestamps, tombstone.
+/// Missing ids are left out.
+pub async fn documents_round_trip_exactly<S: Store>(store: &S) {
+    let user = unique("user");
+    let collection = unique_collection();
+
+    let mut rich = create(&user, &collection, &unique("doc"), rich_content());
+    rich.document.vector_clock = clock(&[("client-a", 3), ("client-b", 1), (&"c".repeat(100), u64::from(u32::MAX))]);
+    rich.document.created_at = Timestamp::from_unix_millis(1_795_000_000_123);
+    rich.document.updated_at = Timestamp::from_unix_millis(1_795_000_999_999);
+
+    // No title: the content has none.
+    let plain = create(&user, &collection, &unique("doc"), json!([1, "two", {"three": 3}]));
+    assert_eq!(plain.document.title, None);
+    let gone = delete(&plain.document);
+    assert!(gone.document.is_deleted());
+
+    ok(store.append_batch(vec![rich.clone(), plain, gone.clone()]).await, "append");
+
+    let missing = unique("missing");
+    let ids = vec![rich.document.id.clone(), missing, gone.document.id.clone()];
+    let loaded = sorted_documents(ok(store.load_documents(ids).await, "load_documents"));
+    let expected = sorted_documents(vec![rich.document, gone.document]);
+    assert_eq!(loaded, expected, "documents did not round-trip");
+
+    assert_eq!(ok(store.load_documents(Vec::new()).await, "load nothing"), Vec::<Document>::new());
+}
+
+/// Change events come back exactly as written, with the sequence the store assigned:
+/// patches, `None` patches, custom event types, client change ids and hashes.
+pub async fn events_round_trip_exactly<S: Store>(store: &S) {
+    let user = unique("user");
+    let collection = unique_collection();
+    let mut first = create(&user, &collection, &unique("doc"), json!({"title": "Café ☕", "n": 1}));
+    first.event.client_change_id = Some(unique("cc"));
+    let mut second = update(&first.document, json!({"title": "Café ☕", "n": 2.5}));
+    second.event.event_type = ChangeKind::Custom("archive".to_owned());
+    let third = delete(&second.document);
+
+    let batch = vec![first, second, third];
+    let sequences = ok(store.append_batch(batch.clone()).await, "append");
+    let expected: Vec<ChangeEvent> = batch.iter().zip(&sequences).map(|(c, &s)| with_sequence(&c.event, s)).collect();
+
+    let stored = ok(store.document_changes(expected[0].document_id.clone(), 0, None).await, "document_changes");
+    assert_eq!(stored, expected, "events did not round-trip");
+    assert_eq!(stored[2].forward_patch, None, "a delete has no forward patch");
+    assert_eq!(stored[0].reverse_patch, None, "a create has no reverse patch");
+}
+
+/// `append_batch` assigns consecutive sequences in batch order, continuing right after the
+/// previous batch, and `latest_sequence` follows.
+pub async fn batch_sequences_are_consecutive_and_gap_free<S: Store>(store: &S) {
+    let user = unique("user");
+    let collection = unique_collection();
+    let before = latest(store).await;
+
+    let batch: Vec<NewChange> = (0..5).map(|i| create(&user, &collection, &unique("doc"), json!({"i": i}))).collect();
+    let sequences = ok(store.append_batch(batch.clone()).await, "first batch");
+    assert_eq!(sequences, (before + 1..=before + 5).collect::<Vec<_>>(), "first batch sequences");
+    assert_eq!(latest(store).await, before + 5, "latest after the first batch");
+
+    // The sequences are the events' order in the log, not only numbers handed back.
+    let page = ok(store.changes_since(scope(&user), before, 100, None).await, "changes_since");
+    let logged: Vec<&str> = page.events.iter().map(|e| e.event_id.as_str()).collect();
+    let sent: Vec<&str> = batch.iter().map(|c| c.event.event_id.as_str()).collect();
+    assert_eq!(logged, sent, "log order differs from batch order");
+
+    let more: Vec<NewChange> = (0..3).map(|i| create(&user, &collection, &unique("doc"), json!({"i": i}))).collect();
+    let sequences = ok(store.append_batch(more).await, "second batch");
+    assert_eq!(sequences, (before + 6..=before + 8).collect::<Vec<_>>(), "second batch sequences");
+    assert_eq!(latest(store).await, before + 8, "latest after the second batch");
+}
+
+/// One batch may create a document and change it several times: each change expects the
+/// revision the previous one produced.
+pub async fn several_changes_to_one_document_in_one_batch<S: Store>(store: &S) {
+    let user = unique("user");
+    let collection = unique_collection();
+    let created = create(&user, &collection, &unique("doc"), json!({"title": "v1"}));
+    let updated = update(&created.document, json!({"title": "v2"}));
+    let again = update(&updated.document, json!({"title": "v3", "extra": [1, 2]}));
+    let deleted = delete(&again.document);
+    let batch = vec![created, updated, again, deleted.clone()];
+
+    let before = latest(store).await;
+    let sequences = ok(store.append_batch(batch.clone()).await, "append");
+    assert_eq!(sequences, (before + 1..=before + 4).collect::<Vec<_>>());
+
+    let id = deleted.document.id.clone();
+    let loaded = ok(store.load_documents(vec![id.clone()]).await, "load");
+    assert_eq!(loaded, vec![deleted.document], "the last change of the batch wins");
+
+    let events = ok(store.document_changes(id, 0, None).await, "document_changes");
+    let revisions: Vec<u64> = events.iter().map(|e| e.sync_revision).collect();
+    assert_eq!(revisions, vec![1, 2, 3, 4]);
+    let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(kinds, vec!["create", "update", "update", "delete"]);
+}
+
+/// A change whose expected revision is not the stored one (or whose document does not
+/// exist) refuses the whole batch with `Conflict` naming those documents: nothing is
+/// written and no sequence is consumed.
+pub async fn revision_mismatch_refuses_the_whole_batch<S: Store>(store: &S) {
+    let user = unique("user");
+    let collection = unique_collection();
+    let a = create(&user, &collection, &unique("doc-a"), json!({"title": "a"}));
+    let b = create(&user, &collection, &unique("doc-b"), json!({"title": "b"}));
+    ok(store.append_batch(vec![a.clone(), b.clone()]).await, "setup");
+    let before = latest(store).await;
+
+    let good = update(&a.document, json!({"title": "a2"}));
+    let fresh = create(&user, &collection, &unique("doc-c"), json!({}));
+    let mut stale = update(&b.document, json!({"title": "b2"}));
+    stale.expected_revision = 7;
+    let never_created = create(&user, &collection, &unique("doc-d"), json!({}));
+    let phantom = update(&never_created.document, json!({"x": 1}));
+
+    let batch = vec![good.clone(), fresh.clone(), stale.clone(), phantom.clone()];
+    match store.append_batch(batch).await {
+        Err(StoreError::Conflict(mut ids)) => {
+            ids.sort();
+            let mut expected = vec![b.document.id.clone(), phantom.document.id.clone()];
+            expected.sort();
+            assert_eq!(ids, expected, "Conflict must name exactly the documents that moved");
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+
+    assert_eq!(latest(store).await, before, "a refused batch consumed sequences");
+    let ids = vec![a.document.id.clone(), b.document.id.clone(), fresh.document.id.clone()];
+    let loaded = sorted_documents(ok(store.load_documents(ids).await, "load"));
+    assert_eq!(loaded, sorted_documents(vec![a.document.clone(), b.document]), "a refused batch wrote documents");
+    let events = ok(store.document_changes(a.document.id.clone(), 0, None).await, "document_changes");
+    assert_eq!(events.len(), 1, "a refused batch wrote events");
+
+    // The next batch continues right after the last committed sequence.
+    let sequences = ok(store.append_batch(vec![good]).await, "retry");
+    assert_eq!(sequences, vec![before + 1], "the sequence after a refused batch");
+}
+
+/// Creating a document whose id exists refuses the batch with `Duplicate(id)`; nothing of
+/// the batch is written.
+pub async fn create_of_existing_id_is_duplicate<S: Store>(store: &S) {
+    let user = unique("user");
+    let collection = unique_collection();
+    let existing = create(&user, &collection, &unique("doc"), json!({"title": "first"}));
+    ok(store.append_batch(vec![existing.clone()]).await, "setup");
+    let before = latest(store).await;
+
+    let other = create(&user, &collection, &unique("doc"), json!({}));
+    let again = create(&user, &collection, &existing.document.id, json!({"title": "second"}));
+    match store.append_batch(vec![other.clone(), again]).await {
+        Err(StoreError::Duplicate(id)) => assert_eq!(id, existing.document.id, "Duplicate names the id"),
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+
+    assert_eq!(latest(store).await, before, "a refused batch consumed sequences");
+    let ids = vec![existing.document.id.clone(), other.document.id];
+    let loaded = ok(store.load_documents(ids).await, "load");
+    assert_eq!(loaded, vec![existing.document], "a refused batch wrote documents");
+}
+
+/// A `client_change_id` is unique per user: a second use by the same user (in a later
+/// batch or the same one) refuses the batch with `Duplicate`; another user may use it.
+pub async fn duplicate_client_change_id_is_duplicate<S: Store>(store: &S) {
+    let (user, other_user) = (unique("user"), unique("user"));
+    let collection = unique_collection();
+    let client_change = unique("cc");
+
+    let first = with_client_change(create(&user, &collection, &unique("doc"), json!({})), &client_change);
+    ok(store.append_batch(vec![first]).await, "first use");
+    let before = latest(store).await;
+
+    let second = with_client_change(create(&user, &collection, &unique("doc"), json!({})), &client_change);
+    let refused = store.append_batch(vec![second.clone()]).await;
+    assert!(matches!(refused, Err(StoreError::Duplicate(_))), "reuse in a later batch: {refused:?}");
+
+    let twice = unique("cc");
+    let x = with_client_change(create(&user, &collection, &unique("doc"), json!({})), &twice);
+    let y = with_client_change(create(&user, &collection, &unique("doc"), json!({})), &twice);
+    let refused = store.append_batch(vec![x.clone(), y]).await;
+    assert!(matches!(refused, Err(StoreError::Duplicate(_))), "reuse within one batch: {refused:?}");
+
+    assert_eq!(latest(store).await, before, "refused batches consumed sequences");
+    let ids = vec![second.document.id, x.document.id];
+    assert_eq!(ok(store.load_documents(ids).await, "load"), Vec::<Document>::new(), "refused batches wrote documents");
+
+    let theirs = with_client_change(create(&other_user, &collection, &unique("doc"), json!({})), &client_change);
+    ok(store.append_batch(vec![theirs]).await, "another user may use the same client change id");
+}
+
+/// `find_client_changes` returns the events of that user carrying those ids, never
+/// another user's, and handles long id lists.
+pub async fn find_client_changes_is_per_user<S: Store>(store: &S) {
+    let (user, other_user) = (unique("user"), unique("user"));
+    let collection = unique_collection();
+    let (k1, k2) = (unique("cc"), unique("cc"));
+
+    let mine_1 = with_client_change(create(&user, &collection, &unique("doc"), json!({})), &k1);
+    let mine_2 = with_client_change(create(&user, &collection, &unique("doc"), json!({})), &k2);
+    let untagged = create(&user, &collection, &unique("doc"), json!({}));
+    let theirs = with_client_change(create(&other_user, &collection, &unique("doc"), json!({})), &k1);
+    let batch = vec![mine_1, mine_2, untagged, theirs];
+    let sequences = ok(store.append_batch(batch.clone()).await, "append");
+    let events: Vec<ChangeEvent> = batch.iter().zip(&sequences).map(|(c, &s)| with_sequence(&c.event, s)).collect();
+
+    let found = ok(store.find_client_changes(user.clone(), vec![k1.clone(), k2.clone(), unique("cc")]).await, "find");
+    assert_eq!(sorted_events(found), vec![events[0].clone(), events[1].clone()], "the user's own changes");
+
+    let found = ok(store.find_client_changes(other_user, vec![k1.clone()]).await, "find other");
+    assert_eq!(found, vec![events[3].clone()], "the other user's change only");
+
+    let found = ok(store.find_client_changes(user.clone(), Vec::new()).await, "find nothing");
+    assert_eq!(found, Vec::<ChangeEvent>::new());
+
+    // Longer than SQLite's and PostgreSQL's bound-parameter limits if bound one by one.
+    let mut many: Vec<String> = (0..40_000).map(|i| format!("absent-{i}")).collect();
+    many.insert(20_000, k2);
+    let found = ok(store.find_client_changes(user, many).await, "find among many");
+    assert_eq!(found, vec![events[1].clone()], "found among many ids");
+}
+
+/// `changes_since` shows a reader only their own changes.
+pub async fn changes_since_shows_only_the_readers_changes<S: Store>(store: &S) {
+    let (user, other_user) = (unique("user"), unique("user"));
+    let collection = unique_collection();
+    let before = latest(store).await;
+    let batch = vec![
+        create(&user, &collection, &unique("doc"), json!({})),
+        create(&other_user, &collection, &unique("doc"), json!({})),
+        create(&user, &collection, &unique("doc"), json!({})),
+    ];
+    let sequences = ok(store.append_batch(batch.clone()).await, "append");
+
+    let page = ok(store.changes_since(scope(&user), before, 100, None).await, "mine");
+    assert_eq!(
+        page.events,
+        vec![with_sequence(&batch[0].event, sequences[0]), with_sequence(&batch[2].event, sequences[2])]
+    );
+    let page = ok(store.changes_since(scope(&other_user), before, 100, None).await, "theirs");
+    assert_eq!(page.events, vec![with_sequence(&batch[1].event, sequences[1])]);
+    let page = ok(store.changes_since(scope(&unique("user")), before, 100, None).await, "nobody's");
+    assert_eq!(page.events, Vec::<ChangeEvent>::new());
+}
+
+/// `changes_since` pages: a full page reaches its last event and says whether visible
+/// changes follow; a page that is not full reaches the newest sequence of the store and
+/// has no more; `reached` is never below `after`.
+pub async fn changes_since_pages_with_reached_and_has_more<S: Store>(store: &S) {
+    let (user, other_user) = (unique("user"), unique("user"));
+    let collection = unique_collection();
+    let before = latest(store).await;
+    // Mine at positions 0, 2, 3, 5, 6; the store's newest change (7) is someone else's.
+    let owners = [&user, &other_user, &user, &user, &other_user, &user, &user, &other_user];
+    let batch: Vec<NewChange> =
+        owners.iter().map(|owner| create(owner, &collection, &unique("doc"), json!({}))).collect();
+    let s = ok(store.append_batch(batch).await, "append");
+    let newest = s[7];
+    let me = || scope(&user);
+
+    let page = ok(store.changes_since(me(), before, 2, None).await, "page 1");
+    assert_eq!(summary(&page), (vec![s[0], s[2]], s[2], true), "page 1: (sequences, reached, has_more)");
+    let page = ok(store.changes_since(me(), page.reached, 2, None).await, "page 2");
+    assert_eq!(summary(&page), (vec![s[3], s[5]], s[5], true), "page 2");
+    let page = ok(store.changes_since(me(), page.reached, 2, None).await, "page 3");
+    assert_eq!(summary(&page), (vec![s[6]], newest, false), "page 3 is not full: it reaches the newest sequence");
+
+    // Full, but nothing visible follows.
+    let page = ok(store.changes_since(me(), s[5], 1, None).await, "exactly full");
+    assert_eq!(summary(&page), (vec![s[6]], s[6], false), "a full last page");
+
+    let page = ok(store.changes_since(me(), newest, 10, None).await, "caught up");
+    assert_eq!(summary(&page), (vec![], newest, false), "caught up");
+    let page = ok(store.changes_since(me(), newest + 100, 10, None).await, "ahead");
+    assert_eq!(summary(&page), (vec![], newest + 100, false), "reached is never below after");
+
+    let all = ok(store.changes_since(me(), before, 1000, None).await, "one page");
+    assert_eq!(summary(&all), (vec![s[0], s[2], s[3], s[5], s[6]], newest, false), "one big page");
+}
+
+/// A collections filter limits which changes are visible, for the events and for
+/// `has_more` alike.
+pub async fn changes_since_filters_collections<S: Store>(store: &S) {
+    let user = unique("user");
+    let (ca, cb) = (unique_collection(), unique_collection());
+    let before = latest(store).await;
+    let batch = vec![
+        create(&user, &ca, &unique("doc"), json!({})),
+        create(&user, &cb, &unique("doc"), json!({})),
+        create(&user, &ca, &unique("doc"), json!({})),
+        create(&user, &cb, &unique("doc"), json!({})),
+    ];
+    let s = ok(store.append_batch(batch).await, "append");
+    let only = |names: &[&String]| Some(names.iter().map(|n| (*n).clone()).collect::<Vec<_>>());
+
+    let page = ok(store.changes_since(scope(&user), before, 10, only(&[&ca])).await, "ca");
+    assert_eq!(summary(&page), (vec![s[0], s[2]], s[3], false), "one collection");
+    let page = ok(store.changes_since(scope(&user), before, 1, only(&[&ca])).await, "ca page 1");
+    assert_eq!(summary(&page), (vec![s[0]], s[0], true), "filtered page 1");
+    let page = ok(store.changes_since(scope(&user), s[0], 1, only(&[&ca])).await, "ca page 2");
+    assert_eq!(summary(&page), (vec![s[2]], s[2], false), "the last cb change is not visible, so no more");
+    let page = ok(store.changes_since(scope(&user), before, 10, only(&[&ca, &cb])).await, "both");
+    assert_eq!(summary(&page), (s.clone(), s[3], false), "both collections");
+    let page = ok(store.changes_since(scope(&user), before, 10, Some(Vec::new())).await, "none");
+    assert_eq!(summary(&page), (vec![], s[3], false), "an empty filter shows nothing");
+}
+
+/// `document_changes` returns `from < sync_revision <= to` in revision order.
+pub async fn document_changes_selects_revision_ranges<S: Store>(store: &S) {
+    let id = five_revisions(store).await;
+    let revisions = |events: Vec<ChangeEvent>| events.iter().map(|e| e.sync_revision).collect::<Vec<_>>();
+    for (from, to, expected) in [
+        (0, None, vec![1, 2, 3, 4, 5]),
+        (2, Some(4), vec![3, 4]),
+        (4, Some(100), vec![5]),
+        (5, None, vec![]),
+        (0, Some(0), vec![]),
+        (3, Some(3), vec![]),
+    ] {
+        let events = ok(store.document_changes(id.clone(), from, to).await, "document_changes");
+        assert_eq!(revisions(events), expected, "document_changes({from}, {to:?})");
+    }
+    let none = ok(store.document_changes(unique("missing"), 0, None).await, "unknown document");
+    assert_eq!(none, Vec::<ChangeEvent>::new());
+}
+
+/// `history` returns a document's changes newest first, below `before_revision`, at most
+/// `limit`.
+pub async fn history_is_newest_first<S: Store>(store: &S) {
+    let id = five_revisions(store).await;
+    let revisions = |events: Vec<ChangeEvent>| events.iter().map(|e| e.sync_revision).collect::<Vec<_>>();
+    for (before, limit, expected) in [
+        (None, 10, vec![5, 4, 3, 2, 1]),
+        (None, 2, vec![5, 4]),
+        (Some(4), 2, vec![3, 2]),
+        (Some(100), 1, vec![5]),
+        (Some(1), 10, vec![]),
+    ] {
+        let events = ok(store.history(id.clone(), before, limit).await, "history");
+        assert_eq!(revisions(events), expected, "history({before:?}, {limit})");
+    }
+}
+
+/// `list_documents` returns the reader's documents, tombstones included, in id order,
+/// after `after_id`, at most `limit`, optionally in some collections only.
+pub async fn list_documents_pages_by_id_with_tombstones<S: Store>(store: &S) {
+    let (user, other_user) = (unique("user"), unique("user"));
+    let (ca, cb) = (unique_collection(), unique_collection());
+    let prefix = unique("doc");
+    let ids: Vec<String> = (0..5).map(|i| format!("{prefix}-{i}")).collect();
+    // Created out of id order, so that id order is not insertion order.
+    let mut batch: Vec<NewChange> = [4, 0, 3, 1, 2]
+        .iter()
+        .map(|&i| create(&user, if i < 3 { &ca } else { &cb }, &ids[i], json!({"i": i})))
+        .collect();
+    let tombstone = delete(&batch[4].document);
+    batch.push(tombstone);
+    // Another user's document sorts in the middle of ours.
+    batch.push(create(&other_user, &ca, &format!("{prefix}-2a"), json!({})));
+    ok(store.append_batch(batch).await, "append");
+
+    let all = ok(store.load_documents(ids.clone()).await, "load");
+    let all = sorted_documents(all);
+    assert!(all[2].is_deleted(), "setup: the middle document is a tombstone");
+    let list = |collections: Option<Vec<String>>, after: Option<&String>, limit| {
+        store.list_documents(scope(&user), collections, after.cloned(), limit)
+    };
+
+    assert_eq!(ok(list(None, None, 100).await, "all"), all, "every document, tombstone included, by id");
+    assert_eq!(ok(list(None, None, 2).await, "page 1"), all[0..2].to_vec(), "page 1");
+    assert_eq!(ok(list(None, Some(&ids[1]), 2).await, "page 2"), all[2..4].to_vec(), "page 2");
+    assert_eq!(ok(list(None, Some(&ids[3]), 2).await, "page 3"), all[4..].to_vec(), "page 3");
+    assert_eq!(ok(list(None, Some(&ids[4]), 2).await, "page 4"), Vec::<Document>::new(), "after the last");
+    assert_eq!(ok(list(Some(vec![cb.clone()]), None, 100).await, "cb"), all[3..].to_vec(), "one collection");
+    assert_eq!(ok(list(Some(vec![ca.clone()]), Some(&ids[0]), 1).await, "ca"), all[1..2].to_vec(), "filtered page");
+    assert_eq!(ok(list(Some(Vec::new()), None, 100).await, "none"), Vec::<Document>::new(), "an empty filter");
+
+    let theirs = ok(store.list_documents(scope(&other_user), None, None, 100).await, "theirs");
+    let theirs: Vec<&str> = theirs.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(theirs, vec![format!("{prefix}-2a")], "another user's documents");
+}
+
+/// API credentials are stored and read back exactly, counted, and unique by key.
+pub async fn api_credentials_round_trip<S: Store>(store: &S) {
+    let before = ok(store.count_api_credentials().await, "count");
+    let admin = ApiCredential {
+        api_key: format!("rpa_{}", unique("key")),
+        name: "Admin ✓".to_owned(),
+        is_admin: true,
+        created_at: 1_795_000_000_123,
+        revoked_at: None,
+    };
+    let revoked = ApiCredential {
+        api_key: format!("rpa_{}", unique("key")),
+        name: "old app".to_owned(),
+        is_admin: false,
+        created_at: 1_700_000_000_000,
+        revoked_at: Some(1_795_000_000_456),
+    };
+    ok(store.create_api_credential(admin.clone()).await, "create admin");
+    ok(store.create_api_credential(revoked.clone()).await, "create revoked");
+
+    assert_eq!(ok(store.get_api_credential(admin.api_key.clone()).await, "get"), Some(admin.clone()));
+    assert_eq!(ok(store.get_api_credential(revoked.api_key.clone()).await, "get"), Some(revoked));
+    assert_eq!(ok(store.get_api_credential(unique("rpa")).await, "get missing"), None);
+    assert_eq!(ok(store.count_api_credentials().await, "count"), before + 2);
+
+    let again = store.create_api_credential(ApiCredential { name: "impostor".to_owned(), ..admin.clone() }).await;
+    assert!(matches!(again, Err(StoreError::Duplicate(_))), "a second credential with the same key: {again:?}");
+    assert_eq!(ok(store.get_api_credential(admin.api_key.clone()).await, "get"), Some(admin), "unchanged");
+    assert_eq!(ok(store.count_api_credentials().await, "count"), before + 2);
+}
+
+/// Token records are stored and read back exactly, and unique by id.
+pub async fn tokens_round_trip<S: Store>(store: &S) {
+    let user = unique("user");
+    let lasting = TokenRecord {
+        id: unique("tok"),
+        user_id: user.clone(),
+        hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".to_owned(),
+        is_admin: false,
+        created_at: 1_795_000_000_123,
+        expires_at: None,
+    };
+    let expiring =
+        TokenRecord { id: unique("tok"), is_admin: true, expires_at: Some(1_795_086_400_000), ..lasting.clone() };
+    ok(store.create_token(lasting.clone()).await, "create");
+    ok(store.create_token(expiring.clone()).await, "create expiring");
+
+    assert_eq!(ok(store.get_token(lasting.id.clone()).await, "get"), Some(lasting.clone()));
+    assert_eq!(ok(store.get_token(expiring.id.clone()).await, "get"), Some(expiring));
+    assert_eq!(ok(store.get_token(unique("tok")).await, "get missing"), None);
+
+    let again = store.create_token(TokenRecord { hash: "other".to_owned(), ..lasting.clone() }).await;
+    assert!(matches!(again, Err(StoreError::Duplicate(_))), "a second token with the same id: {again:?}");
+    assert_eq!(ok(store.get_token(lasting.id.clone()).await, "get"), Some(lasting), "unchanged");
+}
+
+/// `ensure_user` may be called any number of times for one user.
+pub async fn ensure_user_is_idempotent<S: Store>(store: &S) {
+    let user = unique("user");
+    ok(store.ensure_user(user.clone(), Some("ada@example.com".to_owned())).await, "first");
+    ok(store.ensure_user(user.clone(), Some("ada@example.com".to_owned())).await, "again");
+    ok(store.ensure_user(user, None).await, "without email");
+}
+
+/// `ack_cursor` accepts acknowledgements in any order (a late, lower one must not fail;
+/// the backend keeps the highest).
+pub async fn ack_cursor_accepts_any_order<S: Store>(store: &S) {
+    let (user, client) = (unique("user"), unique("client"));
+    ok(store.ack_cursor(user.clone(), client.clone(), 10).await, "first");
+    ok(store.ack_cursor(user.clone(), client.clone(), 5).await, "lower");
+    ok(store.ack_cursor(user.clone(), client.clone(), 10).await, "same");
+    ok(store.ack_cursor(user, client, 11).await, "higher");
+}
+
+/// `stats` counts live documents (tombstones excluded) and the newest sequence.
+pub async fn stats_count_live_documents_and_changes<S: Store>(store: &S) {
+    let user = unique("user");
+    let collection = unique_collection();
+    let before = ok(store.stats().await, "stats");
+    assert_eq!(before.total_changes, latest(store).await, "total_changes is the latest sequence");
+
+    let batch: Vec<NewChange> = (0..3).map(|i| create(&user, &collection, &unique("doc"), json!({"i": i}))).collect();
+    let gone = delete(&batch[0].document);
+    ok(store.append_batch(batch).await, "create");
+    ok(store.append_batch(vec![gone]).await, "delete");
+
+    let after = ok(store.stats().await, "stats");
+    assert_eq!(after.documents, before.documents + 2, "live documents");
+    assert_eq!(after.total_changes, before.total_changes + 4, "changes");
+}
+
+/// Batches appended concurrently get unique sequences, consecutive within each batch,
+/// and together gap-free.
+pub async fn concurrent_appends_get_unique_gap_free_sequences<S: Store>(store: &S) {
+    const WRITERS: u64 = 8;
+    const BATCHES: u64 = 5;
+    const CHANGES: u64 = 4;
+    let user = unique("user");
+    let collection = unique_collection();
+    let before = latest(store).await;
+
+    let writers = (0..WRITERS).map(|_| async {
+        let mut assigned = Vec::new();
+        for _ in 0..BATCHES {
+            let batch = (0..CHANGES).map(|i| create(&user, &collection, &unique("doc"), json!({"i": i}))).collect();
+            assigned.push(ok(store.append_batch(batch).await, "concurrent append"));
+        }
+        assigned
+    });
+    let batches: Vec<Vec<u64>> = join_all(writers.collect()).await.into_iter().flatten().collect();
+
+    for sequences in &batches {
+        let first = sequences[0];
+        assert_eq!(sequences, &(first..first + CHANGES).collect::<Vec<_>>(), "a batch's sequences are consecutive");
+    }
+    let mut all: Vec<u64> = batches.into_iter().flatten().collect();
+    all.sort_unstable();
+    let total = WRITERS * BATCHES * CHANGES;
+    assert_eq!(all, (before + 1..=before + total).collect::<Vec<_>>(), "unique and gap-free");
+    assert_eq!(latest(store).await, before + total);
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// A fresh id with a readable label.
+fn unique(label: &str) -> String {
+    format!("{label}-{}", new_document_id())
+}
+
+/// A fresh collection name (`[a-z0-9_-]`).
+fn unique_collection() -> String {
+    format!("c-{}", new_document_id())
+}
+
+fn scope(user: &str) -> ReadScope {
+    ReadScope { user_id: user.to_owned() }
+}
+
+/// Unwraps a store result, naming the step that failed.
+fn ok<T>(result: StoreResult<T>, step: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("{step}: {e}"),
+    }
+}
+
+async fn latest<S: Store>(store: &S) -> u64 {
+    ok(store.latest_sequence().await, "latest_sequence")
+}
+
+/// The parts of a page the paging rules talk about.
+fn summary(page: &ChangePage) -> (Vec<u64>, u64, bool) {
+    (page.events.iter().map(|e| e.sequence).collect(), page.reached, page.has_more)
+}
+
+fn sorted_documents(mut documents: Vec<Document>) -> Vec<Document> {
+    documents.sort_by(|a, b| a.id.cmp(&b.id));
+    documents
+}
+
+fn sorted_events(mut events: Vec<ChangeEvent>) -> Vec<ChangeEvent> {
+    events.sort_by_key(|e| e.sequence);
+    events
+}
+
+fn with_sequence(event: &ChangeEvent, sequence: u64) -> ChangeEvent {
+    ChangeEvent { sequence, ..event.clone() }
+}
+
+fn with_client_change(mut change: NewChange, id: &str) -> NewChange {
+    change.event.client_change_id = Some(id.to_owned());
+    change
+}
+
+fn clock(entries: &[(&str, u64)]) -> VectorClock {
+    VectorClock(entries.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
+}
+
+/// Content that exercises what JSON storage can get wrong: nesting, empty containers,
+/// unicode beyond the BMP, escapes, floats, and integers at the edges of 64 bits.
+fn rich_content() -> Value {
+    json!({
+        "title": "Grüße, 世界 🌍",
+        "nested": {"deep": {"deeper": {"deepest": ["a", {"b": [null]}]}}, "empty_object": {}, "empty_array": []},
+        "numbers": {
+            "zero": 0, "negative": -17, "big": u64::MAX, "small": i64::MIN,
+            "half": 0.5, "tenth": 0.1, "tiny": 1e-7, "pi": std::f64::consts::PI, "large": -2.5e10,
+        },
+        "flags": [true, false, null],
+        "text": {
+            "escapes": "quote \" backslash \\ slash / newline \n tab \t bell \u{7}",
+            "family": "👩‍👩‍👧‍👦", "arabic": "مرحبا", "combining": "e\u{301}", "empty": "",
+        },
+    })
+}
+
+/// A create of `id` by `user`, at revision 1.
+fn create(user: &str, collection: &str, id: &str, content: Value) -> NewChange {
+    let at = Timestamp::from_unix_millis(1_795_000_000_000);
+    let mut document = Document {
+        id: id.to_owned(),
+        user_id: user.to_owned(),
+        collection: collection.to_owned(),
+        title: None,
+        content,
+        sync_revision: 1,
+        vector_clock: clock(&[("conformance", 1)]),
+        content_hash: String::new(),
+        created_at: at,
+        updated_at: at,
+        deleted_at: None,
+    };
+    document.refresh_derived();
+    let event = ChangeEvent {
+        sequence: 0,
+        event_id: unique("event"),
+        document_id: id.to_owned(),
+        collection: collection.to_owned(),
+        user_id: user.to_owned(),
+        client_id: "conformance".to_owned(),
+        event_type: ChangeKind::Create,
+        forward_patch: Some(document.content.clone()),
+        reverse_patch: None,
+        sync_revision: 1,
+        created_at: at,
+        client_change_id: None,
+        content_hash: Some(document.content_hash.clone()),
+    };
+    NewChange { event, document, expected_revision: 0 }
+}
+
+/// The next revision of `previous` with `content` (the patches are illustrative: the
+/// store keeps them, it does not apply them).
+fn update(previous: &Document, content: Value) -> NewChange {
+    let mut document = next_revision(previous);
+    let forward = json!([{"op": "replace", "path": "", "value": content}]);
+    let reverse = json!([{"op": "replace", "path": "", "value": previous.content}]);
+    document.content = content;
+    document.refresh_derived();
+    let event = ChangeEvent {
+        event_type: ChangeKind::Update,
+        forward_patch: Some(forward),
+        reverse_patch: Some(reverse),
+        content_hash: Some(content_hash(&document.content)),
+        ..event_for(&document)
+    };
+    NewChange { event, document, expected_revision: previous.sync_revision }
+}
+
+/// The tombstone that follows `previous`.
+fn delete(previous: &Document) -> NewChange {
+    let mut document = next_revision(previous);
+    document.deleted_at = Some(document.updated_at);
+    let event = ChangeEvent {
+        event_type: ChangeKind::Delete,
+        forward_patch: None,
+        reverse_patch: Some(previous.content.clone()),
+        content_hash: None,
+        ..event_for(&document)
+    };
+    NewChange { event, document, expected_revision: previous.sync_revision }
+}
+
+fn next_revision(previous: &Document) -> Document {
+    let mut document = previous.clone();
+    document.sync_revision += 1;
+    document.vector_clock.increment("conformance");
+    document.updated_at = Timestamp::from_unix_millis(previous.updated_at.unix_millis() + 1_001);
+    document
+}
+
+fn event_for(document: &Document) -> ChangeEvent {
+    ChangeEvent {
+        sequence: 0,
+        event_id: unique("event"),
+        document_id: document.id.clone(),
+        collection: document.collection.clone(),
+        user_id: document.user_id.clone(),
+        client_id: "conformance".to_owned(),
+        event_type: ChangeKind::Update,
+        forward_patch: None,
+        reverse_patch: None,
+        sync_revision: document.sync_revision,
+        created_at: document.updated_at,
+        client_change_id: None,
+        content_hash: None,
+    }
+}
+
+/// Creates a document and changes it four times (revisions 1 to 5); returns its id.
+async fn five_revisions<S: Store>(store: &S) -> String {
+    let user = unique("user");
+    let collection = unique_collection();
+    let mut batch = vec![create(&user, &collection, &unique("doc"), json!({"n": 1}))];
+    for n in 2..=5 {
+        let next = update(&batch[batch.len() - 1].document, json!({"n": n}));
+        batch.push(next);
+    }
+    let id = batch[0].document.id.clone();
+    ok(store.append_batch(batch).await, "five revisions");
+    id
+}
+
+/// Polls every future until all are done, in one task: the suite needs concurrency
+/// without spawning (which would require `'static` stores and a particular runtime).
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { Poll::Pending } else { Poll::Ready(()) }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}

@@ -1,0 +1,219 @@
+//! `sync-store`: the [`Store`] trait every storage backend implements, the records it
+//! keeps, the SQLite backend, and the conformance suite every backend must pass.
+//!
+//! Module map:
+//! - this file: the trait and its record types;
+//! - [`sqlite`]: the embedded default (rusqlite, WAL, one writer thread, `synchronous=FULL`);
+//! - [`conformance`]: one behavioural suite, generic over [`Store`], run on every backend.
+//!
+//! Architecture invariant: storage never merges. The write path decides every change
+//! with `sync-core` and hands the store a batch of decided changes; the store writes the
+//! batch atomically, assigns gap-free sequence numbers in commit order, and refuses the
+//! batch if a document moved underneath it (another server process wrote it), so the
+//! write path can reload and decide again.
+
+#![forbid(unsafe_code)]
+
+pub mod conformance;
+pub mod sqlite;
+
+use std::future::Future;
+
+use sync_core::{ChangeEvent, Document};
+
+/// What went wrong in storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or migrated.
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    /// A query failed (connection lost, disk full, constraint, …).
+    #[error("database error: {0}")]
+    Database(String),
+    /// A document in the batch was changed by someone else since it was loaded: its
+    /// stored revision is not the expected one. Nothing of the batch was written.
+    #[error("documents changed concurrently: {0:?}")]
+    Conflict(Vec<String>),
+    /// A document or change id that must be new already exists.
+    #[error("already exists: {0}")]
+    Duplicate(String),
+    /// Stored data could not be decoded (corruption or a bug).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A change the write path decided, ready to be stored. The store assigns its sequence.
+#[derive(Clone, Debug)]
+pub struct NewChange {
+    /// The event to append (its `sequence` is ignored and assigned by the store).
+    pub event: ChangeEvent,
+    /// The document's state after the change (a tombstone for deletes).
+    pub document: Document,
+    /// The revision the stored document must have before this change: 0 for a create
+    /// (the id must be new), otherwise `document.sync_revision - 1`.
+    pub expected_revision: u64,
+}
+
+/// Who is reading: the rows a query may return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadScope {
+    /// The reading user; only their documents and changes are visible.
+    pub user_id: String,
+}
+
+/// A page of the change log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChangePage {
+    /// Events in increasing sequence.
+    pub events: Vec<ChangeEvent>,
+    /// Every visible change at or below this sequence is in this page or an earlier one.
+    pub reached: u64,
+    /// Whether visible changes remain after `reached`.
+    pub has_more: bool,
+}
+
+/// An API credential pair. The secret is never stored: it is derived from the server's
+/// secret key and the API key (see `auth`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiCredential {
+    /// `rpa_…`.
+    pub api_key: String,
+    /// A human name.
+    pub name: String,
+    /// Admin credentials may use the admin HTTP routes.
+    pub is_admin: bool,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Set when revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// A bearer token: only its Argon2id hash is stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Public part of the token, used to find the record.
+    pub id: String,
+    /// The user the token authenticates.
+    pub user_id: String,
+    /// Argon2id PHC string of the secret part.
+    pub hash: String,
+    /// Whether the token grants admin HTTP routes.
+    pub is_admin: bool,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds; `None` never expires.
+    pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("hash", &"<redacted>")
+            .field("is_admin", &self.is_admin)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Counts for `/stats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Live (not deleted) documents.
+    pub documents: u64,
+    /// The newest sequence (= the number of changes ever committed).
+    pub total_changes: u64,
+}
+
+/// A storage backend. Every method is safe to call concurrently; `append_batch` calls
+/// are serialised by the backend.
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers (for `/ready`).
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The newest committed sequence (0 when empty).
+    fn latest_sequence(&self) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Loads documents by id (tombstones included; missing ids are left out).
+    fn load_documents(&self, ids: Vec<String>) -> impl Future<Output = StoreResult<Vec<Document>>> + Send;
+
+    /// Documents visible to `scope`, tombstones included, ordered by id, after `after_id`,
+    /// at most `limit`, optionally only in some collections.
+    fn list_documents(
+        &self,
+        scope: ReadScope,
+        collections: Option<Vec<String>>,
+        after_id: Option<String>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Vec<Document>>> + Send;
+
+    /// Appends decided changes atomically, in order, and returns the sequence assigned to
+    /// each. Durable (committed and synced to disk) when it returns `Ok`.
+    fn append_batch(&self, batch: Vec<NewChange>) -> impl Future<Output = StoreResult<Vec<u64>>> + Send;
+
+    /// Visible changes with a sequence above `after`, at most `limit`.
+    fn changes_since(
+        &self,
+        scope: ReadScope,
+        after: u64,
+        limit: usize,
+        collections: Option<Vec<String>>,
+    ) -> impl Future<Output = StoreResult<ChangePage>> + Send;
+
+    /// A document's changes with `from < sync_revision <= to` (to = newest when `None`),
+    /// in revision order.
+    fn document_changes(
+        &self,
+        document_id: String,
+        from_revision: u64,
+        to_revision: Option<u64>,
+    ) -> impl Future<Output = StoreResult<Vec<ChangeEvent>>> + Send;
+
+    /// A document's changes newest first, below `before_revision` when given, at most `limit`.
+    fn history(
+        &self,
+        document_id: String,
+        before_revision: Option<u64>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Vec<ChangeEvent>>> + Send;
+
+    /// The committed changes of `user_id` carrying these `client_change_id`s.
+    fn find_client_changes(
+        &self,
+        user_id: String,
+        client_change_ids: Vec<String>,
+    ) -> impl Future<Output = StoreResult<Vec<ChangeEvent>>> + Send;
+
+    /// Records how far a client has acknowledged the log.
+    fn ack_cursor(
+        &self,
+        user_id: String,
+        client_id: String,
+        sequence: u64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Creates the user record if it does not exist.
+    fn ensure_user(&self, user_id: String, email: Option<String>) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Stores a new API credential.
+    fn create_api_credential(&self, credential: ApiCredential) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Looks an API credential up by key.
+    fn get_api_credential(&self, api_key: String) -> impl Future<Output = StoreResult<Option<ApiCredential>>> + Send;
+
+    /// How many API credentials exist (revoked included).
+    fn count_api_credentials(&self) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Stores a new bearer token record.
+    fn create_token(&self, token: TokenRecord) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Looks a bearer token record up by its public id.
+    fn get_token(&self, id: String) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
+
+    /// Counts for `/stats`.
+    fn stats(&self) -> impl Future<Output = StoreResult<StoreStats>> + Send;
+}

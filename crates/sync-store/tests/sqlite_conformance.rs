@@ -1,0 +1,337 @@
+//! The SQLite backend against the conformance suite, plus what only SQLite has: opening
+//! files, reopening them, the writer thread under concurrent callers, the stored cursor,
+//! and how corrupt rows are reported.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+use sync_core::{ChangeEvent, ChangeKind, Document, Timestamp};
+use sync_store::sqlite::SqliteStore;
+use sync_store::{ApiCredential, NewChange, ReadScope, Store, StoreError, TokenRecord, conformance};
+
+/// A fresh database file in its own temporary directory (removed on drop).
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Result<Fixture> {
+        Ok(Fixture { dir: tempfile::tempdir().context("creating a temporary directory")? })
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("sync.db")
+    }
+
+    fn open(&self) -> Result<SqliteStore> {
+        SqliteStore::open(&self.db()).context("opening the store")
+    }
+
+    /// A raw connection, to look at or damage what the store wrote.
+    fn raw(&self) -> Result<rusqlite::Connection> {
+        rusqlite::Connection::open(self.db()).context("opening a raw connection")
+    }
+}
+
+fn create(user: &str, id: &str, content: Value) -> NewChange {
+    let at = Timestamp::from_unix_millis(1_795_000_000_000);
+    let mut document = Document {
+        id: id.to_owned(),
+        user_id: user.to_owned(),
+        collection: "default".to_owned(),
+        title: None,
+        content,
+        sync_revision: 1,
+        vector_clock: Default::default(),
+        content_hash: String::new(),
+        created_at: at,
+        updated_at: at,
+        deleted_at: None,
+    };
+    document.refresh_derived();
+    document.vector_clock.increment("test-client");
+    let event = ChangeEvent {
+        sequence: 0,
+        event_id: format!("event-{id}"),
+        document_id: id.to_owned(),
+        collection: "default".to_owned(),
+        user_id: user.to_owned(),
+        client_id: "test-client".to_owned(),
+        event_type: ChangeKind::Create,
+        forward_patch: Some(document.content.clone()),
+        reverse_patch: None,
+        sync_revision: 1,
+        created_at: at,
+        client_change_id: None,
+        content_hash: Some(document.content_hash.clone()),
+    };
+    NewChange { event, document, expected_revision: 0 }
+}
+
+fn update(previous: &Document, content: Value) -> NewChange {
+    let mut change = create(&previous.user_id, &previous.id, content);
+    change.document.sync_revision = previous.sync_revision + 1;
+    change.event.sync_revision = change.document.sync_revision;
+    change.event.event_id = format!("event-{}-{}", previous.id, change.document.sync_revision);
+    change.event.event_type = ChangeKind::Update;
+    change.expected_revision = previous.sync_revision;
+    change
+}
+
+fn open_error(path: &Path) -> Result<String> {
+    match SqliteStore::open(path) {
+        Err(StoreError::Open(message)) => Ok(message),
+        Err(other) => bail!("expected StoreError::Open, got {other:?}"),
+        Ok(_) => bail!("{} opened", path.display()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_store_conforms() -> Result<()> {
+    let fixture = Fixture::new()?;
+    let store = fixture.open()?;
+    conformance::run_all(&store).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_holds_on_a_reopened_database_with_data() -> Result<()> {
+    let fixture = Fixture::new()?;
+    conformance::run_all(&fixture.open()?).await;
+    // The second run sees everything the first one wrote, after a close and reopen.
+    conformance::run_all(&fixture.open()?).await;
+    Ok(())
+}
+
+#[test]
+fn a_directory_is_refused_with_its_path() -> Result<()> {
+    let fixture = Fixture::new()?;
+    let message = open_error(fixture.dir.path())?;
+    ensure!(message.contains(&fixture.dir.path().display().to_string()), "no path in {message:?}");
+    Ok(())
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_and_left_alone() -> Result<()> {
+    let fixture = Fixture::new()?;
+    let text = "these are someone's notes, not a database\n".repeat(200);
+    std::fs::write(fixture.db(), &text)?;
+    let message = open_error(&fixture.db())?;
+    ensure!(message.contains(&fixture.db().display().to_string()), "no path in {message:?}");
+    ensure!(message.contains("not a database"), "no cause in {message:?}");
+    ensure!(std::fs::read_to_string(fixture.db())? == text, "the file was changed");
+    Ok(())
+}
+
+#[test]
+fn a_missing_directory_is_refused() -> Result<()> {
+    let fixture = Fixture::new()?;
+    let path = fixture.dir.path().join("no-such-dir").join("sync.db");
+    let message = open_error(&path)?;
+    ensure!(message.contains(&path.display().to_string()), "no path in {message:?}");
+    Ok(())
+}
+
+#[test]
+fn a_schema_newer_than_the_build_is_refused() -> Result<()> {
+    let fixture = Fixture::new()?;
+    drop(fixture.open()?);
+    fixture.raw()?.pragma_update(None, "user_version", 999)?;
+    let message = open_error(&fixture.db())?;
+    ensure!(message.contains("999"), "no version in {message:?}");
+    Ok(())
+}
+
+#[test]
+fn the_file_is_created_in_wal_mode_with_the_schema() -> Result<()> {
+    let fixture = Fixture::new()?;
+    let store = fixture.open()?;
+    ensure!(store.path() == fixture.db());
+    let raw = fixture.raw()?;
+    let mode: String = raw.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+    ensure!(mode == "wal", "journal mode {mode}");
+    let mut tables: Vec<String> = raw
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    tables.sort();
+    let expected = ["acl_rules", "api_credentials", "change_events", "client_cursors", "documents", "tokens", "users"];
+    ensure!(tables == expected, "tables {tables:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_url_accepts_sqlite_urls() -> Result<()> {
+    let fixture = Fixture::new()?;
+    let url = format!("sqlite://{}?mode=rwc", fixture.db().display());
+    let store = SqliteStore::open_url(&url).context("open_url")?;
+    ensure!(store.path() == fixture.db(), "{} from {url}", store.path().display());
+    store.ping().await?;
+    drop(store);
+    let store = SqliteStore::open_url(&format!("sqlite:{}", fixture.db().display()))?;
+    store.ping().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_survives_close_and_reopen() -> Result<()> {
+    let fixture = Fixture::new()?;
+    let store = fixture.open()?;
+    let first = create("ada", "doc-1", json!({"title": "kept", "n": 1.5}));
+    let second = update(&first.document, json!({"title": "kept", "n": 2}));
+    let other = create("ada", "doc-2", json!(["x"]));
+    store.append_batch(vec![first, other.clone()]).await?;
+    let last = store.append_batch(vec![second.clone()]).await?;
+    let credential = ApiCredential {
+        api_key: "rpa_kept".to_owned(),
+        name: "kept".to_owned(),
+        is_admin: true,
+        created_at: 1,
+        revoked_at: None,
+    };
+    store.create_api_credential(credential.clone()).await?;
+    let token = TokenRecord {
+        id: "tok-kept".to_owned(),
+        user_id: "ada".to_owned(),
+        hash: "$argon2id$kept".to_owned(),
+        is_admin: false,
+        created_at: 2,
+        expires_at: Some(3),
+    };
+    store.create_token(token.clone()).await?;
+    let stats = store.stats().await?;
+    drop(store);
+
+    let store = fixture.open()?;
+    let documents = store.load_documents(vec!["doc-1".to_owned(), "doc-2".to_owned()]).await?;
+    ensure!(documents == vec![second.document.clone(), other.document], "documents after reopen: {documents:?}");
+    ensure!(store.latest_sequence().await? == last[0], "latest sequence after reopen");
+    ensure!(store.stats().await? == stats, "stats after reopen");
+    ensure!(store.get_api_credential(credential.api_key.clone()).await? == Some(credential));
+    ensure!(store.get_token(token.id.clone()).await? == Some(token));
+    let events = store.changes_since(ReadScope { user_id: "ada".to_owned() }, 0, 10, None).await?;
+    ensure!(events.events.len() == 3, "events after reopen: {:?}", events.events);
+
+    // The counter continues from the file, without a gap or a reuse.
+    let third = update(&second.document, json!({"n": 3}));
+    let next = store.append_batch(vec![third]).await?;
+    ensure!(next == vec![last[0] + 1], "first sequence after reopen: {next:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_tasks_get_unique_gap_free_sequences() -> Result<()> {
+    const TASKS: usize = 16;
+    const BATCHES: usize = 25;
+    const CHANGES: usize = 4;
+    let fixture = Fixture::new()?;
+    let store = Arc::new(fixture.open()?);
+
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut assigned = Vec::new();
+            for batch in 0..BATCHES {
+                let changes = (0..CHANGES)
+                    .map(|i| create(&format!("user-{task}"), &format!("doc-{task}-{batch}-{i}"), json!({"i": i})))
+                    .collect();
+                assigned.push(store.append_batch(changes).await?);
+            }
+            Ok::<_, StoreError>(assigned)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        for sequences in task.await?? {
+            let first = sequences[0];
+            ensure!(sequences == (first..first + CHANGES as u64).collect::<Vec<_>>(), "batch not consecutive");
+            all.extend(sequences);
+        }
+    }
+    all.sort_unstable();
+    let total = (TASKS * BATCHES * CHANGES) as u64;
+    ensure!(all == (1..=total).collect::<Vec<_>>(), "sequences are not unique and gap-free");
+    ensure!(store.latest_sequence().await? == total);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_batch_does_not_fail_the_batches_committed_with_it() -> Result<()> {
+    let fixture = Fixture::new()?;
+    let store = Arc::new(fixture.open()?);
+    let base = create("ada", "shared", json!({"n": 0}));
+    store.append_batch(vec![base.clone()]).await?;
+
+    // Many tasks at once, so that the writer groups them into shared transactions: every
+    // odd one is stale and must fail alone.
+    let mut tasks = Vec::new();
+    for task in 0..40 {
+        let store = Arc::clone(&store);
+        let base = base.document.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut batch = vec![create("ada", &format!("doc-{task}"), json!({"task": task}))];
+            if task % 2 == 1 {
+                let mut stale = update(&base, json!({"n": task}));
+                stale.expected_revision = 99;
+                batch.push(stale);
+            }
+            (task, store.append_batch(batch).await)
+        }));
+    }
+    let mut committed = Vec::new();
+    for task in tasks {
+        match task.await? {
+            (task, Ok(sequences)) if task % 2 == 0 => committed.extend(sequences),
+            (task, Err(StoreError::Conflict(ids))) if task % 2 == 1 => ensure!(ids == vec!["shared".to_owned()]),
+            (task, other) => bail!("task {task}: unexpected {other:?}"),
+        }
+    }
+    committed.sort_unstable();
+    ensure!(committed == (2..=21).collect::<Vec<u64>>(), "committed sequences {committed:?}");
+    let odd: Vec<String> = (0..40).filter(|t| t % 2 == 1).map(|t| format!("doc-{t}")).collect();
+    ensure!(store.load_documents(odd).await?.is_empty(), "a refused batch left documents");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cursor_never_moves_back() -> Result<()> {
+    let fixture = Fixture::new()?;
+    let store = fixture.open()?;
+    let stored = || -> Result<i64> {
+        let sql = "SELECT sequence FROM client_cursors WHERE user_id = 'ada' AND client_id = 'phone'";
+        Ok(fixture.raw()?.query_row(sql, [], |r| r.get(0))?)
+    };
+    store.ack_cursor("ada".to_owned(), "phone".to_owned(), 10).await?;
+    ensure!(stored()? == 10);
+    store.ack_cursor("ada".to_owned(), "phone".to_owned(), 5).await?;
+    ensure!(stored()? == 10, "a lower acknowledgement moved the cursor back");
+    store.ack_cursor("ada".to_owned(), "phone".to_owned(), 12).await?;
+    ensure!(stored()? == 12);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_rows_are_reported_with_their_id() -> Result<()> {
+    let fixture = Fixture::new()?;
+    let store = fixture.open()?;
+    store.append_batch(vec![create("ada", "doc-bad", json!({"a": 1}))]).await?;
+    let raw = fixture.raw()?;
+    raw.execute("UPDATE documents SET content = '{\"a\": ' WHERE id = 'doc-bad'", [])?;
+    raw.execute("UPDATE change_events SET forward_patch = 'not json' WHERE document_id = 'doc-bad'", [])?;
+
+    match store.load_documents(vec!["doc-bad".to_owned()]).await {
+        Err(StoreError::Corrupt(message)) => ensure!(message.contains("doc-bad"), "no id in {message:?}"),
+        other => bail!("expected Corrupt, got {other:?}"),
+    }
+    match store.changes_since(ReadScope { user_id: "ada".to_owned() }, 0, 10, None).await {
+        Err(StoreError::Corrupt(message)) => ensure!(message.contains("change event 1"), "no sequence in {message:?}"),
+        other => bail!("expected Corrupt, got {other:?}"),
+    }
+    // The store keeps working for everything else.
+    store.ping().await?;
+    store.append_batch(vec![create("ada", "doc-good", json!({}))]).await?;
+    Ok(())
+}
