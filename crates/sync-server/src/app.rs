@@ -1,0 +1,161 @@
+//! The running server: shared state, start-up (store, secret key, first credential),
+//! the HTTP/WebSocket listener, and graceful shutdown.
+//!
+//! Shutdown order: stop accepting, close every session with 1001, let the write path
+//! commit and answer what was already queued, then close the store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sync_core::protocol::DecodeLimits;
+use sync_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Authenticator, SecretKey, issue_api_credential};
+use crate::backend::AnyStore;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::monitor::Monitor;
+use crate::ratelimit::RateLimiter;
+use crate::writer::{self, WriteRequest, WriteStats};
+
+/// Everything the HTTP routes and sessions share.
+pub struct AppState {
+    /// The configuration the server started with.
+    pub config: Arc<Config>,
+    /// The store.
+    pub store: AnyStore,
+    /// Connected sessions and delivery.
+    pub hub: Arc<Hub>,
+    /// Credential checks.
+    pub auth: Authenticator,
+    /// The write path's queue.
+    pub writes: mpsc::Sender<WriteRequest>,
+    /// Write path counters.
+    pub write_stats: Arc<WriteStats>,
+    /// Per-user rate limit.
+    pub limiter: RateLimiter,
+    /// Monitoring output.
+    pub monitor: Monitor,
+    /// Permits for WebSocket connections (the connection limit).
+    pub connection_permits: Arc<Semaphore>,
+    /// Open WebSocket connections (authenticated or not).
+    pub connections: AtomicUsize,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// Session tasks, awaited at shutdown.
+    pub sessions: TaskTracker,
+    /// Source of session ids.
+    pub next_session: AtomicU64,
+    /// Limits applied while decoding messages.
+    pub decode_limits: DecodeLimits,
+    /// Deflate contexts shared between connections (no context takeover).
+    pub deflate_pool: yawc::DeflatePool,
+}
+
+impl AppState {
+    /// A new session id.
+    pub fn session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// Opens the store and the secret key as configured.
+pub async fn open(config: &Config) -> anyhow::Result<(AnyStore, SecretKey)> {
+    let store = AnyStore::open(&config.database.url)
+        .await
+        .with_context(|| format!("cannot open the database {}", crate::config::redact_url(&config.database.url)))?;
+    let secret_key = match &config.auth.secret_key {
+        Some(hex_key) => SecretKey::from_hex(hex_key).context("invalid SYNC_SECRET_KEY")?,
+        None => SecretKey::load_or_create(&config.secret_key_path())?,
+    };
+    Ok((store, secret_key))
+}
+
+/// Runs the server on `listener` until `shutdown` is cancelled.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let (store, secret_key) = open(&config).await?;
+    let addr = listener.local_addr().context("listener has no address")?;
+    if config.auth.bootstrap_credentials && store.count_api_credentials().await? == 0 {
+        let (credential, secret) = issue_api_credential(&secret_key, "default", true);
+        store.create_api_credential(credential.clone()).await.context("storing the first credential")?;
+        print_first_credential(&credential.api_key, &secret, addr);
+    }
+    let auth = Authenticator::new(
+        store.clone(),
+        secret_key,
+        config.auth.jwt_secret.as_deref(),
+        config.auth.jwt_public_key_file.as_deref(),
+    )?;
+    let latest = store.latest_sequence().await.context("reading the change log")?;
+    let hub = Arc::new(Hub::new(latest));
+    let monitor = Monitor::new(config.monitoring);
+    let (writes, write_rx) = mpsc::channel(config.write.queue.max(1));
+    let write_stats = Arc::new(WriteStats::default());
+    let writer_stop = CancellationToken::new();
+    let writer = tokio::spawn(writer::run(
+        write_rx,
+        store.clone(),
+        Arc::clone(&hub),
+        Arc::clone(&config),
+        Arc::clone(&write_stats),
+        monitor,
+        writer_stop.clone(),
+    ));
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        hub: Arc::clone(&hub),
+        auth,
+        writes,
+        write_stats,
+        limiter: RateLimiter::new(config.rate_limit.per_second, config.rate_limit.burst),
+        monitor,
+        connection_permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+        connections: AtomicUsize::new(0),
+        shutdown: shutdown.clone(),
+        sessions: TaskTracker::new(),
+        next_session: AtomicU64::new(0),
+        decode_limits: DecodeLimits { max_depth: config.limits.max_depth, max_patch_ops: config.limits.max_patch_ops },
+        deflate_pool: yawc::DeflatePool::new(256),
+        config: Arc::clone(&config),
+    });
+    tracing::info!(%addr, backend = store.kind(), latest_sequence = latest, "sync-server listening");
+
+    let router = crate::http::router(Arc::clone(&state));
+    let serve = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let served = serve.await;
+
+    // Sessions see the shutdown token and close with 1001; give them a moment.
+    state.sessions.close();
+    if tokio::time::timeout(Duration::from_secs(10), state.sessions.wait()).await.is_err() {
+        tracing::warn!("some sessions did not close within 10 s");
+    }
+    // Commit and answer whatever is still queued, then stop the writer.
+    writer_stop.cancel();
+    drop(state);
+    if let Err(e) = writer.await {
+        tracing::error!(error = %e, "write path ended abnormally");
+    }
+    tracing::info!("sync-server stopped");
+    served.context("serving HTTP")
+}
+
+fn print_first_credential(api_key: &str, secret: &str, addr: std::net::SocketAddr) {
+    let line = "=".repeat(78);
+    println!(
+        "{line}\n First start: created an admin API credential. The secret is shown only now;\n \
+         keep it safe (it is derived, not stored, and cannot be recovered).\n\n   \
+         API Key: {api_key}\n   Secret:  {secret}\n\n \
+         Connect with the example client:\n   \
+         SYNC_API_SECRET={secret} cargo run -p sync-client --example interactive_client -- \
+         --api-key {api_key} --user-id you@example.com --server ws://{addr}/ws\n \
+         or any WebSocket client at ws://{addr}/ws (docs/PROTOCOL.md, section 2).\n{line}"
+    );
+}

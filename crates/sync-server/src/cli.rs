@@ -1,0 +1,230 @@
+//! The `sync-server` command line: `serve` (default), `generate-credentials`,
+//! `create-token`, `migrate`, `default-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sync_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{issue_api_credential, issue_token};
+use crate::config::Config;
+
+/// Self-hosted, real-time, offline-first JSON document sync server.
+#[derive(Debug, Parser)]
+#[command(name = "sync-server", version, about)]
+pub struct Cli {
+    /// Config file (default: ./sync-server.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Database URL: sqlite://path (default sqlite://./sync.db) or postgres://….
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP and WebSocket (the default).
+    Serve(ServeArgs),
+    /// Create an API key and secret; the secret is shown once.
+    GenerateCredentials {
+        /// A name for the credential (who or what uses it).
+        #[arg(long)]
+        name: String,
+        /// Grant the admin HTTP routes.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Issue a bearer token for a user; the token is shown once and stored hashed.
+    CreateToken {
+        /// The user id the token authenticates.
+        #[arg(long)]
+        user: String,
+        /// Lifetime, e.g. 3600, 90m, 12h, 30d (default: no expiry).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// Grant the admin HTTP routes.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Print the default configuration file.
+    DefaultConfig,
+}
+
+#[derive(Debug, Default, clap::Args)]
+struct ServeArgs {
+    /// Address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces).
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to bind (default 8080).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Print the colored activity log.
+    #[arg(long)]
+    monitoring: bool,
+    /// Do not create and print a first credential on an empty database.
+    #[arg(long)]
+    no_bootstrap: bool,
+}
+
+/// Parses `3600`, `90s`, `15m`, `12h`, `30d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit()).map_or((text, ""), |i| text.split_at(i));
+    let n: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. 3600, 90m, 12h, 30d"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("invalid duration unit in {text:?}: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run_cli(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(url) = cli.database_url {
+        config.database.url = url;
+    }
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    if let Command::DefaultConfig = command {
+        print!("{}", Config::default_toml());
+        return Ok(());
+    }
+    init_logging(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async move {
+        match command {
+            Command::Serve(args) => {
+                if let Some(host) = args.host {
+                    config.server.host = host;
+                }
+                if let Some(port) = args.port {
+                    config.server.port = port;
+                }
+                config.monitoring |= args.monitoring;
+                config.auth.bootstrap_credentials &= !args.no_bootstrap;
+                serve(config).await
+            }
+            Command::GenerateCredentials { name, admin } => {
+                let (api_key, secret) = generate_credentials(&config, &name, admin).await?;
+                println!("API Key: {api_key}\nSecret: {secret}");
+                println!("The secret is not stored and cannot be shown again.");
+                Ok(())
+            }
+            Command::CreateToken { user, ttl, admin } => {
+                let token = create_token(&config, &user, ttl, admin).await?;
+                println!("Token: {token}");
+                println!("Use it as {{\"type\":\"authenticate\",\"user_id\":\"{user}\",\"auth_token\":\"<token>\"}} or Authorization: Bearer <token>.");
+                println!("It is stored only as an Argon2id hash and cannot be shown again.");
+                Ok(())
+            }
+            Command::Migrate => {
+                let (store, _) = crate::app::open(&config).await?;
+                let latest = store.latest_sequence().await?;
+                println!("database is up to date ({}; latest sequence {latest})", store.kind());
+                Ok(())
+            }
+            Command::DefaultConfig => Ok(()),
+        }
+    })
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let addr = format!("{}:{}", config.server.host, config.server.port);
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    crate::app::run(config, listener, shutdown).await
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn signal_shutdown(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    token.cancel();
+}
+
+/// Creates an API credential in the configured database; returns key and secret.
+pub async fn generate_credentials(config: &Config, name: &str, admin: bool) -> anyhow::Result<(String, String)> {
+    let (store, secret_key) = crate::app::open(config).await?;
+    let (credential, secret) = issue_api_credential(&secret_key, name, admin);
+    store.create_api_credential(credential.clone()).await.context("storing the credential")?;
+    Ok((credential.api_key, secret))
+}
+
+/// Issues a bearer token in the configured database; returns the token.
+pub async fn create_token(config: &Config, user: &str, ttl: Option<Duration>, admin: bool) -> anyhow::Result<String> {
+    if user.trim().is_empty() {
+        anyhow::bail!("--user must not be empty");
+    }
+    let (store, _) = crate::app::open(config).await?;
+    let (token, record) = issue_token(user, ttl, admin)?;
+    store.ensure_user(user.to_owned(), None).await?;
+    store.create_token(record).await.context("storing the token")?;
+    Ok(token)
+}
+
+fn init_logging(filter: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3600").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("90m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86_400));
+        assert!(parse_duration("3w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        Cli::try_parse_from(["sync-server"]).unwrap();
+        Cli::try_parse_from(["sync-server", "serve", "--port", "9000", "--monitoring"]).unwrap();
+        Cli::try_parse_from(["sync-server", "generate-credentials", "--name", "app", "--admin"]).unwrap();
+        Cli::try_parse_from(["sync-server", "create-token", "--user", "u1", "--ttl", "1h"]).unwrap();
+        Cli::try_parse_from(["sync-server", "--database-url", "sqlite://x.db", "migrate"]).unwrap();
+        assert!(Cli::try_parse_from(["sync-server", "generate-credentials"]).is_err());
+    }
+}

@@ -1,0 +1,84 @@
+//! `get_document`: one document, now or as it was at a revision (rebuilt from the
+//! current state with the stored reverse patches).
+
+use sync_core::canonical::content_hash;
+use sync_core::patch::{apply, parse_patch};
+use sync_core::protocol::{GetDocument, RequestId, ServerMessage, SyncDocument};
+use sync_core::{ChangeKind, Document, ErrorCode};
+use sync_store::Store;
+
+use crate::session::{Ending, Session};
+
+/// Answers with `sync_document`.
+pub(super) async fn handle(
+    session: &mut Session,
+    message: GetDocument,
+    request_id: Option<RequestId>,
+) -> Result<(), Ending> {
+    session.read_barrier().await?;
+    let docs = match session.state.store.load_documents(vec![message.document_id.clone()]).await {
+        Ok(docs) => docs,
+        Err(e) => {
+            super::storage_failed(session, e, request_id);
+            return Ok(());
+        }
+    };
+    let user = session.user().user_id.clone();
+    let Some(doc) = docs.into_iter().find(|d| d.user_id == user) else {
+        session.send_error(ErrorCode::DocumentNotFound, format!("no document {:?}", message.document_id), request_id);
+        return Ok(());
+    };
+    let document = match message.at_revision {
+        None => doc,
+        Some(r) if r == doc.sync_revision => doc,
+        Some(r) if r == 0 || r > doc.sync_revision => {
+            let text = format!("document {:?} has no revision {r} (latest is {})", doc.id, doc.sync_revision);
+            session.send_error(ErrorCode::DocumentNotFound, text, request_id);
+            return Ok(());
+        }
+        // Revision r's own event gives the time it was made; the later ones are undone.
+        Some(r) => match session.state.store.document_changes(doc.id.clone(), r - 1, Some(doc.sync_revision)).await {
+            Ok(events) => match rewind(doc, r, &events) {
+                Ok(document) => document,
+                Err(message) => {
+                    tracing::error!(%message, "rebuilding a past revision failed");
+                    session.send_error(ErrorCode::ServerError, "the document's history is unreadable", request_id);
+                    return Ok(());
+                }
+            },
+            Err(e) => {
+                super::storage_failed(session, e, request_id);
+                return Ok(());
+            }
+        },
+    };
+    session.send(ServerMessage::SyncDocument(SyncDocument { document }), request_id);
+    Ok(())
+}
+
+/// The document as it was at `revision`, given its events from `revision` on (ascending).
+fn rewind(mut doc: Document, revision: u64, events: &[sync_core::ChangeEvent]) -> Result<Document, String> {
+    for event in events.iter().rev().filter(|e| e.sync_revision > revision) {
+        match event.event_type {
+            ChangeKind::Update => {
+                let reverse =
+                    parse_patch(event.reverse_patch.clone().unwrap_or_default()).map_err(|e| e.to_string())?;
+                apply(&mut doc.content, &reverse).map_err(|e| e.to_string())?;
+            }
+            // Tombstones keep their content: undoing the delete only revives the document.
+            ChangeKind::Delete => doc.deleted_at = None,
+            _ => {}
+        }
+        let count = doc.vector_clock.0.entry(event.client_id.clone()).or_insert(0);
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            doc.vector_clock.0.remove(&event.client_id);
+        }
+    }
+    let at = events.iter().find(|e| e.sync_revision == revision).ok_or("the revision's event is missing")?;
+    doc.updated_at = at.created_at;
+    doc.sync_revision = revision;
+    doc.content_hash = content_hash(&doc.content);
+    doc.title = sync_core::model::title_of(&doc.content);
+    Ok(doc)
+}

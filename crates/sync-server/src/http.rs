@@ -1,0 +1,266 @@
+//! HTTP on the same port as the WebSocket (PROTOCOL.md §9): health, readiness, admin
+//! statistics, the WebSocket upgrade at `/ws` and `/ws/sync`, and JSON errors
+//! `{"error":{"code","message"}}` everywhere, unknown routes included.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde::Deserialize;
+use serde_json::json;
+use sync_core::{ErrorCode, Timestamp};
+use sync_store::Store;
+use yawc::{IncomingUpgrade, Options};
+
+use crate::app::AppState;
+use crate::auth::{AuthFailure, Principal};
+use crate::session::{PreAuth, Session};
+
+/// The router of every HTTP route.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/stats", get(stats))
+        .route("/api/sync/status", get(status))
+        .route("/ws", get(upgrade))
+        .route("/ws/sync", get(upgrade))
+        .route("/metrics", any(not_yet))
+        .route("/api/sync/publish", any(not_yet))
+        .route("/api/sync/broadcast", any(not_yet))
+        .route("/events", any(not_yet))
+        .route("/acl", any(not_yet))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// An HTTP error with the shared error vocabulary.
+pub struct HttpError {
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+}
+
+impl HttpError {
+    /// An error with the status that goes with `code`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self { status, code, message: message.into() }
+    }
+
+    /// An error with an explicit status.
+    pub fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+    }
+}
+
+impl From<AuthFailure> for HttpError {
+    fn from(failure: AuthFailure) -> Self {
+        match failure {
+            AuthFailure::Unavailable => HttpError::new(ErrorCode::ServerError, "cannot check credentials now"),
+            other => HttpError::new(ErrorCode::InvalidAuth, other.to_string()),
+        }
+    }
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "healthy",
+        "timestamp": Timestamp::now(),
+        "activeConnections": state.connections.load(std::sync::atomic::Ordering::Relaxed),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({"status": "ready", "backend": state.store.kind()})).into_response(),
+        Err(e) => HttpError::with_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ServerError,
+            format!("storage is not answering: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+async fn stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, HttpError> {
+    require_admin(&state, &headers, b"").await?;
+    let store_stats =
+        state.store.stats().await.map_err(|e| HttpError::new(ErrorCode::ServerError, format!("storage error: {e}")))?;
+    Ok(Json(json!({
+        "totalChanges": store_stats.total_changes,
+        "activeConnections": state.connections.load(std::sync::atomic::Ordering::Relaxed),
+        "activeUsers": state.hub.active_users(),
+        "documents": store_stats.documents,
+    })))
+}
+
+async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, HttpError> {
+    require_admin(&state, &headers, b"").await?;
+    Ok(Json(json!({
+        "status": "running",
+        "clients": state.hub.client_count(),
+        "connections": state.connections.load(std::sync::atomic::Ordering::Relaxed),
+        "timestamp": Timestamp::now(),
+    })))
+}
+
+async fn not_yet(method: Method, uri: Uri) -> HttpError {
+    HttpError::with_status(
+        StatusCode::NOT_IMPLEMENTED,
+        ErrorCode::ServerError,
+        format!("{method} {} is not available yet: it arrives in a later release of this server", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> HttpError {
+    HttpError::with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::InvalidMessage,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+async fn not_found(method: Method, uri: Uri) -> HttpError {
+    HttpError::with_status(
+        StatusCode::NOT_FOUND,
+        ErrorCode::InvalidMessage,
+        format!("no route {method} {}", uri.path()),
+    )
+}
+
+/// Who is calling: `Authorization: Bearer <jwt or token>`, or the HMAC headers
+/// `X-Api-Key`, `X-Email`, `X-Timestamp`, `X-Signature` over the raw body.
+pub async fn http_principal(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Principal, HttpError> {
+    let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(value) = header_str(header::AUTHORIZATION.as_str()) {
+        let Some(token) = value.strip_prefix("Bearer ").map(str::trim) else {
+            return Err(AuthFailure::Malformed.into());
+        };
+        return Ok(state.auth.authenticate_bearer(token).await?);
+    }
+    match (header_str("x-api-key"), header_str("x-email"), header_str("x-timestamp"), header_str("x-signature")) {
+        (Some(key), Some(email), Some(timestamp), Some(signature)) => {
+            let timestamp: i64 = timestamp.trim().parse().map_err(|_| HttpError::from(AuthFailure::Malformed))?;
+            Ok(state.auth.check_hmac(email, key, signature, timestamp, body).await?)
+        }
+        _ => Err(HttpError::new(ErrorCode::InvalidAuth, "missing credentials")),
+    }
+}
+
+async fn require_admin(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Principal, HttpError> {
+    let principal = http_principal(state, headers, body).await?;
+    if !principal.is_admin {
+        return Err(HttpError::new(ErrorCode::Forbidden, "admin credentials required"));
+    }
+    Ok(principal)
+}
+
+/// Query parameters accepted on the upgrade request.
+#[derive(Debug, Default, Deserialize)]
+pub struct UpgradeParams {
+    /// A JWT (or bearer token) instead of the `Authorization` header.
+    pub token: Option<String>,
+    /// The replica id, for a session authenticated by the upgrade request.
+    pub client_id: Option<String>,
+    /// Resume point, for a session authenticated by the upgrade request.
+    pub last_sequence: Option<u64>,
+}
+
+async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(params): Query<UpgradeParams>,
+    incoming: Result<IncomingUpgrade, StatusCode>,
+) -> Response {
+    // A request that is no WebSocket upgrade gets the same JSON error body as every
+    // other HTTP error, not an empty 400.
+    let incoming = match incoming {
+        Ok(incoming) => incoming,
+        Err(status) => {
+            return HttpError::with_status(status, ErrorCode::InvalidMessage, "this route expects a WebSocket upgrade")
+                .into_response();
+        }
+    };
+    let Ok(permit) = Arc::clone(&state.connection_permits).try_acquire_owned() else {
+        return HttpError::with_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ServerError,
+            "connection limit reached; retry later",
+        )
+        .into_response();
+    };
+    if state.shutdown.is_cancelled() {
+        return HttpError::with_status(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServerError, "shutting down")
+            .into_response();
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|v| v.trim().to_owned())
+        .or(params.token.clone());
+    let pre_auth = match bearer {
+        None => None,
+        Some(token) => Some(state.auth.authenticate_bearer(&token).await.map(|principal| PreAuth {
+            principal,
+            client_id: params.client_id.clone(),
+            last_sequence: params.last_sequence,
+        })),
+    };
+    let (response, connection) = match incoming.upgrade(ws_options(&state)) {
+        Ok(pair) => pair,
+        Err(e) => {
+            return HttpError::with_status(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidMessage,
+                format!("bad upgrade: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let tracked = Arc::clone(&state);
+    tracked.sessions.spawn(async move {
+        let _permit = permit;
+        match connection.await {
+            Ok(ws) => {
+                state.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Session::serve(ws, Arc::clone(&state), peer.to_string(), pre_auth).await;
+                state.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, %peer, "websocket upgrade did not complete"),
+        }
+    });
+    response.into_response()
+}
+
+/// WebSocket options: frames up to the hard limit are read (larger ones close with
+/// 1009), permessage-deflate without context takeover so compressors are pooled rather
+/// than held per connection, small buffers for idle connections.
+fn ws_options(state: &AppState) -> Options {
+    let hard = state.config.limits.hard_max_frame_bytes + 1;
+    Options::default()
+        .with_limits(hard, hard)
+        .with_low_latency_compression()
+        .server_no_context_takeover()
+        .client_no_context_takeover()
+        .with_compression_threshold(512)
+        .with_deflate_pool(state.deflate_pool.clone())
+        .with_read_buffer_capacity(2048)
+        .with_write_buffer_capacity(2048)
+        .with_no_delay()
+}

@@ -1,0 +1,281 @@
+//! The hub: which sessions are connected, and delivery of committed changes to them.
+//!
+//! Guarantees:
+//! - deliveries happen in sequence order (one caller delivers, in order), and a change is
+//!   pushed to every session of a user who may read it except the session that made it,
+//!   which gets its `*_response` at the same position in its stream;
+//! - delivery never waits: every session has a bounded queue, and a session whose queue
+//!   is full is told to disconnect (it resumes from its cursor), so one slow client never
+//!   stalls a writer or grows server memory;
+//! - a session registered before a change is delivered receives it; `delivered()` read
+//!   after registering is therefore a position from which live pushes start, gap-free.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a session's queue carries.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    /// The text of one WebSocket message (shared between recipients).
+    pub frame: Bytes,
+    /// The change's sequence, for pushes and successful change responses.
+    pub sequence: Option<u64>,
+    /// Whether this answers one of the session's own change requests.
+    pub completes_write: bool,
+}
+
+/// The sending side of a session's queue, and the switch that disconnects it.
+#[derive(Clone, Debug)]
+pub struct SessionLink {
+    /// The session id.
+    pub id: u64,
+    /// Its bounded queue.
+    pub tx: mpsc::Sender<Outbound>,
+    /// Cancelled when the session must go (too slow, or shut down).
+    pub kill: CancellationToken,
+}
+
+impl SessionLink {
+    /// Queues a message without waiting; a full queue disconnects the session.
+    pub fn offer(&self, outbound: Outbound) {
+        match self.tx.try_send(outbound) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(session = self.id, "session queue full: disconnecting the slow client");
+                self.kill.cancel();
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+struct Member {
+    link: SessionLink,
+    client_id: String,
+}
+
+/// A committed change, ready to deliver.
+#[derive(Debug)]
+pub struct Committed {
+    /// Its sequence.
+    pub sequence: u64,
+    /// The owner of the document: whose sessions may read it.
+    pub user_id: String,
+    /// The push for other sessions (`document_created`/`_updated`/`_deleted`).
+    pub push: Bytes,
+    /// A `conflict_detected` for other sessions, when the change overwrote a concurrent one.
+    pub conflict: Option<Bytes>,
+}
+
+/// One item to deliver, in order.
+#[derive(Debug)]
+pub enum Delivery {
+    /// A committed change, and the response for the session that made it (if it is here).
+    Commit {
+        /// The change.
+        change: Arc<Committed>,
+        /// The originating session and its response.
+        reply: Option<(SessionLink, Bytes)>,
+    },
+    /// An answer that is not a commit (a refused change, a repeated `client_change_id`).
+    Reply {
+        /// The session.
+        to: SessionLink,
+        /// The response.
+        frame: Bytes,
+        /// The sequence of the original change, for a repeated one.
+        sequence: Option<u64>,
+    },
+}
+
+/// The registry of connected, authenticated sessions.
+#[derive(Default)]
+pub struct Hub {
+    users: RwLock<HashMap<String, Vec<Member>>>,
+    sessions: AtomicUsize,
+    delivered: AtomicU64,
+}
+
+/// Removes its session from the hub when dropped.
+pub struct Registration {
+    hub: Arc<Hub>,
+    user_id: String,
+    session_id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(&self.user_id, self.session_id);
+    }
+}
+
+impl Hub {
+    /// A hub whose log position starts at `delivered` (the latest committed sequence).
+    pub fn new(delivered: u64) -> Self {
+        Self { delivered: AtomicU64::new(delivered), ..Self::default() }
+    }
+
+    /// Adds a session of `user_id`. Read [`Hub::delivered`] afterwards for the position
+    /// its live pushes start after.
+    pub fn register(self: &Arc<Self>, user_id: &str, client_id: &str, link: SessionLink) -> Registration {
+        let session_id = link.id;
+        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+        users.entry(user_id.to_owned()).or_default().push(Member { link, client_id: client_id.to_owned() });
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+        Registration { hub: Arc::clone(self), user_id: user_id.to_owned(), session_id }
+    }
+
+    fn unregister(&self, user_id: &str, session_id: u64) {
+        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(members) = users.get_mut(user_id) {
+            let before = members.len();
+            members.retain(|m| m.link.id != session_id);
+            if members.len() < before {
+                self.sessions.fetch_sub(1, Ordering::Relaxed);
+            }
+            if members.is_empty() {
+                users.remove(user_id);
+            }
+        }
+    }
+
+    /// The newest sequence delivered to sessions.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Acquire)
+    }
+
+    /// Authenticated sessions connected.
+    pub fn session_count(&self) -> usize {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Users with at least one session.
+    pub fn active_users(&self) -> Vec<String> {
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<String> = users.keys().cloned().collect();
+        list.sort_unstable();
+        list
+    }
+
+    /// Distinct client ids connected.
+    pub fn client_count(&self) -> usize {
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        users.values().flatten().map(|m| m.client_id.as_str()).collect::<BTreeSet<_>>().len()
+    }
+
+    /// Tells every session to go (server shutdown).
+    pub fn disconnect_all(&self) {
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        for member in users.values().flatten() {
+            member.link.kill.cancel();
+        }
+    }
+
+    /// Delivers items in order. Must be called by one task at a time, in sequence order.
+    pub fn deliver(&self, items: Vec<Delivery>) {
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        let mut newest = None;
+        for item in items {
+            match item {
+                Delivery::Commit { change, reply } => {
+                    let origin = reply.as_ref().map(|(link, _)| link.id);
+                    if let Some(members) = users.get(&change.user_id) {
+                        for member in members.iter().filter(|m| Some(m.link.id) != origin) {
+                            member.link.offer(Outbound {
+                                frame: change.push.clone(),
+                                sequence: Some(change.sequence),
+                                completes_write: false,
+                            });
+                            if let Some(conflict) = &change.conflict {
+                                member.link.offer(Outbound {
+                                    frame: conflict.clone(),
+                                    sequence: None,
+                                    completes_write: false,
+                                });
+                            }
+                        }
+                    }
+                    if let Some((link, frame)) = reply {
+                        link.offer(Outbound { frame, sequence: Some(change.sequence), completes_write: true });
+                    }
+                    newest = Some(change.sequence);
+                }
+                Delivery::Reply { to, frame, sequence } => {
+                    to.offer(Outbound { frame, sequence, completes_write: true });
+                }
+            }
+        }
+        // Advanced while the read lock is held: a session registering after this call
+        // sees the new position, and one registered before it received the pushes.
+        if let Some(sequence) = newest {
+            self.delivered.fetch_max(sequence, Ordering::AcqRel);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(id: u64, capacity: usize) -> (SessionLink, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (SessionLink { id, tx, kill: CancellationToken::new() }, rx)
+    }
+
+    fn commit(sequence: u64, user: &str, reply: Option<(SessionLink, Bytes)>) -> Delivery {
+        Delivery::Commit {
+            change: Arc::new(Committed {
+                sequence,
+                user_id: user.into(),
+                push: Bytes::from(format!("push{sequence}")),
+                conflict: None,
+            }),
+            reply,
+        }
+    }
+
+    #[test]
+    fn pushes_go_to_the_users_other_sessions_and_the_reply_to_the_sender() {
+        let hub = Arc::new(Hub::new(0));
+        let (a, mut ra) = link(1, 8);
+        let (b, mut rb) = link(2, 8);
+        let (c, mut rc) = link(3, 8);
+        let _ga = hub.register("u1", "ca", a.clone());
+        let _gb = hub.register("u1", "cb", b);
+        let _gc = hub.register("u2", "cc", c);
+        hub.deliver(vec![commit(5, "u1", Some((a, Bytes::from("reply5"))))]);
+        assert_eq!(ra.try_recv().unwrap().frame, "reply5");
+        assert!(ra.try_recv().is_err(), "the sender gets no push");
+        assert_eq!(rb.try_recv().unwrap().frame, "push5");
+        assert!(rc.try_recv().is_err(), "another user's session sees nothing");
+        assert_eq!(hub.delivered(), 5);
+        assert_eq!(hub.session_count(), 3);
+        assert_eq!(hub.active_users(), vec!["u1".to_owned(), "u2".to_owned()]);
+    }
+
+    #[test]
+    fn a_full_queue_disconnects_instead_of_waiting() {
+        let hub = Arc::new(Hub::new(0));
+        let (a, _ra) = link(1, 1);
+        let kill = a.kill.clone();
+        let _g = hub.register("u", "c", a);
+        hub.deliver(vec![commit(1, "u", None), commit(2, "u", None)]);
+        assert!(kill.is_cancelled());
+    }
+
+    #[test]
+    fn dropping_the_registration_unregisters() {
+        let hub = Arc::new(Hub::new(0));
+        let (a, _ra) = link(1, 1);
+        let guard = hub.register("u", "c", a);
+        assert_eq!(hub.session_count(), 1);
+        drop(guard);
+        assert_eq!(hub.session_count(), 0);
+        assert!(hub.active_users().is_empty());
+    }
+}

@@ -1,0 +1,201 @@
+//! The hot-document cache of the write path: recent documents with their latest
+//! revisions' patches, so most updates are decided (and most stale ones rebased) without
+//! reading the database.
+//!
+//! Only the write path touches it, and only committed state stays in it: when a batch
+//! fails to commit, every document it touched is evicted.
+
+use std::collections::{HashMap, VecDeque};
+
+use sync_core::{Document, Patch};
+
+/// Patches of one committed update, kept to rebase stale changes.
+#[derive(Clone, Debug)]
+pub struct HistEntry {
+    /// The revision the update produced.
+    pub revision: u64,
+    /// The patch as applied.
+    pub forward: Patch,
+    /// The patch that undoes it.
+    pub reverse: Patch,
+}
+
+/// Updates kept per document for rebasing.
+const HISTORY: usize = 64;
+
+/// A cached document and its recent updates (contiguous, ending at its revision).
+#[derive(Clone, Debug)]
+pub struct CachedDoc {
+    /// The current state.
+    pub doc: Document,
+    history: VecDeque<HistEntry>,
+    last_used: u64,
+}
+
+impl CachedDoc {
+    /// The updates after `base` up to the current revision, if all are kept.
+    pub fn since(&self, base: u64) -> Option<Vec<HistEntry>> {
+        let current = self.doc.sync_revision;
+        if base >= current {
+            return Some(Vec::new());
+        }
+        let first = self.history.front()?.revision;
+        if first > base + 1 {
+            return None;
+        }
+        Some(self.history.iter().filter(|h| h.revision > base).cloned().collect())
+    }
+}
+
+/// Documents by id, bounded, least recently used out first.
+pub struct DocCache {
+    docs: HashMap<String, CachedDoc>,
+    capacity: usize,
+    clock: u64,
+}
+
+impl DocCache {
+    /// A cache of at most `capacity` documents.
+    pub fn new(capacity: usize) -> Self {
+        Self { docs: HashMap::new(), capacity: capacity.max(16), clock: 0 }
+    }
+
+    /// Whether the document is cached (a cached `None` is never stored: absent means unknown).
+    pub fn contains(&self, id: &str) -> bool {
+        self.docs.contains_key(id)
+    }
+
+    /// The cached document, marking it used.
+    pub fn get(&mut self, id: &str) -> Option<&CachedDoc> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.docs.get_mut(id).map(|entry| {
+            entry.last_used = clock;
+            &*entry
+        })
+    }
+
+    /// Caches a document loaded from the store (no history yet).
+    pub fn insert_loaded(&mut self, doc: Document) {
+        self.clock += 1;
+        let id = doc.id.clone();
+        self.docs.insert(id, CachedDoc { doc, history: VecDeque::new(), last_used: self.clock });
+        self.evict_if_needed();
+    }
+
+    /// Adds history loaded from the store in front of what is kept.
+    pub fn prepend_history(&mut self, id: &str, entries: Vec<HistEntry>) {
+        if let Some(entry) = self.docs.get_mut(id) {
+            let first_kept = entry.history.front().map_or(entry.doc.sync_revision + 1, |h| h.revision);
+            for h in entries.into_iter().rev().filter(|h| h.revision < first_kept) {
+                entry.history.push_front(h);
+            }
+        }
+    }
+
+    /// Records a decided change: the new state, and for updates its patches.
+    pub fn apply(&mut self, doc: Document, update: Option<HistEntry>) {
+        self.clock += 1;
+        let clock = self.clock;
+        let entry = self.docs.entry(doc.id.clone()).or_insert_with(|| CachedDoc {
+            doc: doc.clone(),
+            history: VecDeque::new(),
+            last_used: clock,
+        });
+        match update {
+            Some(h) if entry.history.back().is_none_or(|last| last.revision + 1 == h.revision) => {
+                entry.history.push_back(h);
+                while entry.history.len() > HISTORY {
+                    entry.history.pop_front();
+                }
+            }
+            // Not contiguous (or not an update): what is kept no longer ends at the revision.
+            _ => entry.history.clear(),
+        }
+        entry.doc = doc;
+        entry.last_used = clock;
+        self.evict_if_needed();
+    }
+
+    /// Forgets documents (after a failed commit, or a concurrent writer elsewhere).
+    pub fn evict(&mut self, ids: impl IntoIterator<Item = impl AsRef<str>>) {
+        for id in ids {
+            self.docs.remove(id.as_ref());
+        }
+    }
+
+    /// Number of cached documents.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    fn evict_if_needed(&mut self) {
+        if self.docs.len() <= self.capacity + self.capacity / 8 {
+            return;
+        }
+        // Drop the least recently used eighth in one pass, so eviction is amortised.
+        let excess = self.docs.len() - self.capacity;
+        let mut ages: Vec<u64> = self.docs.values().map(|d| d.last_used).collect();
+        let (_, cutoff, _) = ages.select_nth_unstable(excess);
+        let cutoff = *cutoff;
+        self.docs.retain(|_, d| d.last_used >= cutoff);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use sync_core::Timestamp;
+
+    fn doc(id: &str, revision: u64) -> Document {
+        Document {
+            id: id.into(),
+            user_id: "u".into(),
+            collection: "default".into(),
+            title: None,
+            content: json!({}),
+            sync_revision: revision,
+            vector_clock: Default::default(),
+            content_hash: String::new(),
+            created_at: Timestamp::from_unix_millis(0),
+            updated_at: Timestamp::from_unix_millis(0),
+            deleted_at: None,
+        }
+    }
+
+    fn hist(revision: u64) -> HistEntry {
+        HistEntry { revision, forward: Vec::new(), reverse: Vec::new() }
+    }
+
+    #[test]
+    fn history_is_served_only_when_complete() {
+        let mut cache = DocCache::new(100);
+        cache.insert_loaded(doc("a", 3));
+        assert!(cache.get("a").unwrap().since(3).unwrap().is_empty());
+        assert!(cache.get("a").unwrap().since(2).is_none(), "revision 3's patches were never seen");
+        cache.apply(doc("a", 4), Some(hist(4)));
+        cache.apply(doc("a", 5), Some(hist(5)));
+        let since = cache.get("a").unwrap().since(3).unwrap();
+        assert_eq!(since.iter().map(|h| h.revision).collect::<Vec<_>>(), vec![4, 5]);
+        cache.prepend_history("a", vec![hist(2), hist(3)]);
+        assert_eq!(cache.get("a").unwrap().since(1).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn eviction_keeps_recent_documents() {
+        let mut cache = DocCache::new(16);
+        for i in 0..40 {
+            cache.insert_loaded(doc(&format!("d{i}"), 1));
+            cache.get("d0");
+        }
+        assert!(cache.len() <= 18, "{}", cache.len());
+        assert!(cache.contains("d0"), "recently used survives");
+        assert!(cache.contains("d39"));
+    }
+}

@@ -1,0 +1,535 @@
+//! Deciding one change against the current document: validation, the merge rules of
+//! PROTOCOL.md §7 through `sync_core::transform`, and the new state and event to store.
+//!
+//! Pure functions: no I/O, no clock (the caller passes the time), so every rule is
+//! tested here directly and the write path only orchestrates.
+
+use serde_json::Value;
+use sync_core::model::{DEFAULT_COLLECTION, new_document_id, validate_collection, validate_document_id};
+use sync_core::patch::{PatchErrorKind, apply_with_inverse, patch_to_value};
+use sync_core::protocol::{CreateDocument, DeleteDocument, DocumentPatch};
+use sync_core::transform::{Conflict, Policy, rebase};
+use sync_core::vclock::VectorClock;
+use sync_core::{ChangeEvent, ChangeKind, Document, ErrorBody, ErrorCode, Patch, Timestamp};
+use sync_store::NewChange;
+
+use super::cache::HistEntry;
+
+/// Who is writing, when, and under which limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx<'a> {
+    /// The writing user.
+    pub user_id: &'a str,
+    /// The writing replica.
+    pub client_id: &'a str,
+    /// The commit time.
+    pub now: Timestamp,
+    /// Largest serialized content accepted.
+    pub max_document_bytes: usize,
+    /// Deepest nesting of the content accepted. Decoding checks each patch value, but a
+    /// patch of shallow values can still nest the document deeper, so the result is
+    /// checked too: a document deeper than the limit could not be sent back to clients
+    /// that enforce it.
+    pub max_depth: usize,
+}
+
+/// A change decided and ready to store.
+#[derive(Clone, Debug)]
+pub struct Decided {
+    /// What to store.
+    pub change: NewChange,
+    /// For updates: the patch as applied and its inverse.
+    pub update: Option<HistEntry>,
+    /// The applied patch, when it differs from the one sent (it was rebased).
+    pub transformed: Option<Patch>,
+    /// Conflicts met while rebasing.
+    pub conflicts: Vec<Conflict>,
+    /// The merge policy that decided them.
+    pub policy: Policy,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, message)
+}
+
+fn check_size(content: &Value, ctx: &Ctx<'_>) -> Result<(), ErrorBody> {
+    let size = serde_json::to_vec(content).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > ctx.max_document_bytes {
+        return Err(error(
+            ErrorCode::PayloadTooLarge,
+            format!("document is {size} bytes; the limit is {}", ctx.max_document_bytes),
+        ));
+    }
+    let depth = sync_core::protocol::json_depth(content);
+    if depth > ctx.max_depth {
+        return Err(error(
+            ErrorCode::PayloadTooLarge,
+            format!("document nests {depth} levels deep; the limit is {}", ctx.max_depth),
+        ));
+    }
+    Ok(())
+}
+
+fn event(doc: &Document, ctx: &Ctx<'_>, kind: ChangeKind, client_change_id: Option<&str>) -> ChangeEvent {
+    ChangeEvent {
+        sequence: 0,
+        event_id: uuid::Uuid::now_v7().to_string(),
+        document_id: doc.id.clone(),
+        collection: doc.collection.clone(),
+        user_id: doc.user_id.clone(),
+        client_id: ctx.client_id.to_owned(),
+        event_type: kind,
+        forward_patch: None,
+        reverse_patch: None,
+        sync_revision: doc.sync_revision,
+        created_at: ctx.now,
+        client_change_id: client_change_id.map(str::to_owned),
+        content_hash: None,
+    }
+}
+
+/// The document id a create will use (validated later by [`create`]).
+pub fn create_id(request: &CreateDocument) -> String {
+    request.document.id.clone().unwrap_or_else(new_document_id)
+}
+
+/// Decides a `create_document`. `existing` is whatever the store has under the id.
+pub fn create(
+    id: &str,
+    existing: Option<&Document>,
+    request: &CreateDocument,
+    ctx: &Ctx<'_>,
+    policy: Policy,
+) -> Result<Decided, ErrorBody> {
+    validate_document_id(id).map_err(|e| error(ErrorCode::InvalidMessage, e.to_string()))?;
+    let collection = request.document.collection.as_deref().unwrap_or(DEFAULT_COLLECTION);
+    validate_collection(collection).map_err(|e| error(ErrorCode::InvalidMessage, e.to_string()))?;
+    if existing.is_some() {
+        // Never an overwrite, and nothing about the existing document is revealed.
+        return Err(error(ErrorCode::DocumentExists, format!("a document with id {id:?} already exists")));
+    }
+    let content = request.document.normalized_content();
+    check_size(&content, ctx)?;
+    let mut vector_clock = VectorClock::new();
+    vector_clock.increment(ctx.client_id);
+    let mut doc = Document {
+        id: id.to_owned(),
+        user_id: ctx.user_id.to_owned(),
+        collection: collection.to_owned(),
+        title: None,
+        content,
+        sync_revision: 1,
+        vector_clock,
+        content_hash: String::new(),
+        created_at: ctx.now,
+        updated_at: ctx.now,
+        deleted_at: None,
+    };
+    doc.refresh_derived();
+    let mut ev = event(&doc, ctx, ChangeKind::Create, request.client_change_id.as_deref());
+    ev.forward_patch = Some(doc.content.clone());
+    ev.content_hash = Some(doc.content_hash.clone());
+    Ok(Decided {
+        change: NewChange { event: ev, document: doc, expected_revision: 0 },
+        update: None,
+        transformed: None,
+        conflicts: Vec::new(),
+        policy,
+    })
+}
+
+/// Checks that the document exists for this user and is not deleted.
+fn live<'d>(doc: Option<&'d Document>, id: &str, ctx: &Ctx<'_>) -> Result<&'d Document, ErrorBody> {
+    match doc {
+        Some(doc) if doc.user_id == ctx.user_id => {
+            if doc.is_deleted() {
+                Err(error(ErrorCode::DocumentDeleted, format!("document {id:?} is deleted")))
+            } else {
+                Ok(doc)
+            }
+        }
+        // Another user's document is indistinguishable from a missing one.
+        _ => Err(error(ErrorCode::DocumentNotFound, format!("no document {id:?}"))),
+    }
+}
+
+/// What an update needs besides the document: the updates committed after its base.
+pub enum Intervening {
+    /// Nothing to rebase over (base is current, or no base revision).
+    None,
+    /// The updates after the base revision, in order.
+    Updates(Vec<HistEntry>),
+}
+
+/// The revision whose successors an update must be rebased over, if any.
+pub fn rebase_base(doc: &Document, request: &DocumentPatch) -> Option<u64> {
+    match request.base_revision {
+        Some(base) if base >= 1 && base < doc.sync_revision => Some(base),
+        _ => None,
+    }
+}
+
+/// Decides an `update_document` (rules 1–7 of PROTOCOL.md §7).
+pub fn update(
+    doc: Option<&Document>,
+    intervening: Intervening,
+    request: &DocumentPatch,
+    ctx: &Ctx<'_>,
+    policy: Policy,
+) -> Result<Decided, ErrorBody> {
+    let doc = live(doc, &request.document_id, ctx)?;
+    let current = doc.sync_revision;
+    let mut conflicts = Vec::new();
+    let (patch, blind) = match request.base_revision {
+        Some(0) => return Err(error(ErrorCode::InvalidMessage, "base_revision starts at 1")),
+        Some(base) if base > current => {
+            return Err(error(
+                ErrorCode::VersionMismatch,
+                format!("base_revision {base} is ahead of the document's revision {current}"),
+            ));
+        }
+        Some(base) if base < current => {
+            let Intervening::Updates(updates) = intervening else {
+                return Err(error(ErrorCode::ServerError, "history needed to rebase the change was not loaded"));
+            };
+            if updates.len() as u64 != current - base {
+                return Err(error(ErrorCode::ServerError, "history needed to rebase the change is incomplete"));
+            }
+            // The state the client edited: the current content with the updates undone.
+            let mut base_state = doc.content.clone();
+            for h in updates.iter().rev() {
+                sync_core::patch::apply(&mut base_state, &h.reverse)
+                    .map_err(|e| error(ErrorCode::ServerError, format!("stored history does not apply: {e}")))?;
+            }
+            let committed: Patch = updates.iter().flat_map(|h| h.forward.iter().cloned()).collect();
+            let rebased =
+                rebase(&base_state, &request.patch, &committed, policy).map_err(|e| error(e.code(), e.to_string()))?;
+            conflicts = rebased.conflicts;
+            (rebased.patch, false)
+        }
+        Some(_) => (request.patch.clone(), false),
+        // Rule 7: a matching hash means the patch was made on this exact state.
+        None => (request.patch.clone(), request.content_hash.as_deref() != Some(doc.content_hash.as_str())),
+    };
+    let mut content = doc.content.clone();
+    let reverse = apply_with_inverse(&mut content, &patch).map_err(|e| {
+        let code = if blind || e.kind == PatchErrorKind::TestFailed {
+            ErrorCode::VersionMismatch
+        } else {
+            ErrorCode::InvalidPatch
+        };
+        error(code, e.to_string())
+    })?;
+    check_size(&content, ctx)?;
+    // Built field by field: cloning `doc` would copy the old content only to drop it.
+    let mut vector_clock = doc.vector_clock.clone();
+    vector_clock.increment(ctx.client_id);
+    let mut next = Document {
+        id: doc.id.clone(),
+        user_id: doc.user_id.clone(),
+        collection: doc.collection.clone(),
+        title: None,
+        content,
+        sync_revision: current + 1,
+        vector_clock,
+        content_hash: String::new(),
+        created_at: doc.created_at,
+        updated_at: ctx.now,
+        deleted_at: None,
+    };
+    next.refresh_derived();
+    let mut ev = event(&next, ctx, ChangeKind::Update, request.client_change_id.as_deref());
+    ev.forward_patch = Some(patch_to_value(&patch));
+    ev.reverse_patch = Some(patch_to_value(&reverse));
+    ev.content_hash = Some(next.content_hash.clone());
+    let transformed = (patch != request.patch).then(|| patch.clone());
+    Ok(Decided {
+        change: NewChange { event: ev, document: next, expected_revision: current },
+        update: Some(HistEntry { revision: current + 1, forward: patch, reverse }),
+        transformed,
+        conflicts,
+        policy,
+    })
+}
+
+/// Decides a `delete_document`: a tombstone that keeps the last content.
+pub fn delete(
+    doc: Option<&Document>,
+    request: &DeleteDocument,
+    ctx: &Ctx<'_>,
+    policy: Policy,
+) -> Result<Decided, ErrorBody> {
+    let doc = live(doc, &request.document_id, ctx)?;
+    let mut next = doc.clone();
+    next.sync_revision += 1;
+    next.vector_clock.increment(ctx.client_id);
+    next.updated_at = ctx.now;
+    next.deleted_at = Some(ctx.now);
+    let mut ev = event(&next, ctx, ChangeKind::Delete, request.client_change_id.as_deref());
+    ev.reverse_patch = Some(doc.content.clone());
+    Ok(Decided {
+        change: NewChange { event: ev, document: next, expected_revision: doc.sync_revision },
+        update: None,
+        transformed: None,
+        conflicts: Vec::new(),
+        policy,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use sync_core::patch::parse_patch;
+    use sync_core::protocol::NewDocument;
+
+    fn ctx() -> Ctx<'static> {
+        Ctx {
+            user_id: "u1",
+            client_id: "c1",
+            now: Timestamp::from_unix_millis(1000),
+            max_document_bytes: 1 << 20,
+            max_depth: 64,
+        }
+    }
+
+    fn created(content: Value) -> Decided {
+        let request = CreateDocument {
+            document: NewDocument { id: Some("d1".into()), collection: None, title: None, content },
+            client_change_id: None,
+        };
+        create("d1", None, &request, &ctx(), Policy::LastWriterWins).unwrap()
+    }
+
+    fn patch_request(ops: Value, base: Option<u64>, hash: Option<&str>) -> DocumentPatch {
+        DocumentPatch {
+            document_id: "d1".into(),
+            patch: parse_patch(ops).unwrap(),
+            base_revision: base,
+            content_hash: hash.map(str::to_owned),
+            client_change_id: Some("cc".into()),
+        }
+    }
+
+    #[test]
+    fn create_sets_every_field() {
+        let d = created(json!({"title": "T", "n": 1}));
+        let doc = &d.change.document;
+        assert_eq!((doc.sync_revision, doc.title.as_deref(), doc.collection.as_str()), (1, Some("T"), "default"));
+        assert_eq!(doc.vector_clock.get("c1"), 1);
+        assert_eq!(doc.content_hash, sync_core::canonical::content_hash(&json!({"title": "T", "n": 1})));
+        assert_eq!(d.change.expected_revision, 0);
+        assert_eq!(d.change.event.forward_patch, Some(json!({"title": "T", "n": 1})));
+    }
+
+    #[test]
+    fn create_refuses_existing_ids_and_bad_input() {
+        let existing = created(json!({})).change.document;
+        let request = CreateDocument {
+            document: NewDocument { id: Some("d1".into()), collection: None, title: None, content: json!({}) },
+            client_change_id: None,
+        };
+        let err = create("d1", Some(&existing), &request, &ctx(), Policy::LastWriterWins).unwrap_err();
+        assert_eq!(err.code, ErrorCode::DocumentExists);
+        let err = create("bad id", None, &request, &ctx(), Policy::LastWriterWins).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidMessage);
+        let mut small = ctx();
+        small.max_document_bytes = 5;
+        let big = CreateDocument {
+            document: NewDocument { id: None, collection: Some("Bad".into()), title: None, content: json!({}) },
+            client_change_id: None,
+        };
+        assert_eq!(
+            create("x", None, &big, &small, Policy::LastWriterWins).unwrap_err().code,
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn update_at_current_revision_applies_as_is() {
+        let doc = created(json!({"a": 1})).change.document;
+        let d = update(
+            Some(&doc),
+            Intervening::None,
+            &patch_request(json!([{"op": "replace", "path": "/a", "value": 2}]), Some(1), None),
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap();
+        assert_eq!(d.change.document.content, json!({"a": 2}));
+        assert_eq!(d.change.document.sync_revision, 2);
+        assert!(d.transformed.is_none());
+        assert_eq!(d.change.event.reverse_patch, Some(json!([{"op": "replace", "path": "/a", "value": 1}])));
+    }
+
+    #[test]
+    fn a_patch_that_nests_the_document_too_deep_is_refused() {
+        let doc = created(json!({"a": {}})).change.document;
+        let mut shallow = ctx();
+        shallow.max_depth = 3;
+        let ops = json!([{"op": "add", "path": "/a/b", "value": {"c": {}}}]);
+        let err =
+            update(Some(&doc), Intervening::None, &patch_request(ops, Some(1), None), &shallow, Policy::LastWriterWins)
+                .unwrap_err();
+        assert_eq!(err.code, ErrorCode::PayloadTooLarge);
+        let ops = json!([{"op": "add", "path": "/a/b", "value": {}}]);
+        assert!(
+            update(Some(&doc), Intervening::None, &patch_request(ops, Some(1), None), &shallow, Policy::LastWriterWins)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn stale_update_is_rebased() {
+        let doc1 = created(json!({"l": ["a"]})).change.document;
+        // Revision 2 inserted at the front.
+        let first = update(
+            Some(&doc1),
+            Intervening::None,
+            &patch_request(json!([{"op": "add", "path": "/l/0", "value": "z"}]), Some(1), None),
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap();
+        let doc2 = first.change.document.clone();
+        let d = update(
+            Some(&doc2),
+            Intervening::Updates(vec![first.update.unwrap()]),
+            &patch_request(json!([{"op": "replace", "path": "/l/0", "value": "A"}]), Some(1), None),
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap();
+        assert_eq!(d.change.document.content, json!({"l": ["z", "A"]}));
+        assert_eq!(d.transformed, Some(parse_patch(json!([{"op": "replace", "path": "/l/1", "value": "A"}])).unwrap()));
+    }
+
+    #[test]
+    fn rule5_update_against_deleted_document() {
+        let doc = created(json!({})).change.document;
+        let deleted = delete(
+            Some(&doc),
+            &DeleteDocument { document_id: "d1".into(), base_revision: None, client_change_id: None },
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap()
+        .change
+        .document;
+        let err = update(
+            Some(&deleted),
+            Intervening::None,
+            &patch_request(json!([]), None, None),
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::DocumentDeleted);
+    }
+
+    #[test]
+    fn rule6_failed_test_is_version_mismatch_and_a_bad_op_is_invalid_patch() {
+        let doc = created(json!({"v": 1})).change.document;
+        let err = update(
+            Some(&doc),
+            Intervening::None,
+            &patch_request(json!([{"op": "test", "path": "/v", "value": 2}]), Some(1), None),
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::VersionMismatch);
+        let err = update(
+            Some(&doc),
+            Intervening::None,
+            &patch_request(json!([{"op": "remove", "path": "/nope"}]), Some(1), None),
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidPatch);
+        assert!(err.message.contains("op 0"), "{}", err.message);
+    }
+
+    #[test]
+    fn rule7_hash_and_blind_writes() {
+        let doc = created(json!({"v": 1})).change.document;
+        let ops = json!([{"op": "remove", "path": "/missing"}]);
+        // Matching hash: the patch is simply wrong for this state.
+        let err = update(
+            Some(&doc),
+            Intervening::None,
+            &patch_request(ops.clone(), None, Some(&doc.content_hash)),
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidPatch);
+        // Stale or absent hash: a blind write that does not apply is a version mismatch.
+        let err = update(
+            Some(&doc),
+            Intervening::None,
+            &patch_request(ops, None, Some("stale")),
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::VersionMismatch);
+        let ok = update(
+            Some(&doc),
+            Intervening::None,
+            &patch_request(json!([{"op": "replace", "path": "/v", "value": 3}]), None, None),
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap();
+        assert_eq!(ok.change.document.content, json!({"v": 3}));
+    }
+
+    #[test]
+    fn other_users_documents_are_not_found() {
+        let doc = created(json!({})).change.document;
+        let mut other = ctx();
+        other.user_id = "u2";
+        let err = update(
+            Some(&doc),
+            Intervening::None,
+            &patch_request(json!([]), None, None),
+            &other,
+            Policy::LastWriterWins,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::DocumentNotFound);
+        assert!(!err.message.contains("u1"));
+    }
+
+    #[test]
+    fn base_revision_ahead_is_a_mismatch() {
+        let doc = created(json!({})).change.document;
+        let err = update(
+            Some(&doc),
+            Intervening::None,
+            &patch_request(json!([]), Some(9), None),
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::VersionMismatch);
+    }
+
+    #[test]
+    fn delete_keeps_content_and_records_it_in_reverse() {
+        let doc = created(json!({"k": 1})).change.document;
+        let d = delete(
+            Some(&doc),
+            &DeleteDocument { document_id: "d1".into(), base_revision: None, client_change_id: Some("x".into()) },
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap();
+        assert!(d.change.document.is_deleted());
+        assert_eq!(d.change.document.sync_revision, 2);
+        assert_eq!(d.change.event.reverse_patch, Some(json!({"k": 1})));
+        assert_eq!(d.change.event.forward_patch, None);
+    }
+}

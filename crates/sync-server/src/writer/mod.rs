@@ -1,0 +1,727 @@
+//! The write path: one task drains queued changes, decides them with `sync-core`,
+//! commits them in one transaction (group commit), then delivers responses and pushes
+//! through the hub in sequence order.
+//!
+//! Guarantees:
+//! - a change is acknowledged only after its batch is durable;
+//! - a `client_change_id` already committed is answered with the original result and
+//!   not applied again (also when the repeat is in the same batch);
+//! - the cache holds committed state only: a failed commit evicts what the batch touched;
+//! - if another server process changed a document underneath (the store reports a
+//!   conflict), the batch is decided again from fresh state.
+
+mod cache;
+pub mod decide;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use sync_core::patch::parse_patch;
+use sync_core::protocol::{
+    ConflictDetected, CreateDocument, CreatedResponse, DeleteDocument, DeletedResponse, DocumentCreated,
+    DocumentDeleted, DocumentPatch, DocumentUpdated, PushedPatch, RequestId, ResolutionStrategy, ServerMessage,
+    UpdatedResponse,
+};
+use sync_core::transform::Policy;
+use sync_core::{ChangeEvent, ChangeKind, Document, ErrorBody, ErrorCode, Timestamp};
+use sync_store::{NewChange, Store, StoreError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use cache::{DocCache, HistEntry};
+use decide::{Ctx, Decided, Intervening};
+
+use crate::backend::AnyStore;
+use crate::config::Config;
+use crate::hub::{Committed, Delivery, Hub, SessionLink};
+use crate::monitor::Monitor;
+
+/// A change to commit.
+#[derive(Debug)]
+pub enum WriteOp {
+    /// `create_document`.
+    Create(CreateDocument),
+    /// `update_document`.
+    Update(DocumentPatch),
+    /// `delete_document`.
+    Delete(DeleteDocument),
+}
+
+impl WriteOp {
+    fn client_change_id(&self) -> Option<&str> {
+        match self {
+            WriteOp::Create(c) => c.client_change_id.as_deref(),
+            WriteOp::Update(u) => u.client_change_id.as_deref(),
+            WriteOp::Delete(d) => d.client_change_id.as_deref(),
+        }
+    }
+}
+
+/// A change request from a session.
+#[derive(Debug)]
+pub struct WriteRequest {
+    /// The change.
+    pub op: WriteOp,
+    /// The writing user.
+    pub user_id: String,
+    /// The writing replica.
+    pub client_id: String,
+    /// Where the answer goes.
+    pub reply_to: SessionLink,
+    /// Echoed in the answer.
+    pub request_id: Option<RequestId>,
+}
+
+/// Counters of the write path, for `/stats` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    /// Changes committed.
+    pub committed: AtomicU64,
+    /// Changes refused.
+    pub refused: AtomicU64,
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Batches that failed to commit.
+    pub failed_batches: AtomicU64,
+}
+
+/// Runs the write path until `shutdown` is cancelled, then commits what is queued and returns.
+pub async fn run(
+    mut rx: mpsc::Receiver<WriteRequest>,
+    store: AnyStore,
+    hub: Arc<Hub>,
+    config: Arc<Config>,
+    stats: Arc<WriteStats>,
+    monitor: Monitor,
+    shutdown: CancellationToken,
+) {
+    let mut writer = Writer { store, hub, cache: DocCache::new(config.write.cache_documents), config, stats, monitor };
+    let max_batch = writer.config.write.max_batch.max(1);
+    let depth = writer.config.write.pipeline.max(1);
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut retry: VecDeque<(Vec<WriteRequest>, usize)> = VecDeque::new();
+    let mut accepting = true;
+    loop {
+        // Retries run alone, after everything in flight has settled, so they are decided
+        // on committed state only.
+        if in_flight.is_empty()
+            && let Some((batch, attempt)) = retry.pop_front()
+        {
+            writer.start(batch, attempt, &mut in_flight).await;
+            continue;
+        }
+        if !accepting && in_flight.is_empty() && retry.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            done = commit_of(&mut in_flight), if !in_flight.is_empty() => {
+                if let Some(flight) = in_flight.pop_front() {
+                    writer.settle(flight, done, &mut in_flight, &mut retry);
+                }
+            }
+            request = rx.recv(), if accepting && retry.is_empty() && in_flight.len() < depth => {
+                let Some(first) = request else {
+                    accepting = false;
+                    continue;
+                };
+                let mut batch = vec![first];
+                while batch.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
+                    }
+                }
+                writer.start(batch, 1, &mut in_flight).await;
+            }
+            () = shutdown.cancelled(), if accepting => {
+                // Finish in-flight writes: what is already queued is committed and answered.
+                rx.close();
+            }
+        }
+    }
+}
+
+/// A batch whose commit is under way.
+struct InFlight {
+    prepared: Prepared,
+    commit: tokio::task::JoinHandle<Result<Vec<u64>, StoreError>>,
+    attempt: usize,
+}
+
+/// Waits for the oldest commit.
+async fn commit_of(in_flight: &mut VecDeque<InFlight>) -> Result<Vec<u64>, StoreError> {
+    match in_flight.front_mut() {
+        Some(flight) => {
+            (&mut flight.commit).await.unwrap_or_else(|e| Err(StoreError::Database(format!("commit task failed: {e}"))))
+        }
+        None => std::future::pending().await,
+    }
+}
+
+struct Writer {
+    store: AnyStore,
+    hub: Arc<Hub>,
+    cache: DocCache,
+    config: Arc<Config>,
+    stats: Arc<WriteStats>,
+    monitor: Monitor,
+}
+
+/// A decided batch: the requests, what became of each, and the documents it touched.
+struct Prepared {
+    batch: Vec<WriteRequest>,
+    outcomes: Vec<Outcome>,
+    touched: Vec<String>,
+}
+
+/// What became of one request in a batch.
+enum Outcome {
+    /// To commit; index into the batch's changes.
+    Commit(usize, Box<Summary>),
+    /// Already committed earlier (repeated `client_change_id`).
+    Repeat(Box<ChangeEvent>),
+    /// Repeats a `client_change_id` decided earlier in this batch: answered like it.
+    SameAs(usize),
+    /// Refused.
+    Refused(ErrorBody),
+}
+
+const MAX_ATTEMPTS: usize = 3;
+
+impl Writer {
+    /// Decides a batch and starts its commit (queued behind the commits in flight).
+    async fn start(&mut self, batch: Vec<WriteRequest>, attempt: usize, in_flight: &mut VecDeque<InFlight>) {
+        match self.prepare(batch).await {
+            Ok((prepared, changes)) => {
+                let store = self.store.clone();
+                let commit = tokio::spawn(async move {
+                    if changes.is_empty() { Ok(Vec::new()) } else { store.append_batch(changes).await }
+                });
+                in_flight.push_back(InFlight { prepared, commit, attempt });
+            }
+            Err((batch, err)) => self.refuse_all(&batch, &err),
+        }
+    }
+
+    /// Handles the result of the oldest commit: deliver, retry or refuse.
+    fn settle(
+        &mut self,
+        flight: InFlight,
+        result: Result<Vec<u64>, StoreError>,
+        in_flight: &mut VecDeque<InFlight>,
+        retry: &mut VecDeque<(Vec<WriteRequest>, usize)>,
+    ) {
+        match result {
+            Ok(sequences) => {
+                let deliveries = self.deliveries(flight.prepared, &sequences);
+                self.hub.deliver(deliveries);
+            }
+            Err(err) => {
+                // Batches decided after this one may rest on its uncommitted state: forget
+                // everything they touched. The store refuses any that really did (their
+                // expected revisions no longer match), and those come back here.
+                self.cache.evict(&flight.prepared.touched);
+                for later in in_flight.iter() {
+                    self.cache.evict(&later.prepared.touched);
+                }
+                match err {
+                    StoreError::Conflict(ids) if flight.attempt < MAX_ATTEMPTS => {
+                        // Another server process wrote these documents: decide again.
+                        tracing::debug!(
+                            ?ids,
+                            attempt = flight.attempt,
+                            "documents changed concurrently; deciding again"
+                        );
+                        retry.push_back((flight.prepared.batch, flight.attempt + 1));
+                    }
+                    err => self.refuse_all(&flight.prepared.batch, &err),
+                }
+            }
+        }
+    }
+
+    fn refuse_all(&mut self, batch: &[WriteRequest], err: &StoreError) {
+        tracing::error!(error = %err, changes = batch.len(), "commit failed; nothing of the batch was applied");
+        self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+        let body = ErrorBody::new(ErrorCode::ServerError, "the change could not be stored; retry later");
+        let deliveries = batch.iter().map(|r| refusal(r, body.clone())).collect();
+        self.hub.deliver(deliveries);
+    }
+
+    /// Decides a batch against the cache (updating it provisionally); returns what the
+    /// answers need and the changes to store.
+    async fn prepare(
+        &mut self,
+        batch: Vec<WriteRequest>,
+    ) -> Result<(Prepared, Vec<NewChange>), (Vec<WriteRequest>, StoreError)> {
+        match self.decide_batch(&batch).await {
+            Ok((outcomes, changes, touched)) => Ok((Prepared { batch, outcomes, touched }, changes)),
+            Err(err) => Err((batch, err)),
+        }
+    }
+
+    async fn decide_batch(
+        &mut self,
+        batch: &[WriteRequest],
+    ) -> Result<(Vec<Outcome>, Vec<NewChange>, Vec<String>), StoreError> {
+        // Ids the batch touches (a create without an id gets a fresh one now).
+        let ids: Vec<String> = batch
+            .iter()
+            .map(|r| match &r.op {
+                WriteOp::Create(c) => decide::create_id(c),
+                WriteOp::Update(u) => u.document_id.clone(),
+                WriteOp::Delete(d) => d.document_id.clone(),
+            })
+            .collect();
+        let missing: Vec<String> =
+            ids.iter().filter(|id| !self.cache.contains(id)).cloned().collect::<HashSet<_>>().into_iter().collect();
+        if !missing.is_empty() {
+            for doc in self.store.load_documents(missing).await? {
+                self.cache.insert_loaded(doc);
+            }
+        }
+        let repeats = self.committed_client_changes(batch).await?;
+
+        let now = Timestamp::now();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut changes: Vec<NewChange> = Vec::new();
+        let mut touched: Vec<String> = Vec::new();
+        let mut seen_in_batch: HashMap<(&str, &str), usize> = HashMap::new();
+        for (i, (request, id)) in batch.iter().zip(&ids).enumerate() {
+            if let Some(ccid) = request.op.client_change_id() {
+                if let Some(event) = repeats.get(&(request.user_id.clone(), ccid.to_owned())) {
+                    outcomes.push(Outcome::Repeat(Box::new(event.clone())));
+                    continue;
+                }
+                if let Some(&first) = seen_in_batch.get(&(request.user_id.as_str(), ccid)) {
+                    outcomes.push(Outcome::SameAs(first));
+                    continue;
+                }
+                seen_in_batch.insert((request.user_id.as_str(), ccid), i);
+            }
+            let ctx = Ctx {
+                user_id: &request.user_id,
+                client_id: &request.client_id,
+                now,
+                max_document_bytes: self.config.limits.max_document_bytes,
+                max_depth: self.config.limits.max_depth,
+            };
+            let decided = self.decide(request, id, &ctx).await?;
+            match decided {
+                Ok(decided) => {
+                    // The change goes to the store and the document to the cache; the
+                    // answer needs only a summary (the full document only for creates
+                    // and conflicts, which send it).
+                    let summary = Summary::of(&decided);
+                    self.cache.apply(decided.change.document.clone(), decided.update);
+                    touched.push(id.clone());
+                    outcomes.push(Outcome::Commit(changes.len(), Box::new(summary)));
+                    changes.push(decided.change);
+                }
+                Err(body) => outcomes.push(Outcome::Refused(body)),
+            }
+        }
+        Ok((outcomes, changes, touched))
+    }
+
+    /// The answers and pushes of a committed batch, in request order.
+    fn deliveries(&mut self, prepared: Prepared, sequences: &[u64]) -> Vec<Delivery> {
+        let Prepared { batch, outcomes, .. } = prepared;
+        self.stats.batches.fetch_add(u64::from(!sequences.is_empty()), Ordering::Relaxed);
+        let mut deliveries = Vec::with_capacity(batch.len());
+        // Each committed answer, so a repeat of its client_change_id in the same batch gets it too.
+        let mut answers: Vec<Option<(ServerMessage, u64)>> = vec![None; batch.len()];
+        for (i, (request, outcome)) in batch.iter().zip(outcomes).enumerate() {
+            match outcome {
+                Outcome::Commit(index, summary) => {
+                    let sequence = sequences.get(index).copied().unwrap_or_default();
+                    self.stats.committed.fetch_add(1, Ordering::Relaxed);
+                    self.monitor.committed(request, &summary, sequence);
+                    let answer = committed_response(&summary, sequence);
+                    let reply = encode(&answer, request.request_id.clone());
+                    answers[i] = Some((answer, sequence));
+                    let change = Arc::new(Committed {
+                        sequence,
+                        user_id: summary.user_id.clone(),
+                        push: encode(&push(&summary, sequence), None),
+                        conflict: conflict_push(&summary),
+                    });
+                    deliveries.push(Delivery::Commit { change, reply: Some((request.reply_to.clone(), reply)) });
+                }
+                Outcome::Repeat(event) => {
+                    let message = repeated_response(request, &event);
+                    let frame = encode(&message, request.request_id.clone());
+                    deliveries.push(Delivery::Reply {
+                        to: request.reply_to.clone(),
+                        frame,
+                        sequence: Some(event.sequence),
+                    });
+                }
+                Outcome::SameAs(first) => {
+                    let (message, sequence) = match &answers[first] {
+                        Some((answer, sequence)) => (answer.clone(), Some(*sequence)),
+                        None => (
+                            refused_message(
+                                request,
+                                ErrorBody::new(
+                                    ErrorCode::InvalidMessage,
+                                    "repeats the client_change_id of a refused change",
+                                ),
+                            ),
+                            None,
+                        ),
+                    };
+                    let frame = encode(&message, request.request_id.clone());
+                    deliveries.push(Delivery::Reply { to: request.reply_to.clone(), frame, sequence });
+                }
+                Outcome::Refused(body) => {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    self.monitor.refused(request, &body);
+                    deliveries.push(refusal(request, body));
+                }
+            }
+        }
+        deliveries
+    }
+
+    /// Committed changes repeating a `client_change_id` of this batch, by (user, id).
+    async fn committed_client_changes(
+        &self,
+        batch: &[WriteRequest],
+    ) -> Result<HashMap<(String, String), ChangeEvent>, StoreError> {
+        let mut by_user: HashMap<&str, Vec<String>> = HashMap::new();
+        for request in batch {
+            if let Some(ccid) = request.op.client_change_id() {
+                by_user.entry(&request.user_id).or_default().push(ccid.to_owned());
+            }
+        }
+        let mut found = HashMap::new();
+        for (user, ids) in by_user {
+            for event in self.store.find_client_changes(user.to_owned(), ids).await? {
+                if let Some(ccid) = event.client_change_id.clone() {
+                    found.insert((user.to_owned(), ccid), event);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Decides one request against the cache (loading history when a rebase needs it).
+    async fn decide(
+        &mut self,
+        request: &WriteRequest,
+        id: &str,
+        ctx: &Ctx<'_>,
+    ) -> Result<Result<Decided, ErrorBody>, StoreError> {
+        // History first (it may need the store); then decide against a borrowed document.
+        let intervening = match &request.op {
+            WriteOp::Update(update) => match self.cache.get(id).and_then(|c| decide::rebase_base(&c.doc, update)) {
+                None => Intervening::None,
+                Some(base) => Intervening::Updates(self.history_since(id, base).await?),
+            },
+            _ => Intervening::None,
+        };
+        let config = &self.config;
+        let policy = |collection: &str| -> Policy { config.policy_for(collection) };
+        let doc = self.cache.get(id).map(|c| &c.doc);
+        Ok(match &request.op {
+            WriteOp::Create(create) => {
+                let collection = create.document.collection.as_deref().unwrap_or(sync_core::model::DEFAULT_COLLECTION);
+                decide::create(id, doc, create, ctx, policy(collection))
+            }
+            WriteOp::Delete(delete) => {
+                decide::delete(doc, delete, ctx, doc.map_or(config.default_policy, |d| policy(&d.collection)))
+            }
+            WriteOp::Update(update) => decide::update(
+                doc,
+                intervening,
+                update,
+                ctx,
+                doc.map_or(config.default_policy, |d| policy(&d.collection)),
+            ),
+        })
+    }
+
+    /// The updates after `base`, from the cache or the store.
+    async fn history_since(&mut self, id: &str, base: u64) -> Result<Vec<HistEntry>, StoreError> {
+        if let Some(entries) = self.cache.get(id).and_then(|c| c.since(base)) {
+            return Ok(entries);
+        }
+        let events = self.store.document_changes(id.to_owned(), base, None).await?;
+        let mut entries = Vec::with_capacity(events.len());
+        for event in events {
+            if event.event_type != ChangeKind::Update {
+                continue;
+            }
+            let parse = |v: Option<serde_json::Value>| {
+                parse_patch(v.unwrap_or(serde_json::Value::Array(Vec::new())))
+                    .map_err(|e| StoreError::Corrupt(format!("stored patch of {id} r{}: {e}", event.sync_revision)))
+            };
+            let revision = event.sync_revision;
+            entries.push(HistEntry {
+                revision,
+                forward: parse(event.forward_patch.clone())?,
+                reverse: parse(event.reverse_patch.clone())?,
+            });
+        }
+        self.cache.prepend_history(id, entries.clone());
+        // The cache may be ahead of what was just read only by changes of this batch,
+        // which are already in its history.
+        Ok(self.cache.get(id).and_then(|c| c.since(base)).unwrap_or(entries))
+    }
+}
+
+/// Serializes a message with its request id, once, as shared bytes.
+pub fn encode(message: &ServerMessage, request_id: Option<RequestId>) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct EnvelopeRef<'a> {
+        #[serde(flatten)]
+        message: &'a ServerMessage,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<RequestId>,
+    }
+    Bytes::from(serde_json::to_vec(&EnvelopeRef { message, request_id }).unwrap_or_default())
+}
+
+/// What the answers to a committed change need, kept while the change itself goes to
+/// the store.
+pub struct Summary {
+    kind: ChangeKind,
+    /// The document id.
+    pub document_id: String,
+    /// The owner.
+    pub user_id: String,
+    /// The writing replica.
+    pub client_id: String,
+    /// The new revision.
+    pub revision: u64,
+    content_hash: String,
+    client_change_id: Option<String>,
+    /// The full document, for creates (answer and push) and conflicts (sent with them).
+    document: Option<Document>,
+    /// The applied patch of an update.
+    pub forward: Option<sync_core::Patch>,
+    transformed: Option<sync_core::Patch>,
+    /// Conflicts met while rebasing.
+    pub conflicts: Vec<sync_core::Conflict>,
+    /// The policy that resolved them.
+    pub policy: Policy,
+}
+
+impl Summary {
+    fn of(decided: &Decided) -> Self {
+        let doc = &decided.change.document;
+        let kind = decided.change.event.event_type.clone();
+        let needs_document = kind == ChangeKind::Create || !decided.conflicts.is_empty();
+        Self {
+            kind,
+            document_id: doc.id.clone(),
+            user_id: doc.user_id.clone(),
+            client_id: decided.change.event.client_id.clone(),
+            revision: doc.sync_revision,
+            content_hash: doc.content_hash.clone(),
+            client_change_id: decided.change.event.client_change_id.clone(),
+            document: needs_document.then(|| doc.clone()),
+            forward: decided.update.as_ref().map(|u| u.forward.clone()),
+            transformed: decided.transformed.clone(),
+            conflicts: decided.conflicts.clone(),
+            policy: decided.policy,
+        }
+    }
+
+    /// `create`, `update` or `delete`.
+    pub fn kind(&self) -> &str {
+        self.kind.as_str()
+    }
+}
+
+fn committed_response(summary: &Summary, sequence: u64) -> ServerMessage {
+    let document_id = summary.document_id.clone();
+    match summary.kind {
+        ChangeKind::Create => ServerMessage::DocumentCreatedResponse(CreatedResponse {
+            document_id,
+            success: true,
+            error: None,
+            sync_revision: Some(summary.revision),
+            sequence: Some(sequence),
+            document: summary.document.clone(),
+        }),
+        ChangeKind::Delete => ServerMessage::DocumentDeletedResponse(DeletedResponse {
+            document_id,
+            success: true,
+            error: None,
+            sync_revision: Some(summary.revision),
+            sequence: Some(sequence),
+        }),
+        _ => ServerMessage::DocumentUpdatedResponse(UpdatedResponse {
+            document_id,
+            success: true,
+            error: None,
+            sync_revision: Some(summary.revision),
+            sequence: Some(sequence),
+            applied_patch: summary.transformed.clone(),
+            conflicts: summary.conflicts.clone(),
+            content_hash: Some(summary.content_hash.clone()),
+        }),
+    }
+}
+
+fn push(summary: &Summary, sequence: u64) -> ServerMessage {
+    let client_change_id = summary.client_change_id.clone();
+    let document_id = summary.document_id.clone();
+    match summary.kind {
+        ChangeKind::Create => ServerMessage::DocumentCreated(DocumentCreated {
+            document: summary.document.clone().unwrap_or_else(|| unreachable_document(&document_id)),
+            sequence,
+            client_change_id,
+        }),
+        ChangeKind::Delete => ServerMessage::DocumentDeleted(DocumentDeleted {
+            document_id,
+            sync_revision: summary.revision,
+            sequence,
+            client_change_id,
+        }),
+        _ => ServerMessage::DocumentUpdated(DocumentUpdated {
+            patch: PushedPatch {
+                document_id,
+                patch: summary.forward.clone().unwrap_or_default(),
+                sync_revision: summary.revision,
+                content_hash: summary.content_hash.clone(),
+            },
+            sequence,
+            client_change_id,
+        }),
+    }
+}
+
+/// `Summary::of` keeps the document of every create, so this is never used; it exists
+/// so that a broken invariant degrades to an empty document rather than a panic.
+fn unreachable_document(id: &str) -> Document {
+    tracing::error!(document = id, "create without its document in the summary");
+    Document {
+        id: id.to_owned(),
+        user_id: String::new(),
+        collection: String::new(),
+        title: None,
+        content: serde_json::Value::Null,
+        sync_revision: 1,
+        vector_clock: Default::default(),
+        content_hash: String::new(),
+        created_at: Timestamp::from_unix_millis(0),
+        updated_at: Timestamp::from_unix_millis(0),
+        deleted_at: None,
+    }
+}
+
+/// The `conflict_detected` other sessions get when this change overwrote concurrent edits.
+fn conflict_push(summary: &Summary) -> Option<Bytes> {
+    if summary.conflicts.is_empty() {
+        return None;
+    }
+    let resolution_strategy = match summary.policy {
+        Policy::LastWriterWins => ResolutionStrategy::LastWriterWins,
+        Policy::ServerWins => ResolutionStrategy::ServerWins,
+    };
+    let message = ServerMessage::ConflictDetected(ConflictDetected {
+        document_id: summary.document_id.clone(),
+        resolution_strategy,
+        conflicts: summary.conflicts.clone(),
+        server_document: summary.document.clone(),
+    });
+    Some(encode(&message, None))
+}
+
+/// The answer to a change whose `client_change_id` was already committed: the original result.
+fn repeated_response(request: &WriteRequest, event: &ChangeEvent) -> ServerMessage {
+    let document_id = event.document_id.clone();
+    match &request.op {
+        WriteOp::Create(_) => {
+            let content = event.forward_patch.clone().unwrap_or_default();
+            let mut document = Document {
+                id: document_id.clone(),
+                user_id: event.user_id.clone(),
+                collection: event.collection.clone(),
+                title: None,
+                content,
+                sync_revision: event.sync_revision,
+                vector_clock: Default::default(),
+                content_hash: String::new(),
+                created_at: event.created_at,
+                updated_at: event.created_at,
+                deleted_at: None,
+            };
+            document.refresh_derived();
+            document.vector_clock.increment(&event.client_id);
+            ServerMessage::DocumentCreatedResponse(CreatedResponse {
+                document_id,
+                success: true,
+                error: None,
+                sync_revision: Some(event.sync_revision),
+                sequence: Some(event.sequence),
+                document: Some(document),
+            })
+        }
+        WriteOp::Update(_) => ServerMessage::DocumentUpdatedResponse(UpdatedResponse {
+            document_id,
+            success: true,
+            error: None,
+            sync_revision: Some(event.sync_revision),
+            sequence: Some(event.sequence),
+            applied_patch: event.forward_patch.clone().and_then(|v| parse_patch(v).ok()),
+            conflicts: Vec::new(),
+            content_hash: event.content_hash.clone(),
+        }),
+        WriteOp::Delete(_) => ServerMessage::DocumentDeletedResponse(DeletedResponse {
+            document_id,
+            success: true,
+            error: None,
+            sync_revision: Some(event.sync_revision),
+            sequence: Some(event.sequence),
+        }),
+    }
+}
+
+/// The `*_response` of a refused change.
+pub fn refused_message(request: &WriteRequest, body: ErrorBody) -> ServerMessage {
+    refused_for(&request.op, body)
+}
+
+/// The `*_response` refusing `op` with `body`.
+pub fn refused_for(op: &WriteOp, body: ErrorBody) -> ServerMessage {
+    let error = Some(body);
+    match op {
+        WriteOp::Create(c) => ServerMessage::DocumentCreatedResponse(CreatedResponse {
+            document_id: c.document.id.clone().unwrap_or_default(),
+            success: false,
+            error,
+            sync_revision: None,
+            sequence: None,
+            document: None,
+        }),
+        WriteOp::Update(u) => ServerMessage::DocumentUpdatedResponse(UpdatedResponse {
+            document_id: u.document_id.clone(),
+            success: false,
+            error,
+            sync_revision: None,
+            sequence: None,
+            applied_patch: None,
+            conflicts: Vec::new(),
+            content_hash: None,
+        }),
+        WriteOp::Delete(d) => ServerMessage::DocumentDeletedResponse(DeletedResponse {
+            document_id: d.document_id.clone(),
+            success: false,
+            error,
+            sync_revision: None,
+            sequence: None,
+        }),
+    }
+}
+
+fn refusal(request: &WriteRequest, body: ErrorBody) -> Delivery {
+    let frame = encode(&refused_message(request, body), request.request_id.clone());
+    Delivery::Reply { to: request.reply_to.clone(), frame, sequence: None }
+}
