@@ -1,0 +1,772 @@
+//! The background connection: connect, authenticate, catch up from the stored cursor,
+//! push the outbox, apply what the server sends; on failure, reconnect with capped
+//! exponential backoff and jitter.
+//!
+//! Guarantees:
+//! - remote changes are applied in sequence order, each exactly once (the catch-up pages
+//!   and the live pushes that arrive meanwhile are merged by sequence), and the cursor is
+//!   stored in the same local transaction as the change it covers;
+//! - at most one change per document is in flight, sent with a `client_change_id` and
+//!   `request_id` equal to it; documents are pipelined, and after a reconnect the
+//!   in-flight change is sent again under the same id, so the server applies it once;
+//! - a refused change is rolled back locally and reported, never retried forever.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use sync_core::patch::parse_patch;
+use sync_core::protocol::{
+    Authenticate, ClientEnvelope, ClientMessage, CreateDocument, Credentials, DeleteDocument, DocumentPatch,
+    GetChangesSince, GetDocument, NewDocument, RequestId, ServerEnvelope, ServerMessage, UpdateDocument,
+    decode_server_frame,
+};
+use sync_core::replica::{Outcome, Outgoing, PendingChange, RemoteChange, Replica};
+use sync_core::{ChangeEvent, ChangeKind, ErrorCode};
+use tokio::net::TcpStream;
+use yawc::{Frame, MaybeTlsStream, OpCode, Options, WebSocket};
+
+use crate::config::Auth;
+use crate::engine::Shared;
+use crate::error::{Result, SyncError};
+use crate::events::{EventType, SyncEvent};
+use crate::local::{self, DocRow};
+
+type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// Why a connected session ended.
+enum Ended {
+    /// The engine is stopping (or the outbox was pushed during shutdown).
+    Stopped,
+    /// The connection failed; reconnect.
+    Lost(String),
+}
+
+/// Runs until the engine stops.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let config = &shared.config;
+    let mut backoff = config.backoff_initial;
+    let mut attempt: u64 = 0;
+    let grace_deadline = || tokio::time::Instant::now() + config.shutdown_grace;
+    let mut flush_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        if shared.stop.is_cancelled() {
+            break;
+        }
+        if shared.flush.is_cancelled() {
+            let deadline = *flush_deadline.get_or_insert_with(grace_deadline);
+            if tokio::time::Instant::now() >= deadline || shared.local().pending_count().unwrap_or(0) == 0 {
+                break;
+            }
+        }
+        attempt += 1;
+        let mut event = SyncEvent::new(EventType::ConnectionAttempted);
+        event.numeric_data = attempt;
+        shared.emit(event);
+        let connecting = connect(&shared);
+        let result = match flush_deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, connecting)
+                .await
+                .unwrap_or_else(|_| Err(SyncError::Timeout("shutdown grace period ended while connecting".into()))),
+            None => tokio::select! {
+                r = connecting => r,
+                () = shared.stop.cancelled() => break,
+            },
+        };
+        match result {
+            Ok(socket) => {
+                attempt = 0;
+                backoff = config.backoff_initial;
+                shared.connected.store(true, Ordering::Release);
+                shared.emit(SyncEvent::new(EventType::ConnectionSucceeded));
+                shared.changed.notify_waiters();
+                let ended = Session::new(Arc::clone(&shared), socket).run().await;
+                shared.connected.store(false, Ordering::Release);
+                shared.caught_up.store(false, Ordering::Release);
+                shared.changed.notify_waiters();
+                match ended {
+                    Ended::Stopped => break,
+                    Ended::Lost(why) => {
+                        let mut event = SyncEvent::new(EventType::ConnectionLost);
+                        event.error = Some(why);
+                        shared.emit(event);
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, attempt, "connection attempt failed");
+                if matches!(err, SyncError::Server { .. }) {
+                    let mut event = SyncEvent::new(EventType::SyncError);
+                    event.error = Some(err.to_string());
+                    shared.emit(event);
+                }
+            }
+        }
+        if shared.flush.is_cancelled() {
+            // Shutting down: retry at once within the grace period, no backoff.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        // Capped exponential backoff with jitter (50–100% of the delay); `sync_now` or
+        // shutdown cut it short.
+        let delay = backoff.mul_f64(0.5 + 0.5 * jitter());
+        backoff = (backoff * 2).min(config.backoff_max);
+        if shared.hurry.swap(false, Ordering::AcqRel) {
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shared.wake.notified(), if true => {
+                shared.hurry.store(false, Ordering::Release);
+            }
+            () = shared.stop.cancelled() => break,
+            () = shared.flush.cancelled(), if flush_deadline.is_none() => {}
+        }
+    }
+    shared.connected.store(false, Ordering::Release);
+    shared.changed.notify_waiters();
+}
+
+fn jitter() -> f64 {
+    let mut byte = [0u8; 1];
+    let _ = getrandom::fill(&mut byte);
+    f64::from(byte[0]) / 255.0
+}
+
+/// Connects and authenticates.
+async fn connect(shared: &Shared) -> Result<Socket> {
+    let url = shared.config.server_url.parse().map_err(|e| SyncError::Config(format!("invalid server URL: {e}")))?;
+    let options = Options::default().with_low_latency_compression().with_no_delay();
+    let mut socket = tokio::time::timeout(Duration::from_secs(10), WebSocket::connect(url).with_options(options))
+        .await
+        .map_err(|_| SyncError::Connection("connecting timed out".into()))?
+        .map_err(|e| SyncError::Connection(format!("cannot connect to {}: {e}", shared.config.server_url)))?;
+    let credentials = match &shared.config.auth {
+        Auth::ApiKey { key, secret } => {
+            let timestamp = sync_core::Timestamp::now().unix_millis() / 1000;
+            let signature = sync_core::auth::sign(secret, timestamp, &shared.config.user, key, b"");
+            Credentials::Hmac { email: shared.config.user.clone(), api_key: key.clone(), signature, timestamp }
+        }
+        Auth::Token(token) => Credentials::Bearer { user_id: shared.config.user.clone(), auth_token: token.clone() },
+        Auth::Jwt(token) => Credentials::Jwt { token: token.clone() },
+    };
+    let message = ClientMessage::Authenticate(Authenticate {
+        credentials,
+        client_id: Some(shared.client_id.clone()),
+        last_sequence: None,
+    });
+    send(&mut socket, &[ClientEnvelope::new(message)]).await?;
+    let reply = tokio::time::timeout(Duration::from_secs(10), next_messages(&mut socket))
+        .await
+        .map_err(|_| SyncError::Connection("no answer to authenticate".into()))??;
+    match reply.into_iter().next().map(|e| e.message) {
+        Some(ServerMessage::AuthSuccess(_)) => Ok(socket),
+        Some(ServerMessage::AuthError(e)) => Err(SyncError::Server {
+            code: ErrorCode::InvalidAuth,
+            message: format!("authentication failed: {}", e.reason),
+        }),
+        other => Err(SyncError::Connection(format!("unexpected answer to authenticate: {other:?}"))),
+    }
+}
+
+async fn send(socket: &mut Socket, messages: &[ClientEnvelope]) -> Result<()> {
+    for message in messages {
+        socket
+            .feed(Frame::text(message.to_json()))
+            .await
+            .map_err(|e| SyncError::Connection(format!("sending failed: {e}")))?;
+    }
+    socket.flush().await.map_err(|e| SyncError::Connection(format!("sending failed: {e}")))
+}
+
+/// The messages of the next text frame.
+async fn next_messages(socket: &mut Socket) -> Result<Vec<ServerEnvelope>> {
+    loop {
+        let frame =
+            socket.next().await.ok_or_else(|| SyncError::Connection("the server closed the connection".into()))?;
+        match frame.opcode() {
+            OpCode::Text => {
+                let text = std::str::from_utf8(frame.payload())
+                    .map_err(|_| SyncError::Serialization("server sent invalid UTF-8".into()))?;
+                return decode_server_frame(text).map_err(|e| SyncError::Serialization(format!("server message: {e}")));
+            }
+            OpCode::Close => {
+                let reason = frame.close_reason().ok().flatten().unwrap_or_default().to_owned();
+                let code = frame.close_code().map(u16::from).unwrap_or(1005);
+                return Err(SyncError::Connection(format!("the server closed the connection ({code} {reason})")));
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// One connected session.
+struct Session {
+    shared: Arc<Shared>,
+    socket: Socket,
+    outbox: Vec<ClientEnvelope>,
+    /// Documents whose state was asked for again after a gap.
+    resyncing: HashSet<String>,
+    requests: u64,
+    since_ack: u64,
+}
+
+impl Session {
+    fn new(shared: Arc<Shared>, socket: Socket) -> Self {
+        Self { shared, socket, outbox: Vec::new(), resyncing: HashSet::new(), requests: 0, since_ack: 0 }
+    }
+
+    async fn run(mut self) -> Ended {
+        self.shared.emit(SyncEvent::new(EventType::SyncStarted));
+        let synced = match self.catch_up().await {
+            Ok(n) => n,
+            Err(e) => return Ended::Lost(e.to_string()),
+        };
+        self.shared.caught_up.store(true, Ordering::Release);
+        let mut event = SyncEvent::new(EventType::SyncCompleted);
+        event.numeric_data = synced;
+        self.shared.emit(event);
+        self.ack_cursor();
+        if let Err(e) = self.queue_outbox(true) {
+            return Ended::Lost(e.to_string());
+        }
+        self.shared.changed.notify_waiters();
+        let mut ping = tokio::time::interval(Duration::from_secs(20));
+        ping.tick().await;
+        loop {
+            if let Err(e) = self.flush().await {
+                return Ended::Lost(e.to_string());
+            }
+            if self.shared.flush.is_cancelled() && self.shared.local().pending_count().unwrap_or(0) == 0 {
+                let _ = self.socket.send(Frame::close(yawc::close::CloseCode::Normal, "client shutting down")).await;
+                return Ended::Stopped;
+            }
+            tokio::select! {
+                frame = next_messages(&mut self.socket) => match frame {
+                    Ok(messages) => {
+                        for message in messages {
+                            if let Err(e) = self.on_message(message) {
+                                tracing::warn!(error = %e, "applying a server message failed");
+                                let mut event = SyncEvent::new(EventType::SyncError);
+                                event.error = Some(e.to_string());
+                                self.shared.emit(event);
+                            }
+                        }
+                    }
+                    Err(e) => return Ended::Lost(e.to_string()),
+                },
+                () = self.shared.wake.notified() => {
+                    self.shared.hurry.store(false, Ordering::Release);
+                    if let Err(e) = self.queue_outbox(false) {
+                        return Ended::Lost(e.to_string());
+                    }
+                }
+                _ = ping.tick() => self.outbox.push(ClientEnvelope::new(ClientMessage::Ping)),
+                () = self.shared.stop.cancelled() => return Ended::Stopped,
+                () = self.shared.flush.cancelled(), if !self.shared.flush.is_cancelled() => {}
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        let messages = std::mem::take(&mut self.outbox);
+        send(&mut self.socket, &messages).await
+    }
+
+    fn request_id(&mut self, prefix: &str) -> String {
+        self.requests += 1;
+        format!("{prefix}-{}", self.requests)
+    }
+
+    /// Pages through `get_changes_since` from the cursor; live pushes that arrive meanwhile
+    /// are held and applied after, those already covered skipped. Returns how many
+    /// documents changed.
+    async fn catch_up(&mut self) -> Result<u64> {
+        let mut held: Vec<ServerEnvelope> = Vec::new();
+        let mut documents: HashSet<String> = HashSet::new();
+        loop {
+            let request_id = self.request_id("catch-up");
+            let cursor = self.shared.cursor.load(Ordering::Acquire);
+            let message = ClientMessage::GetChangesSince(GetChangesSince {
+                last_sequence: cursor,
+                limit: Some(self.shared.config.catch_up_page),
+                collections: None,
+            });
+            send(&mut self.socket, &[ClientEnvelope::with_id(message, RequestId::Str(request_id.clone()))]).await?;
+            let page = loop {
+                let messages = tokio::time::timeout(Duration::from_secs(60), next_messages(&mut self.socket))
+                    .await
+                    .map_err(|_| SyncError::Connection("no answer to get_changes_since".into()))??;
+                let mut page = None;
+                for envelope in messages {
+                    match envelope.message {
+                        ServerMessage::Changes(changes)
+                            if envelope.request_id == Some(RequestId::Str(request_id.clone())) =>
+                        {
+                            page = Some(changes);
+                        }
+                        ServerMessage::Error(e) if envelope.request_id == Some(RequestId::Str(request_id.clone())) => {
+                            return Err(SyncError::Server { code: e.code, message: e.message });
+                        }
+                        _ => held.push(envelope),
+                    }
+                }
+                if let Some(page) = page {
+                    break page;
+                }
+            };
+            for event in &page.events {
+                documents.insert(event.document_id.clone());
+            }
+            self.apply_events(page.events, page.latest_sequence)?;
+            if !page.has_more {
+                break;
+            }
+        }
+        for envelope in held {
+            self.on_message(envelope)?;
+        }
+        Ok(documents.len() as u64)
+    }
+
+    /// Applies a page of change events and moves the cursor, in one local transaction.
+    fn apply_events(&mut self, events: Vec<ChangeEvent>, reached: u64) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let mut emitted = Vec::new();
+        let mut refetch = Vec::new();
+        let cursor = shared.cursor.load(Ordering::Acquire);
+        {
+            let mut local = shared.local();
+            local.transaction(|tx| {
+                for event in events.into_iter().filter(|e| e.sequence > cursor) {
+                    let change = match remote_change(&event) {
+                        Ok(change) => change,
+                        Err(e) => {
+                            tracing::warn!(error = %e, document = %event.document_id, "unreadable change; refetching");
+                            refetch.push(event.document_id.clone());
+                            continue;
+                        }
+                    };
+                    if let Some(applied) = apply_remote(
+                        tx,
+                        &shared,
+                        &event.document_id,
+                        &event.collection,
+                        event.sync_revision,
+                        change,
+                        event.client_change_id.as_deref(),
+                    )? {
+                        if applied.1.resync_needed {
+                            refetch.push(event.document_id.clone());
+                        }
+                        emitted.push(applied);
+                    }
+                }
+                let reached = reached.max(cursor);
+                local::set_meta(tx, "cursor", &reached.to_string())?;
+                shared.cursor.store(reached, Ordering::Release);
+                Ok(())
+            })?;
+        }
+        for (row, outcome, kind, own) in emitted {
+            self.report(&row, &outcome, kind, own);
+        }
+        for id in refetch {
+            self.refetch(&id);
+        }
+        Ok(())
+    }
+
+    fn refetch(&mut self, id: &str) {
+        if self.resyncing.insert(id.to_owned()) {
+            let request_id = self.request_id("resync");
+            let message = ClientMessage::GetDocument(GetDocument { document_id: id.to_owned(), at_revision: None });
+            self.outbox.push(ClientEnvelope::with_id(message, RequestId::Str(request_id)));
+        }
+    }
+
+    /// Emits the events of an applied change.
+    fn report(&self, row: &DocRow, outcome: &Outcome, kind: ChangeKind, own: bool) {
+        if !outcome.duplicate && !own {
+            let event_type = match kind {
+                ChangeKind::Create => EventType::DocumentCreated,
+                ChangeKind::Delete => EventType::DocumentDeleted,
+                _ => EventType::DocumentUpdated,
+            };
+            if event_type == EventType::DocumentDeleted {
+                let mut event = SyncEvent::new(event_type);
+                event.document_id = Some(row.id.clone());
+                event.boolean_data = true;
+                self.shared.emit(event);
+            } else {
+                self.shared.emit_document(event_type, row, true);
+            }
+        }
+        if !outcome.conflicts.is_empty() {
+            let mut event = SyncEvent::new(EventType::ConflictDetected);
+            event.document_id = Some(row.id.clone());
+            event.title = row.replica.view().as_ref().and_then(sync_core::model::title_of);
+            event.content = serde_json::to_string(&outcome.conflicts).ok();
+            event.numeric_data = outcome.conflicts.len() as u64;
+            event.boolean_data =
+                outcome.conflicts.iter().all(|c| c.resolution == sync_core::transform::ConflictResolution::Applied);
+            self.shared.emit(event);
+        }
+        for rejected in &outcome.rejected {
+            let mut event = SyncEvent::new(EventType::SyncError);
+            event.document_id = Some(row.id.clone());
+            event.error = Some(format!("change refused ({}): {}", rejected.code, rejected.message));
+            self.shared.emit(event);
+        }
+        if !outcome.rejected.is_empty() {
+            // The view rolled back: tell the application what it shows now.
+            self.shared.emit_document(EventType::DocumentUpdated, row, false);
+        }
+    }
+
+    fn on_message(&mut self, envelope: ServerEnvelope) -> Result<()> {
+        let request_id = match &envelope.request_id {
+            Some(RequestId::Str(s)) => Some(s.clone()),
+            _ => None,
+        };
+        match envelope.message {
+            ServerMessage::DocumentCreated(m) => {
+                let content = m.document.content.clone();
+                self.apply_push(
+                    &m.document.id,
+                    &m.document.collection,
+                    m.document.sync_revision,
+                    RemoteChange::Create(content),
+                    m.client_change_id.as_deref(),
+                    m.sequence,
+                )
+            }
+            ServerMessage::DocumentUpdated(m) => self.apply_push(
+                &m.patch.document_id,
+                "",
+                m.patch.sync_revision,
+                RemoteChange::Update(m.patch.patch),
+                m.client_change_id.as_deref(),
+                m.sequence,
+            ),
+            ServerMessage::DocumentDeleted(m) => self.apply_push(
+                &m.document_id,
+                "",
+                m.sync_revision,
+                RemoteChange::Delete,
+                m.client_change_id.as_deref(),
+                m.sequence,
+            ),
+            ServerMessage::DocumentCreatedResponse(r) => {
+                let answer = r.success.then(|| (r.sync_revision.unwrap_or(1), None, r.document.map(|d| d.content)));
+                self.on_answer(&r.document_id, request_id, answer, r.error, r.sequence, Vec::new())
+            }
+            ServerMessage::DocumentUpdatedResponse(r) => {
+                let answer = r.success.then(|| (r.sync_revision.unwrap_or(0), r.applied_patch, None));
+                self.on_answer(&r.document_id, request_id, answer, r.error, r.sequence, r.conflicts)
+            }
+            ServerMessage::DocumentDeletedResponse(r) => {
+                let answer = r.success.then(|| (r.sync_revision.unwrap_or(0), None, None));
+                self.on_answer(&r.document_id, request_id, answer, r.error, r.sequence, Vec::new())
+            }
+            ServerMessage::ConflictDetected(c) => {
+                let mut event = SyncEvent::new(EventType::ConflictDetected);
+                event.document_id = Some(c.document_id.clone());
+                event.title = c.server_document.as_ref().and_then(|d| d.title.clone());
+                event.content = serde_json::to_string(&c.conflicts).ok();
+                event.numeric_data = c.conflicts.len() as u64;
+                // Pushed to the other sessions: another replica's change won here.
+                event.boolean_data = false;
+                self.mark_conflict(&c.document_id)?;
+                self.shared.emit(event);
+                Ok(())
+            }
+            ServerMessage::SyncDocument(s) => {
+                if self.resyncing.remove(&s.document.id) {
+                    self.reset(s.document)
+                } else {
+                    Ok(())
+                }
+            }
+            ServerMessage::Error(e) => {
+                let mut event = SyncEvent::new(EventType::SyncError);
+                event.error = Some(format!("{}: {}", e.code, e.message));
+                self.shared.emit(event);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies one live push.
+    fn apply_push(
+        &mut self,
+        id: &str,
+        collection: &str,
+        revision: u64,
+        change: RemoteChange,
+        change_id: Option<&str>,
+        sequence: u64,
+    ) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        if sequence <= shared.cursor.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let applied = {
+            let mut local = shared.local();
+            local.transaction(|tx| {
+                let applied = apply_remote(tx, &shared, id, collection, revision, change, change_id)?;
+                local::set_meta(tx, "cursor", &sequence.to_string())?;
+                shared.cursor.store(sequence, Ordering::Release);
+                Ok(applied)
+            })?
+        };
+        if let Some((row, outcome, kind, own)) = applied {
+            self.report(&row, &outcome, kind, own);
+            if outcome.resync_needed {
+                self.refetch(id);
+            }
+        }
+        self.count_for_ack();
+        // Our own change coming back on a new connection counts as its answer: the next
+        // change of that document can go.
+        self.queue_document(id, false)?;
+        Ok(())
+    }
+
+    /// Handles the answer to one of our changes.
+    fn on_answer(
+        &mut self,
+        id: &str,
+        request_id: Option<String>,
+        answer: Option<(u64, Option<sync_core::Patch>, Option<Value>)>,
+        error: Option<sync_core::ErrorBody>,
+        sequence: Option<u64>,
+        conflicts: Vec<sync_core::Conflict>,
+    ) -> Result<()> {
+        let Some(change_id) = request_id else { return Ok(()) };
+        let shared = Arc::clone(&self.shared);
+        let result = {
+            let mut local = shared.local();
+            local.transaction(|tx| {
+                let Some(mut row) = local::load(tx, id, &|c| shared.policy(c))? else { return Ok(None) };
+                let mut outcome = match (&answer, &error) {
+                    (Some((revision, applied, content)), _) => {
+                        row.replica.on_ack(&change_id, *revision, applied.clone(), content.clone())
+                    }
+                    (None, Some(error)) => row.replica.on_reject(&change_id, error.code, &error.message),
+                    (None, None) => {
+                        row.replica.on_reject(&change_id, ErrorCode::ServerError, "refused without a reason")
+                    }
+                };
+                outcome.conflicts.extend(conflicts.iter().cloned());
+                row.conflict = !outcome.conflicts.is_empty();
+                local::save(tx, &row)?;
+                // Answers come in sequence order with the pushes, so the cursor moves too.
+                if let Some(sequence) = sequence
+                    && sequence > shared.cursor.load(Ordering::Acquire)
+                {
+                    local::set_meta(tx, "cursor", &sequence.to_string())?;
+                    shared.cursor.store(sequence, Ordering::Release);
+                }
+                Ok(Some((row, outcome)))
+            })?
+        };
+        if let Some((row, outcome)) = result {
+            if outcome.resync_needed {
+                self.refetch(id);
+            }
+            self.report(&row, &outcome, ChangeKind::Update, true);
+        }
+        self.shared.changed.notify_waiters();
+        self.queue_document(id, false)
+    }
+
+    fn mark_conflict(&mut self, id: &str) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let mut local = shared.local();
+        local.transaction(|tx| {
+            if let Some(mut row) = local::load(tx, id, &|c| shared.policy(c))? {
+                row.conflict = true;
+                local::save(tx, &row)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Replaces a document's confirmed state after a gap.
+    fn reset(&mut self, document: sync_core::Document) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let applied = {
+            let mut local = shared.local();
+            local.transaction(|tx| {
+                let mut row = local::load(tx, &document.id, &|c| shared.policy(c))?.unwrap_or_else(|| DocRow {
+                    id: document.id.clone(),
+                    collection: document.collection.clone(),
+                    replica: Replica::default(),
+                    conflict: false,
+                });
+                let outcome =
+                    row.replica.reset(document.content.clone(), document.sync_revision, document.is_deleted());
+                local::save(tx, &row)?;
+                Ok((row, outcome))
+            })?
+        };
+        self.report(&applied.0, &applied.1, ChangeKind::Update, false);
+        Ok(())
+    }
+
+    /// Queues the next change of every document with pending changes. After a reconnect
+    /// (`resend`), in-flight changes are sent again under their ids.
+    fn queue_outbox(&mut self, resend: bool) -> Result<()> {
+        let ids = self.shared.local().pending_ids()?;
+        for id in ids {
+            self.queue_document(&id, resend)?;
+        }
+        Ok(())
+    }
+
+    /// Queues the next change of one document, if it has one and none is in flight.
+    fn queue_document(&mut self, id: &str, resend: bool) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let outgoing = {
+            let mut local = shared.local();
+            local.transaction(|tx| {
+                let Some(mut row) = local::load(tx, id, &|c| shared.policy(c))? else { return Ok(None) };
+                let outgoing = match (resend, row.replica.in_flight().is_some()) {
+                    (true, true) => row.replica.resend(),
+                    (_, false) => row.replica.next_to_send(),
+                    (false, true) => None,
+                };
+                if outgoing.is_some() {
+                    local::save(tx, &row)?;
+                }
+                Ok(outgoing.map(|o| (o, row.collection.clone())))
+            })?
+        };
+        if let Some((outgoing, collection)) = outgoing {
+            self.outbox.push(envelope(id, &collection, outgoing));
+        }
+        Ok(())
+    }
+
+    fn count_for_ack(&mut self) {
+        self.since_ack += 1;
+        if self.since_ack >= 100 {
+            self.ack_cursor();
+        }
+    }
+
+    /// Tells the server how far this replica has stored the log.
+    fn ack_cursor(&mut self) {
+        self.since_ack = 0;
+        let up_to_sequence = self.shared.cursor.load(Ordering::Acquire);
+        if up_to_sequence > 0 {
+            let message = ClientMessage::AckChanges(sync_core::protocol::AckChanges { up_to_sequence });
+            self.outbox.push(ClientEnvelope::new(message));
+        }
+    }
+}
+
+/// The protocol message of an outgoing change; its `request_id` is its change id.
+fn envelope(id: &str, collection: &str, outgoing: Outgoing) -> ClientEnvelope {
+    let change_id = outgoing.change_id.clone();
+    let message = match outgoing.change {
+        PendingChange::Create { content } => ClientMessage::CreateDocument(CreateDocument {
+            document: NewDocument {
+                id: Some(id.to_owned()),
+                collection: Some(collection.to_owned()),
+                title: None,
+                content,
+            },
+            client_change_id: Some(change_id.clone()),
+        }),
+        PendingChange::Update { patch, base_revision } => ClientMessage::UpdateDocument(UpdateDocument {
+            patch: DocumentPatch {
+                document_id: id.to_owned(),
+                patch,
+                base_revision,
+                content_hash: None,
+                client_change_id: Some(change_id.clone()),
+            },
+        }),
+        PendingChange::Delete { base_revision } => ClientMessage::DeleteDocument(DeleteDocument {
+            document_id: id.to_owned(),
+            base_revision,
+            client_change_id: Some(change_id.clone()),
+        }),
+    };
+    ClientEnvelope::with_id(message, RequestId::Str(change_id))
+}
+
+/// The change an event describes.
+fn remote_change(event: &ChangeEvent) -> Result<RemoteChange> {
+    Ok(match event.event_type {
+        ChangeKind::Create => RemoteChange::Create(event.forward_patch.clone().unwrap_or(Value::Null)),
+        ChangeKind::Delete => RemoteChange::Delete,
+        _ => RemoteChange::Update(
+            parse_patch(event.forward_patch.clone().unwrap_or(Value::Array(Vec::new())))
+                .map_err(|e| SyncError::Serialization(format!("stored patch: {e}")))?,
+        ),
+    })
+}
+
+type Applied = (DocRow, Outcome, ChangeKind, bool);
+
+/// Applies a committed remote change to the local row, inside `tx`. Returns the row, the
+/// outcome, the kind, and whether it was this replica's own change coming back.
+fn apply_remote(
+    tx: &rusqlite::Transaction<'_>,
+    shared: &Shared,
+    id: &str,
+    collection: &str,
+    revision: u64,
+    change: RemoteChange,
+    change_id: Option<&str>,
+) -> Result<Option<Applied>> {
+    let kind = match &change {
+        RemoteChange::Create(_) => ChangeKind::Create,
+        RemoteChange::Update(_) => ChangeKind::Update,
+        RemoteChange::Delete => ChangeKind::Delete,
+    };
+    let existing = local::load(tx, id, &|c| shared.policy(c))?;
+    let mut row = match existing {
+        Some(row) => row,
+        None => match &change {
+            RemoteChange::Create(_) => DocRow {
+                id: id.to_owned(),
+                collection: if collection.is_empty() { "default".into() } else { collection.to_owned() },
+                replica: Replica { policy: shared.policy(collection), ..Replica::default() },
+                conflict: false,
+            },
+            // An update or delete of a document never seen here: fetch it whole.
+            _ => {
+                let row = DocRow {
+                    id: id.to_owned(),
+                    collection: if collection.is_empty() { "default".into() } else { collection.to_owned() },
+                    replica: Replica::default(),
+                    conflict: false,
+                };
+                let outcome = Outcome { resync_needed: true, ..Outcome::default() };
+                return Ok(Some((row, outcome, kind, false)));
+            }
+        },
+    };
+    let own = change_id.is_some_and(|c| row.replica.in_flight().is_some_and(|p| p.change_id == c));
+    let outcome = row.replica.on_remote(revision, change, change_id);
+    if !outcome.conflicts.is_empty() {
+        row.conflict = true;
+    } else if !own && !outcome.duplicate && row.replica.pending.is_empty() {
+        row.conflict = false;
+    }
+    if !outcome.duplicate && !outcome.resync_needed {
+        local::save(tx, &row)?;
+    }
+    Ok(Some((row, outcome, kind, own)))
+}

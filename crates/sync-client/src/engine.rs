@@ -1,0 +1,357 @@
+//! `SyncEngine`: the application's handle. Every document call is one local transaction
+//! and returns as soon as it commits; a background task on the engine's own runtime keeps
+//! the local database in sync with the server.
+//!
+//! The engine owns its runtime (one worker thread), so it works the same from async Rust,
+//! from plain threads, and through the C ABI, and dropping it can wait for the outbox to
+//! be pushed without blocking the application's own runtime.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use sync_core::model::{DEFAULT_COLLECTION, validate_collection, validate_document_id};
+use sync_core::patch::{Patch, diff, merge_diff, parse_patch};
+use sync_core::replica::{Replica, new_change_id};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Auth, SyncConfig};
+use crate::error::{Result, SyncError};
+use crate::events::{EventDispatcher, EventHub, EventStream, EventType, SyncEvent};
+use crate::local::{self, DocRow, Document, LocalStore};
+
+/// Largest document content accepted locally (the server's default limit).
+const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+
+/// State shared by the handle and the background connection.
+pub(crate) struct Shared {
+    pub(crate) config: SyncConfig,
+    pub(crate) local: Mutex<LocalStore>,
+    pub(crate) client_id: String,
+    pub(crate) events: Arc<EventHub>,
+    pub(crate) connected: AtomicBool,
+    /// Caught up with the server on the current connection.
+    pub(crate) caught_up: AtomicBool,
+    pub(crate) cursor: AtomicU64,
+    /// Something to send (a local change) or `sync_now`.
+    pub(crate) wake: Notify,
+    /// Connection state or the outbox changed (for `wait_for_sync`).
+    pub(crate) changed: Notify,
+    /// Skip the reconnect delay once (`sync_now`).
+    pub(crate) hurry: AtomicBool,
+    /// Stop now.
+    pub(crate) stop: CancellationToken,
+    /// Push the outbox (connecting if needed), then stop.
+    pub(crate) flush: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn local(&self) -> MutexGuard<'_, LocalStore> {
+        // A panic inside a local transaction leaves SQLite consistent (it rolls back).
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn policy(&self, collection: &str) -> sync_core::Policy {
+        self.config.policy_for(collection)
+    }
+
+    pub(crate) fn emit(&self, event: SyncEvent) {
+        self.events.emit(event);
+    }
+
+    /// Emits a document event for the view of `row`.
+    pub(crate) fn emit_document(&self, event_type: EventType, row: &DocRow, remote: bool) {
+        let view = row.replica.view();
+        let mut event = SyncEvent::new(event_type);
+        event.document_id = Some(row.id.clone());
+        event.title = view.as_ref().and_then(sync_core::model::title_of);
+        event.content = view.as_ref().map(Value::to_string);
+        event.boolean_data = remote;
+        self.emit(event);
+    }
+}
+
+/// The offline-first sync engine.
+pub struct SyncEngine {
+    shared: Arc<Shared>,
+    runtime: Option<tokio::runtime::Runtime>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SyncEngine {
+    /// Creates an engine from the four essentials: the local database (URL or path,
+    /// created when missing), the server URL, an API key (`rpa_…`, secret from
+    /// `SYNC_API_SECRET`) or a token/JWT, and the user (email for API keys, user id for
+    /// tokens). Works offline: it connects when the server is reachable.
+    pub async fn new(database: &str, server_url: &str, credential: &str, user: &str) -> Result<SyncEngine> {
+        let auth = Auth::from_credential(credential, std::env::var("SYNC_API_SECRET").ok())?;
+        Self::with_config(SyncConfig::new(database, server_url, user, auth))
+    }
+
+    /// Creates an engine with every option explicit.
+    pub fn with_config(config: SyncConfig) -> Result<SyncEngine> {
+        if config.user.trim().is_empty() {
+            return Err(SyncError::Config("the user (email or user id) is empty".into()));
+        }
+        if !(config.server_url.starts_with("ws://") || config.server_url.starts_with("wss://")) {
+            return Err(SyncError::Config(format!(
+                "server URL must start with ws:// or wss:// (got {:?})",
+                config.server_url
+            )));
+        }
+        let local = LocalStore::open(&config.database)?;
+        let client_id = local.client_id()?;
+        let cursor = local.cursor()?;
+        let shared = Arc::new(Shared {
+            events: Arc::new(EventHub::new(config.event_queue)),
+            config,
+            local: Mutex::new(local),
+            client_id,
+            connected: AtomicBool::new(false),
+            caught_up: AtomicBool::new(false),
+            cursor: AtomicU64::new(cursor),
+            wake: Notify::new(),
+            changed: Notify::new(),
+            hurry: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+            flush: CancellationToken::new(),
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sync-client")
+            .enable_all()
+            .build()
+            .map_err(|e| SyncError::Config(format!("cannot start the engine's runtime: {e}")))?;
+        let task = runtime.spawn(crate::connection::run(Arc::clone(&shared)));
+        Ok(SyncEngine { shared, runtime: Some(runtime), task: Some(task) })
+    }
+
+    /// This replica's id (stable for the local database).
+    pub fn client_id(&self) -> &str {
+        &self.shared.client_id
+    }
+
+    /// Creates a document in the default collection.
+    pub async fn create_document(&self, content: Value) -> Result<Document> {
+        self.create(uuid::Uuid::new_v4().to_string(), DEFAULT_COLLECTION, content)
+    }
+
+    /// Creates a document with a chosen id (1–128 chars of `[A-Za-z0-9._:-]`).
+    pub async fn create_document_with_id(&self, id: &str, content: Value) -> Result<Document> {
+        validate_document_id(id).map_err(|e| SyncError::InvalidInput(e.to_string()))?;
+        self.create(id.to_owned(), DEFAULT_COLLECTION, content)
+    }
+
+    /// Creates a document in a collection (`[a-z0-9_-]{1,64}`).
+    pub async fn create_document_in(&self, collection: &str, content: Value) -> Result<Document> {
+        validate_collection(collection).map_err(|e| SyncError::InvalidInput(e.to_string()))?;
+        self.create(uuid::Uuid::new_v4().to_string(), collection, content)
+    }
+
+    fn create(&self, id: String, collection: &str, content: Value) -> Result<Document> {
+        check_size(&content)?;
+        let row = DocRow {
+            id: id.clone(),
+            collection: collection.to_owned(),
+            replica: Replica::created_locally(content, new_change_id(), self.shared.policy(collection)),
+            conflict: false,
+        };
+        {
+            let mut local = self.shared.local();
+            local.transaction(|tx| {
+                if local::load(tx, &id, &|c| self.shared.policy(c))?.is_some() {
+                    return Err(SyncError::InvalidInput(format!("a document with id {id:?} already exists")));
+                }
+                local::save(tx, &row)
+            })?;
+        }
+        self.shared.emit_document(EventType::DocumentCreated, &row, false);
+        self.changed();
+        row.document().ok_or_else(|| SyncError::Database("created document has no view".into()))
+    }
+
+    /// Merges `partial` into the content (RFC 7396: named members set, `null` removes);
+    /// only the members that change are sent.
+    pub async fn update_document(&self, id: impl AsRef<str>, partial: Value) -> Result<Document> {
+        self.edit(id.as_ref(), |view| Ok(merge_diff(view, &partial)))
+    }
+
+    /// Applies RFC 6902 operations (a JSON array) to the content.
+    pub async fn patch_document(&self, id: impl AsRef<str>, patch: Value) -> Result<Document> {
+        let ops = parse_patch(patch).map_err(|e| SyncError::InvalidInput(format!("invalid patch: {e}")))?;
+        self.edit(id.as_ref(), move |_| Ok(ops))
+    }
+
+    /// Replaces the whole content; only the differences are sent.
+    pub async fn replace_document(&self, id: impl AsRef<str>, content: Value) -> Result<Document> {
+        self.edit(id.as_ref(), |view| Ok(diff(view, &content)))
+    }
+
+    fn edit(&self, id: &str, ops: impl FnOnce(&Value) -> Result<Patch>) -> Result<Document> {
+        let row = {
+            let mut local = self.shared.local();
+            local.transaction(|tx| {
+                let mut row = local::load(tx, id, &|c| self.shared.policy(c))?
+                    .ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
+                let view = row.replica.view().ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
+                let patch = ops(&view)?;
+                let new_view = row
+                    .replica
+                    .local_update(patch, new_change_id())
+                    .map_err(|e| SyncError::InvalidInput(format!("patch does not apply: {e}")))?;
+                check_size(&new_view)?;
+                local::save(tx, &row)?;
+                Ok(row)
+            })?
+        };
+        self.shared.emit_document(EventType::DocumentUpdated, &row, false);
+        self.changed();
+        row.document().ok_or_else(|| SyncError::NotFound(id.to_owned()))
+    }
+
+    /// Deletes a document.
+    pub async fn delete_document(&self, id: impl AsRef<str>) -> Result<()> {
+        let id = id.as_ref();
+        let row = {
+            let mut local = self.shared.local();
+            local.transaction(|tx| {
+                let mut row = local::load(tx, id, &|c| self.shared.policy(c))?
+                    .ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
+                if row.replica.view().is_none() {
+                    return Err(SyncError::NotFound(id.to_owned()));
+                }
+                row.replica.local_delete(new_change_id());
+                local::save(tx, &row)?;
+                Ok(row)
+            })?
+        };
+        let mut event = SyncEvent::new(EventType::DocumentDeleted);
+        event.document_id = Some(row.id.clone());
+        self.shared.emit(event);
+        self.changed();
+        Ok(())
+    }
+
+    /// A document (local changes included); `NotFound` when missing or deleted.
+    pub async fn get_document(&self, id: impl AsRef<str>) -> Result<Document> {
+        let id = id.as_ref();
+        self.shared
+            .local()
+            .load(id, |c| self.shared.policy(c))?
+            .and_then(|row| row.document())
+            .ok_or_else(|| SyncError::NotFound(id.to_owned()))
+    }
+
+    /// Every document, or those of one collection, ordered by id.
+    pub async fn list_documents(&self, collection: Option<&str>) -> Result<Vec<Document>> {
+        self.shared.local().list(collection, |c| self.shared.policy(c))
+    }
+
+    /// How many documents there are locally.
+    pub async fn count_documents(&self) -> Result<u64> {
+        self.shared.local().count()
+    }
+
+    /// Whether the engine is connected and authenticated.
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// Local changes waiting for the server.
+    pub fn pending_count(&self) -> Result<u64> {
+        self.shared.local().pending_count()
+    }
+
+    /// The newest server sequence stored locally.
+    pub fn last_synced_sequence(&self) -> u64 {
+        self.shared.cursor.load(Ordering::Acquire)
+    }
+
+    /// Pushes pending changes now and, when disconnected, retries the connection now.
+    pub fn sync_now(&self) {
+        self.shared.hurry.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+    }
+
+    /// Waits until connected, caught up and with no pending changes, or `timeout`.
+    pub async fn wait_for_sync(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.shared.changed.notified();
+            if self.is_connected() && self.shared.caught_up.load(Ordering::Acquire) && self.pending_count()? == 0 {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                let pending = self.pending_count()?;
+                return Err(SyncError::Timeout(format!(
+                    "not in sync after {timeout:?} (connected: {}, pending changes: {pending})",
+                    self.is_connected()
+                )));
+            }
+        }
+    }
+
+    /// A dispatcher to register callbacks and run them on the calling thread.
+    pub fn event_dispatcher(&self) -> EventDispatcher {
+        EventDispatcher::new(Arc::clone(&self.shared.events))
+    }
+
+    /// Events as an async stream.
+    pub fn events(&self) -> EventStream {
+        EventStream::new(self.shared.events.subscribe())
+    }
+
+    /// Stops the engine: for up to the grace period, pushes the outbox (connecting if
+    /// needed); what remains stays queued for the next start.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.begin_shutdown();
+        if let Some(task) = self.task.take() {
+            let grace = self.shared.config.shutdown_grace + Duration::from_secs(1);
+            let _ = tokio::time::timeout(grace, task).await;
+        }
+        self.shared.stop.cancel();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        Ok(())
+    }
+
+    fn begin_shutdown(&self) {
+        self.shared.flush.cancel();
+        self.shared.wake.notify_one();
+    }
+
+    fn changed(&self) {
+        self.shared.wake.notify_one();
+        self.shared.changed.notify_waiters();
+    }
+}
+
+impl Drop for SyncEngine {
+    fn drop(&mut self) {
+        let Some(runtime) = self.runtime.take() else { return };
+        self.begin_shutdown();
+        if let Some(task) = self.task.take() {
+            // The engine's own thread does the work, so waiting here cannot deadlock even
+            // when the application drops the engine on one of its async workers.
+            let (done, wait) = std::sync::mpsc::channel();
+            runtime.spawn(async move {
+                let _ = task.await;
+                let _ = done.send(());
+            });
+            let _ = wait.recv_timeout(self.shared.config.shutdown_grace + Duration::from_secs(1));
+        }
+        self.shared.stop.cancel();
+        runtime.shutdown_background();
+    }
+}
+
+fn check_size(content: &Value) -> Result<()> {
+    let size = serde_json::to_vec(content)?.len();
+    if size > MAX_DOCUMENT_BYTES {
+        return Err(SyncError::InvalidInput(format!("document is {size} bytes; the limit is {MAX_DOCUMENT_BYTES}")));
+    }
+    Ok(())
+}
