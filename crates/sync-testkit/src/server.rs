@@ -92,8 +92,24 @@ impl ServerProcess {
         Self::start(&url, Some(dir), env)
     }
 
+    /// Prepares a server on an SQLite file (credentials created, port chosen) without
+    /// starting it, for tests of clients that start before their server.
+    pub fn prepare_sqlite(env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let url = format!("sqlite://{}", dir.path().join("sync.db").display());
+        let mut server = Self::prepare(&url, Some(dir), env)?;
+        server.addr = format!("127.0.0.1:{}", free_port()?);
+        Ok(server)
+    }
+
     /// Starts a server on `database_url` (its directory, if any, is removed on drop).
     pub fn start(database_url: &str, dir: Option<tempfile::TempDir>, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut server = Self::prepare(database_url, dir, env)?;
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn prepare(database_url: &str, dir: Option<tempfile::TempDir>, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let binary = server_binary()?;
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let output = command(&binary, database_url, &env)
@@ -108,7 +124,7 @@ impl ServerProcess {
             text.lines().find_map(|l| l.strip_prefix(label).map(|v| v.trim().to_owned())).context("credential output")
         };
         let (api_key, secret) = (field("API Key:")?, field("Secret:")?);
-        let mut server = Self {
+        Ok(Self {
             child: None,
             addr: String::new(),
             database_url: database_url.to_owned(),
@@ -117,13 +133,18 @@ impl ServerProcess {
             dir,
             binary,
             env,
-        };
-        server.spawn()?;
-        Ok(server)
+        })
     }
 
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let port = free_port()?;
+    /// Starts the (prepared or stopped) server process, on the port it had if any.
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let port = match self.addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()) {
+            Some(port) => port,
+            None => free_port()?,
+        };
         self.addr = format!("127.0.0.1:{port}");
         let child = command(&self.binary, &self.database_url, &self.env)
             .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
@@ -174,10 +195,15 @@ impl ServerProcess {
         }
     }
 
-    /// Kills and starts the server again on the same database (new port).
+    /// Kills and starts the server again on the same database and port.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         self.spawn()
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// The directory holding the database, when the kit created it.
