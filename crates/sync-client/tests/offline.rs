@@ -14,8 +14,11 @@ use sync_client::{SyncEngine, SyncError};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Collects every event of an engine as (type, document id, remote).
-fn recorder(engine: &SyncEngine) -> Arc<Mutex<Vec<(EventType, Option<String>, bool, Option<String>)>>> {
+/// An event as recorded: type, document id, boolean data, content.
+type Seen = (EventType, Option<String>, bool, Option<String>);
+
+/// Collects every event of an engine.
+fn recorder(engine: &SyncEngine) -> Arc<Mutex<Vec<Seen>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
     engine
