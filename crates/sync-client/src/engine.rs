@@ -135,22 +135,31 @@ impl SyncEngine {
 
     /// Creates a document in the default collection.
     pub async fn create_document(&self, content: Value) -> Result<Document> {
-        self.create(uuid::Uuid::new_v4().to_string(), DEFAULT_COLLECTION, content)
+        self.create_now(None, DEFAULT_COLLECTION, content)
     }
 
     /// Creates a document with a chosen id (1–128 chars of `[A-Za-z0-9._:-]`).
     pub async fn create_document_with_id(&self, id: &str, content: Value) -> Result<Document> {
-        validate_document_id(id).map_err(|e| SyncError::InvalidInput(e.to_string()))?;
-        self.create(id.to_owned(), DEFAULT_COLLECTION, content)
+        self.create_now(Some(id), DEFAULT_COLLECTION, content)
     }
 
     /// Creates a document in a collection (`[a-z0-9_-]{1,64}`).
     pub async fn create_document_in(&self, collection: &str, content: Value) -> Result<Document> {
-        validate_collection(collection).map_err(|e| SyncError::InvalidInput(e.to_string()))?;
-        self.create(uuid::Uuid::new_v4().to_string(), collection, content)
+        self.create_now(None, collection, content)
     }
 
-    fn create(&self, id: String, collection: &str, content: Value) -> Result<Document> {
+    // The calls below do their work synchronously (one local transaction); the async
+    // methods wrap them, and the C ABI calls them directly.
+
+    pub(crate) fn create_now(&self, id: Option<&str>, collection: &str, content: Value) -> Result<Document> {
+        let id = match id {
+            Some(id) => {
+                validate_document_id(id).map_err(|e| SyncError::InvalidInput(e.to_string()))?;
+                id.to_owned()
+            }
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        validate_collection(collection).map_err(|e| SyncError::InvalidInput(e.to_string()))?;
         check_size(&content)?;
         let row = DocRow {
             id: id.clone(),
@@ -175,18 +184,26 @@ impl SyncEngine {
     /// Merges `partial` into the content (RFC 7396: named members set, `null` removes);
     /// only the members that change are sent.
     pub async fn update_document(&self, id: impl AsRef<str>, partial: Value) -> Result<Document> {
-        self.edit(id.as_ref(), |view| Ok(merge_diff(view, &partial)))
+        self.update_now(id.as_ref(), partial)
     }
 
     /// Applies RFC 6902 operations (a JSON array) to the content.
     pub async fn patch_document(&self, id: impl AsRef<str>, patch: Value) -> Result<Document> {
-        let ops = parse_patch(patch).map_err(|e| SyncError::InvalidInput(format!("invalid patch: {e}")))?;
-        self.edit(id.as_ref(), move |_| Ok(ops))
+        self.patch_now(id.as_ref(), patch)
     }
 
     /// Replaces the whole content; only the differences are sent.
     pub async fn replace_document(&self, id: impl AsRef<str>, content: Value) -> Result<Document> {
         self.edit(id.as_ref(), |view| Ok(diff(view, &content)))
+    }
+
+    pub(crate) fn update_now(&self, id: &str, partial: Value) -> Result<Document> {
+        self.edit(id, |view| Ok(merge_diff(view, &partial)))
+    }
+
+    pub(crate) fn patch_now(&self, id: &str, patch: Value) -> Result<Document> {
+        let ops = parse_patch(patch).map_err(|e| SyncError::InvalidInput(format!("invalid patch: {e}")))?;
+        self.edit(id, move |_| Ok(ops))
     }
 
     fn edit(&self, id: &str, ops: impl FnOnce(&Value) -> Result<Patch>) -> Result<Document> {
@@ -213,7 +230,10 @@ impl SyncEngine {
 
     /// Deletes a document.
     pub async fn delete_document(&self, id: impl AsRef<str>) -> Result<()> {
-        let id = id.as_ref();
+        self.delete_now(id.as_ref())
+    }
+
+    pub(crate) fn delete_now(&self, id: &str) -> Result<()> {
         let row = {
             let mut local = self.shared.local();
             local.transaction(|tx| {
@@ -236,7 +256,10 @@ impl SyncEngine {
 
     /// A document (local changes included); `NotFound` when missing or deleted.
     pub async fn get_document(&self, id: impl AsRef<str>) -> Result<Document> {
-        let id = id.as_ref();
+        self.get_now(id.as_ref())
+    }
+
+    pub(crate) fn get_now(&self, id: &str) -> Result<Document> {
         self.shared
             .local()
             .load(id, |c| self.shared.policy(c))?
@@ -246,11 +269,19 @@ impl SyncEngine {
 
     /// Every document, or those of one collection, ordered by id.
     pub async fn list_documents(&self, collection: Option<&str>) -> Result<Vec<Document>> {
+        self.list_now(collection)
+    }
+
+    pub(crate) fn list_now(&self, collection: Option<&str>) -> Result<Vec<Document>> {
         self.shared.local().list(collection, |c| self.shared.policy(c))
     }
 
     /// How many documents there are locally.
     pub async fn count_documents(&self) -> Result<u64> {
+        self.count_now()
+    }
+
+    pub(crate) fn count_now(&self) -> Result<u64> {
         self.shared.local().count()
     }
 
@@ -344,7 +375,14 @@ impl Drop for SyncEngine {
             let _ = wait.recv_timeout(self.shared.config.shutdown_grace + Duration::from_secs(1));
         }
         self.shared.stop.cancel();
-        runtime.shutdown_background();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Inside an async runtime a blocking shutdown would panic: let the engine's
+            // thread wind down on its own.
+            runtime.shutdown_background();
+        } else {
+            // From plain threads (and C), join the engine's thread so nothing outlives it.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
     }
 }
 

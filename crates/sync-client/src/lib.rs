@@ -3,7 +3,8 @@
 //! the application what changed.
 //!
 //! Module map: [`engine`] (the public API), [`config`] (options), [`events`]
-//! (callbacks and streams), [`local`] (the local database), [`error`].
+//! (callbacks and streams), [`local`] (the local database), [`error`], and [`ffi`], the
+//! C ABI (the only module allowed `unsafe`).
 
 #![deny(unsafe_code)]
 
@@ -12,6 +13,7 @@ mod connection;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod ffi;
 pub mod local;
 
 pub use config::{Auth, SyncConfig, SyncConfigBuilder};

@@ -1,0 +1,179 @@
+//! The C/C++ SDK end to end: `scripts/build_dist.sh` writes a distribution, the C, C++
+//! and events examples are compiled against it with make (and one with CMake through the
+//! package config), and run against a live server process: documents created from C
+//! reach a Rust engine, remote changes reach C callbacks and C++ lambdas, updates merge,
+//! deletes propagate, an engine created while the server is down connects later, and the
+//! C example runs clean under valgrind.
+//!
+//! Needs gcc, g++, make, cmake and valgrind (`.ci/run` installs what is missing).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use sync_client::SyncError;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run(command: &mut Command, what: &str) -> Output {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: cannot run ({e}); is it installed?"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The distribution and examples, built once for every test of this binary.
+fn examples() -> PathBuf {
+    static BUILT: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let examples = build(dir.path());
+            (dir, examples)
+        })
+        .1
+        .clone()
+}
+
+/// Builds the distribution and the examples.
+fn build(dir: &Path) -> PathBuf {
+    let dist = dir.join("dist");
+    run(
+        Command::new("bash")
+            .arg(repo().join("scripts/build_dist.sh"))
+            .env("PROFILE", "debug")
+            .env("DIST", &dist)
+            .env("CARGO", env!("CARGO")),
+        "build_dist.sh",
+    );
+    for path in [
+        "include/sync_client.h",
+        "include/sync_client_events.h",
+        "include/sync_client.hpp",
+        "lib/libsync_client.a",
+        "lib/libsync_client.so",
+    ] {
+        assert!(dist.join(path).is_file(), "dist/{path} missing");
+    }
+    let examples = dist.join("examples");
+    run(Command::new("make").arg("-s").arg("-C").arg(&examples).arg("CFLAGS=-O0 -Wall -Wextra -Werror"), "make");
+    // The CMake package config: find_package(sync_client) + target_link_libraries.
+    let build = dir.join("cmake-build");
+    run(Command::new("cmake").arg("-S").arg(&examples).arg("-B").arg(&build), "cmake configure");
+    run(Command::new("cmake").arg("--build").arg(&build).arg("--target").arg("basic"), "cmake build");
+    let usage = Command::new(build.join("basic")).output().expect("running the CMake-built example");
+    assert_eq!(usage.status.code(), Some(64), "the CMake-built example runs and prints its usage");
+    examples
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_and_cpp_examples_against_a_live_server() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let examples = examples();
+    let mut server = sync_testkit::ServerProcess::prepare_sqlite(&[])?;
+    let (url, key, secret) = (server.ws_url(), server.api_key.clone(), server.secret.clone());
+    let args = |name: &str| -> Vec<String> {
+        vec![
+            format!("sqlite:{}?mode=rwc", dir.path().join(format!("{name}.db")).display()),
+            url.clone(),
+            "me@example.com".into(),
+            key.clone(),
+            secret.clone(),
+        ]
+    };
+
+    // Created while the server is down: the C engine connects once it is up.
+    let early = Command::new(examples.join("basic"))
+        .args(args("early"))
+        .arg("30")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.spawn()?;
+    let early = early.wait_with_output()?;
+    assert!(early.status.success() && text(&early).contains("synced"), "{}", text(&early));
+
+    // Documents created, merged, patched and deleted from C reach a Rust engine.
+    let basic = run(Command::new(examples.join("basic")).args(args("c")), "basic");
+    let out = text(&basic);
+    assert!(out.contains("null rejected: invalid input: document_id is NULL"), "{out}");
+    assert!(out.contains("bad json rejected: invalid input"), "{out}");
+    let created = out.lines().find_map(|l| l.strip_prefix("created ")).expect("created id").to_owned();
+    let deleted = out.lines().find_map(|l| l.strip_prefix("deleted ")).expect("deleted id").to_owned();
+    let rust = common::engine(&server, dir.path(), "rust", "me@example.com");
+    rust.wait_for_sync(Duration::from_secs(20)).await?;
+    assert_eq!(
+        rust.get_document(&created).await?.content,
+        json!({"title": "from C", "count": 2, "tags": ["c", "sdk"]})
+    );
+    assert!(matches!(rust.get_document(&deleted).await, Err(SyncError::NotFound(_))), "the delete from C propagated");
+
+    // C++: the same through SyncClient::sync_engine.
+    let cpp = run(Command::new(examples.join("basic_cpp")).args(args("cpp")), "basic_cpp");
+    let out = text(&cpp);
+    assert!(out.contains("synced") && out.contains("not found (-5)"), "{out}");
+    let cpp_id = out.lines().find_map(|l| l.strip_prefix("created ")).expect("created id").to_owned();
+    common::eventually(Duration::from_secs(20), "rust sees the C++ document", || async {
+        rust.get_document(&cpp_id).await.is_ok_and(|d| d.content["lang"] == "c++" && d.content["count"] == 2)
+    })
+    .await;
+
+    // Remote changes reach C callbacks and C++ lambdas.
+    let events_c =
+        Command::new(examples.join("events")).args(args("events")).arg("8").stdout(Stdio::piped()).spawn()?;
+    let events_cpp =
+        Command::new(examples.join("events_cpp")).args(args("events-cpp")).arg("8").stdout(Stdio::piped()).spawn()?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let remote = rust.create_document(json!({"title": "made in rust", "n": 1})).await?;
+    rust.update_document(&remote.id, json!({"n": 2})).await?;
+    rust.wait_for_sync(Duration::from_secs(10)).await?;
+    rust.delete_document(&remote.id).await?;
+    rust.wait_for_sync(Duration::from_secs(10)).await?;
+    let (events_c, events_cpp) = (events_c.wait_with_output()?, events_cpp.wait_with_output()?);
+    let (out_c, out_cpp) = (text(&events_c), text(&events_cpp));
+    for kind in ["document_created", "document_updated", "document_deleted"] {
+        let line = format!("EVENT {kind} id={}", remote.id);
+        assert!(out_c.lines().any(|l| l.starts_with(&line) && l.contains("remote=1")), "C missed {kind}:\n{out_c}");
+        assert!(
+            out_cpp.lines().any(|l| l.starts_with(&line) && l.contains("via=cpp")),
+            "C++ missed {kind}:\n{out_cpp}"
+        );
+    }
+    assert!(out_c.contains("EVENT document_created id=") && out_c.contains("title=events from C remote=0"), "{out_c}");
+    assert!(out_c.contains("created-count="), "{out_c}");
+    Ok(())
+}
+
+#[test]
+fn c_example_is_clean_under_valgrind() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = examples();
+    let server = sync_testkit::ServerProcess::start_sqlite(&[]).unwrap();
+    let output = Command::new("valgrind")
+        .args(["--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=9"])
+        .arg(examples.join("basic"))
+        .arg(format!("sqlite:{}?mode=rwc", dir.path().join("vg.db").display()))
+        .args([server.ws_url(), "me@example.com".into(), server.api_key.clone(), server.secret.clone(), "60".into()])
+        .output()
+        .expect("running valgrind; is it installed?");
+    let out = text(&output);
+    assert!(output.status.success(), "valgrind reported errors or the example failed:\n{out}");
+    assert!(out.contains("ERROR SUMMARY: 0 errors"), "{out}");
+    assert!(out.contains("definitely lost: 0 bytes") || out.contains("no leaks are possible"), "{out}");
+    assert!(out.contains("synced"), "{out}");
+}
