@@ -139,7 +139,9 @@ fn jitter() -> f64 {
 /// Connects and authenticates.
 async fn connect(shared: &Shared) -> Result<Socket> {
     let url = shared.config.server_url.parse().map_err(|e| SyncError::Config(format!("invalid server URL: {e}")))?;
-    let options = Options::default().with_low_latency_compression().with_no_delay();
+    // Server messages can be large (a 1 MiB document, a page of changes up to the server's
+    // page budget, 4 MiB by default): accept up to 64 MiB rather than yawc's 1 MiB.
+    let options = Options::default().with_low_latency_compression().with_no_delay().with_limits(64 << 20, 64 << 20);
     let mut socket = tokio::time::timeout(Duration::from_secs(10), WebSocket::connect(url).with_options(options))
         .await
         .map_err(|_| SyncError::Connection("connecting timed out".into()))?

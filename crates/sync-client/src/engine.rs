@@ -78,6 +78,7 @@ pub struct SyncEngine {
     shared: Arc<Shared>,
     runtime: Option<tokio::runtime::Runtime>,
     task: Option<tokio::task::JoinHandle<()>>,
+    _checkpointer: crate::local::Checkpointer,
 }
 
 impl SyncEngine {
@@ -102,6 +103,7 @@ impl SyncEngine {
             )));
         }
         let local = LocalStore::open(&config.database)?;
+        let checkpointer = crate::local::Checkpointer::start(&config.database, Duration::from_millis(500))?;
         let client_id = local.client_id()?;
         let cursor = local.cursor()?;
         let shared = Arc::new(Shared {
@@ -125,7 +127,7 @@ impl SyncEngine {
             .build()
             .map_err(|e| SyncError::Config(format!("cannot start the engine's runtime: {e}")))?;
         let task = runtime.spawn(crate::connection::run(Arc::clone(&shared)));
-        Ok(SyncEngine { shared, runtime: Some(runtime), task: Some(task) })
+        Ok(SyncEngine { shared, runtime: Some(runtime), task: Some(task), _checkpointer: checkpointer })
     }
 
     /// This replica's id (stable for the local database).

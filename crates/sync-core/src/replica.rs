@@ -119,6 +119,45 @@ pub struct Replica {
     pub policy: Policy,
 }
 
+/// Most operations one merged pending change may hold (the server refuses patches of
+/// more than 1,000 by default).
+pub const MAX_MERGED_OPS: usize = 500;
+
+/// Whether `next` may be appended to `queued` as one change: neither carries a `test`
+/// (a failed test would take the other's edits down with it) and the result stays small.
+fn mergeable(queued: &[PatchOp], next: &[PatchOp]) -> bool {
+    let has_test = |ops: &[PatchOp]| ops.iter().any(|op| matches!(op, PatchOp::Test { .. }));
+    !has_test(queued) && !has_test(next) && queued.len() + next.len() <= MAX_MERGED_OPS
+}
+
+/// Appends `op` to a queued patch, folding a `replace` into an earlier write of the same
+/// path when nothing in between could have moved or read it: setting a field twice
+/// offline queues one op, not two. The result has the same effect as appending.
+fn append_compacted(queued: &mut Patch, op: PatchOp) {
+    if let PatchOp::Replace { path, value } = &op {
+        let parent = path.split_last().map(|(p, _)| p);
+        for earlier in queued.iter_mut().rev() {
+            match earlier {
+                PatchOp::Replace { path: p, value: v } | PatchOp::Add { path: p, value: v } if p == path => {
+                    *v = value.clone();
+                    return;
+                }
+                _ => {}
+            }
+            // Anything touching the path, its family, or a sibling (an array index could
+            // shift) ends the search.
+            let touches = |q: &crate::pointer::JsonPointer| {
+                q.starts_with(path) || path.starts_with(q) || q.split_last().map(|(p, _)| p) == parent
+            };
+            if touches(earlier.path()) || earlier.from().is_some_and(touches) || matches!(earlier, PatchOp::Test { .. })
+            {
+                break;
+            }
+        }
+    }
+    queued.push(op);
+}
+
 /// A new `client_change_id`: a UUIDv7, so ids are time-ordered and the server's unique
 /// index on them grows at its end instead of at random places.
 pub fn new_change_id() -> String {
@@ -184,13 +223,26 @@ impl Replica {
             kind: crate::patch::PatchErrorKind::Malformed("the document is deleted".into()),
         })?;
         apply(&mut view, &patch)?;
-        if !patch.is_empty() {
-            self.pending.push(Pending {
-                change_id,
-                change: PendingChange::Update { patch, base_revision: None },
-                in_flight: false,
-            });
+        if patch.is_empty() {
+            return Ok(view);
         }
+        // Consecutive unsent edits of one document become one pending change, so an
+        // offline burst keeps the stored state (and the send) small.
+        if let Some(last) = self.pending.last_mut()
+            && !last.in_flight
+            && let PendingChange::Update { patch: queued, .. } = &mut last.change
+            && mergeable(queued, &patch)
+        {
+            for op in patch {
+                append_compacted(queued, op);
+            }
+            return Ok(view);
+        }
+        self.pending.push(Pending {
+            change_id,
+            change: PendingChange::Update { patch, base_revision: None },
+            in_flight: false,
+        });
         Ok(view)
     }
 
@@ -221,21 +273,22 @@ impl Replica {
         if let PendingChange::Update { .. } = self.pending[0].change {
             // A patch with a `test` is all-or-nothing on its own terms: merging other
             // edits into it would let a failed test take them down too.
-            let mergeable = |p: &Pending| match &p.change {
-                PendingChange::Update { patch, .. } => !patch.iter().any(|op| matches!(op, PatchOp::Test { .. })),
-                _ => false,
+            let mut run = 1;
+            let mut ops = match &self.pending[0].change {
+                PendingChange::Update { patch, .. } => patch.clone(),
+                _ => Vec::new(),
             };
-            let run =
-                if mergeable(&self.pending[0]) { self.pending.iter().take_while(|p| mergeable(p)).count() } else { 1 };
-            if run > 1 {
-                let mut merged: Patch = Vec::new();
-                for p in self.pending.drain(1..run) {
-                    if let PendingChange::Update { patch, .. } = p.change {
-                        merged.extend(patch);
-                    }
+            while let Some(PendingChange::Update { patch, .. }) = self.pending.get(run).map(|p| &p.change) {
+                if !mergeable(&ops, patch) {
+                    break;
                 }
+                ops.extend(patch.iter().cloned());
+                run += 1;
+            }
+            if run > 1 {
+                self.pending.drain(1..run);
                 if let PendingChange::Update { patch, .. } = &mut self.pending[0].change {
-                    patch.extend(merged);
+                    *patch = ops;
                 }
             }
         }
@@ -580,6 +633,52 @@ mod tests {
         assert_eq!(outcome, Outcome::default());
         assert_eq!(r.confirmed.as_ref().unwrap().content, json!({"a": 2, "b": 1}));
         assert!(!r.has_pending());
+    }
+
+    #[test]
+    fn local_edits_merge_but_stay_under_the_op_cap() {
+        let mut r = Replica::from_server(json!({"n": 0}), 1, false, Policy::LastWriterWins);
+        for i in 0..700 {
+            r.local_update(ops(json!([{"op": "replace", "path": "/n", "value": i}])), format!("c{i}")).unwrap();
+        }
+        assert_eq!(r.pending.len(), 1, "700 writes of one field compact to one op");
+        for i in 0..700 {
+            r.local_update(ops(json!([{"op": "add", "path": format!("/k{i}"), "value": i}])), format!("d{i}")).unwrap();
+        }
+        assert_eq!(r.pending.len(), 2, "701 distinct ops make two changes of at most 500 ops");
+        let sent = r.next_to_send().unwrap();
+        let PendingChange::Update { patch, .. } = sent.change else { panic!() };
+        assert_eq!(patch.len(), MAX_MERGED_OPS);
+        assert_eq!(r.view().unwrap()["n"], 699);
+        // A test op is never merged with other edits.
+        r.local_update(ops(json!([{"op": "test", "path": "/n", "value": 699}])), "t".into()).unwrap();
+        assert_eq!(r.pending.len(), 3);
+    }
+
+    #[test]
+    fn compaction_keeps_the_effect() {
+        let base = json!({"l": [1, 2], "o": {"a": 1}});
+        let edits = [
+            json!([{"op": "replace", "path": "/o/a", "value": 2}]),
+            json!([{"op": "add", "path": "/l/0", "value": 0}]),
+            json!([{"op": "replace", "path": "/l/1", "value": 10}]),
+            json!([{"op": "replace", "path": "/o/a", "value": 3}]),
+            json!([{"op": "replace", "path": "/l/1", "value": 11}]),
+            json!([{"op": "remove", "path": "/l/0"}]),
+            json!([{"op": "replace", "path": "/l/0", "value": 12}]),
+        ];
+        let mut r = Replica::from_server(base.clone(), 1, false, Policy::LastWriterWins);
+        let mut expected = base.clone();
+        for (i, e) in edits.iter().enumerate() {
+            apply(&mut expected, &ops(e.clone())).unwrap();
+            r.local_update(ops(e.clone()), format!("c{i}")).unwrap();
+        }
+        assert_eq!(r.view(), Some(expected.clone()));
+        let PendingChange::Update { patch, .. } = &r.pending[0].change else { panic!() };
+        let mut replayed = base;
+        apply(&mut replayed, patch).unwrap();
+        assert_eq!(replayed, expected);
+        assert!(patch.len() < edits.len(), "{patch:?}");
     }
 
     #[test]
