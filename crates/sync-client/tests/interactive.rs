@@ -1,0 +1,399 @@
+//! The interactive task manager (`examples/interactive_client.rs`) driven through a real
+//! terminal: tmux runs the example binary against a private server process, keys go in
+//! with `tmux send-keys`, and the screen comes back with `tmux capture-pane`. A second
+//! engine in the test process plays "another client" of the same user, and a TCP proxy
+//! that the test can cut takes the terminal client offline on its own. Needs `tmux`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sync_client::SyncError;
+use sync_testkit::ServerProcess;
+
+const EMAIL: &str = "tui@example.com";
+/// Longest wait for anything to show up (on screen or in the second engine).
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Create, complete, edit and delete with keys; another client sees every change, and its
+/// own changes show up live; `q` exits cleanly with everything sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_made_with_keys_sync_and_other_clients_changes_show_live() -> anyhow::Result<()> {
+    let server = common::server();
+    let dir = tempfile::tempdir()?;
+    let tui = Tui::start(dir.path(), &server.ws_url(), &server.api_key, &server.secret);
+    tui.wait_for("the connected header and an empty list", |s| s.contains(" connected ") && s.contains("No tasks yet"))
+        .await;
+
+    // Create: title, then priority, then tags.
+    tui.keys(&["n"]);
+    tui.text("Buy milk");
+    tui.keys(&["Enter"]);
+    tui.text("high");
+    tui.keys(&["Enter"]);
+    tui.text("groceries, errands");
+    tui.keys(&["Enter"]);
+    tui.wait_for_row("Buy milk", "open, high, tagged, synced", &["[ ]", "high", "#groceries #errands", "synced"]).await;
+
+    // Complete it.
+    tui.keys(&["Space"]);
+    tui.wait_for_row("Buy milk", "done and synced", &["[x]", "synced"]).await;
+    let screen = tui.wait_for("nothing pending", |s| s.contains(" 0 pending")).await;
+    assert!(screen.contains("1 done"), "{screen}");
+
+    // Another client of the same user has the task as the keys made it.
+    let other = common::engine(&server, dir.path(), "other", EMAIL);
+    other.wait_for_sync(WAIT).await?;
+    let tasks = other.list_documents(Some("tasks")).await?;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    let milk = &tasks[0];
+    assert_eq!(milk.content["title"], "Buy milk");
+    assert_eq!(milk.content["status"], "completed");
+    assert_eq!(milk.content["priority"], "high");
+    assert_eq!(milk.content["tags"], json!(["groceries", "errands"]));
+    assert!(milk.content["created"].as_str().is_some_and(|c| c.ends_with('Z')), "{}", milk.content);
+
+    // Its new task appears live, then its edit.
+    let plumber = other
+        .create_document_in(
+            "tasks",
+            json!({"title": "Call the plumber", "status": "pending", "priority": "low", "tags": ["home"],
+                   "created": sync_core::Timestamp::now().to_string()}),
+        )
+        .await?;
+    tui.wait_for_row("Call the plumber", "the other client's task", &["[ ]", "low", "#home", "synced"]).await;
+    tui.wait_for("the remote-change status line", |s| s.contains("remote new: Call the plumber")).await;
+    other.update_document(&plumber.id, json!({"priority": "high"})).await?;
+    tui.wait_for_row("Call the plumber", "the other client's edit", &["high"]).await;
+    tui.wait_for("the remote-update status line", |s| s.contains("remote update: Call the plumber")).await;
+
+    // Edit title, priority (high -> low) and tags of the selected (first) task with keys.
+    tui.keys(&["e", "C-u"]);
+    tui.text("Buy oat milk");
+    tui.keys(&["Enter", "p", "t", "C-u"]);
+    tui.text("dairy, shop");
+    tui.keys(&["Enter"]);
+    tui.wait_for_row("Buy oat milk", "the edited task", &["[x]", "low", "#dairy #shop", "synced"]).await;
+    common::eventually(WAIT, "the other client sees the edits", || async {
+        other.get_document(&milk.id).await.is_ok_and(|d| {
+            d.content["title"] == "Buy oat milk"
+                && d.content["priority"] == "low"
+                && d.content["tags"] == json!(["dairy", "shop"])
+                && d.content["status"] == "completed"
+        })
+    })
+    .await;
+
+    // Delete the second task: move down, `d`, confirm with `y`.
+    tui.keys(&["j", "d"]);
+    tui.wait_for("the delete question", |s| s.contains(r#"Delete "Call the plumber"? y = yes"#)).await;
+    tui.keys(&["y"]);
+    tui.wait_for("the deleted task gone", |s| row(s, "Call the plumber").is_none() && s.contains("1 done")).await;
+    common::eventually(WAIT, "the other client sees the delete", || async {
+        matches!(other.get_document(&plumber.id).await, Err(SyncError::NotFound(_)))
+    })
+    .await;
+
+    // A delete by the other client disappears live too.
+    other.delete_document(&milk.id).await?;
+    tui.wait_for("the remote delete", |s| row(s, "Buy oat milk").is_none() && s.contains("No tasks yet")).await;
+    tui.wait_for("the remote-delete status line", |s| s.contains("remote delete: Buy oat milk")).await;
+
+    // `q` restores the terminal and exits cleanly with nothing left to send.
+    tui.keys(&["q"]);
+    let screen = tui.wait_for_exit().await;
+    assert!(screen.contains("exit status: 0"), "{screen}");
+    assert!(screen.contains("interactive_client: all changes synced"), "{screen}");
+    other.shutdown().await?;
+    Ok(())
+}
+
+/// Started before its server: says offline, keeps a task pending, sends it when the
+/// server appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_offline_and_sends_changes_when_the_server_appears() -> anyhow::Result<()> {
+    let mut server = ServerProcess::prepare_sqlite(&[])?;
+    let dir = tempfile::tempdir()?;
+    let tui = Tui::start(dir.path(), &server.ws_url(), &server.api_key, &server.secret);
+    tui.wait_for("the offline header and status", |s| {
+        s.contains(" offline ") && s.contains("offline: cannot reach") && s.contains("No tasks yet")
+    })
+    .await;
+
+    tui.keys(&["n"]);
+    tui.text("Written offline");
+    tui.keys(&["Enter", "Enter"]); // Enter alone: medium priority.
+    tui.text("plane");
+    tui.keys(&["Enter"]);
+    tui.wait_for_row("Written offline", "the offline task", &["[ ]", "medium", "#plane", "pending"]).await;
+    tui.wait_for("the pending count", |s| s.contains(" offline ") && s.contains(" 1 pending")).await;
+
+    server.spawn()?;
+    tui.keys(&["s"]); // Retry now instead of after the backoff.
+    tui.wait_for("connected", |s| s.contains(" connected ") && s.contains(" 0 pending")).await;
+    tui.wait_for_row("Written offline", "the task synced", &["synced"]).await;
+
+    let other = common::engine(&server, dir.path(), "other", EMAIL);
+    other.wait_for_sync(WAIT).await?;
+    let tasks = other.list_documents(Some("tasks")).await?;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0].content["title"], "Written offline");
+    assert_eq!(tasks[0].content["priority"], "medium");
+    assert_eq!(tasks[0].content["tags"], json!(["plane"]));
+
+    tui.keys(&["q"]);
+    let screen = tui.wait_for_exit().await;
+    assert!(screen.contains("exit status: 0"), "{screen}");
+    other.shutdown().await?;
+    Ok(())
+}
+
+/// The TUI goes offline alone (its connection runs through a proxy the test cuts) while
+/// the other client edits the same field; on reconnecting, the clash shows on the task
+/// and in the status line until the user edits the task again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clashing_offline_edit_shows_a_conflict_until_edited_again() -> anyhow::Result<()> {
+    let server = common::server();
+    let mut proxy = Proxy::start(&server.addr).await?;
+    let dir = tempfile::tempdir()?;
+    let tui = Tui::start(dir.path(), &format!("ws://{}/ws", proxy.addr), &server.api_key, &server.secret);
+    tui.wait_for("connected", |s| s.contains(" connected ") && s.contains("No tasks yet")).await;
+    tui.keys(&["n"]);
+    tui.text("Shared task");
+    tui.keys(&["Enter", "Enter", "Enter"]);
+    tui.wait_for_row("Shared task", "the task synced", &["synced", "medium"]).await;
+    let other = common::engine(&server, dir.path(), "other", EMAIL);
+    other.wait_for_sync(WAIT).await?;
+    let id = other.list_documents(Some("tasks")).await?[0].id.clone();
+
+    proxy.cut().await;
+    tui.wait_for("offline", |s| s.contains(" offline ")).await;
+    tui.keys(&["e", "C-u"]);
+    tui.text("Title from the TUI");
+    tui.keys(&["Enter"]);
+    tui.wait_for_row("Title from the TUI", "the offline edit", &["pending"]).await;
+    other.update_document(&id, json!({"title": "Title from the other client"})).await?;
+    other.wait_for_sync(WAIT).await?;
+
+    proxy.restore().await?;
+    tui.keys(&["s"]);
+    tui.wait_for("the conflict message", |s| s.contains("conflict on Title from the TUI: your edit was kept")).await;
+    tui.wait_for("the conflict mark, all sent", |s| {
+        s.contains(" connected ")
+            && s.contains(" 0 pending")
+            && row(s, "Title from the TUI").is_some_and(|r| r.contains("conflict"))
+    })
+    .await;
+    // The later edit won everywhere.
+    common::eventually(WAIT, "the other client has the TUI's title", || async {
+        other.get_document(&id).await.is_ok_and(|d| d.content["title"] == "Title from the TUI")
+    })
+    .await;
+
+    // Editing the task again answers the conflict.
+    tui.keys(&["p"]);
+    tui.wait_for_row("Title from the TUI", "the task edited and synced", &["synced", "high"]).await;
+
+    tui.keys(&["q"]);
+    let screen = tui.wait_for_exit().await;
+    assert!(screen.contains("exit status: 0"), "{screen}");
+    other.shutdown().await?;
+    Ok(())
+}
+
+/// The example running in a private tmux server, killed on drop. Its socket lives in the
+/// test's temporary directory, so nothing is left behind in the user's tmux directory.
+struct Tui {
+    socket: PathBuf,
+}
+
+impl Tui {
+    /// Starts the example in a 120x40 terminal.
+    fn start(dir: &Path, ws_url: &str, api_key: &str, secret: &str) -> Tui {
+        let socket = dir.join("tmux.sock");
+        let database = dir.join("tui.db").display().to_string();
+        let example = example_binary().display().to_string();
+        let tui = Tui { socket };
+        // A shell stays in the pane after the program exits and prints its exit status. (With
+        // tmux's remain-on-exit instead, tmux 3.3 sometimes drops the program's last output or
+        // never reports the status.) With several arguments tmux runs them directly, and `sh -c`
+        // takes the program and its arguments as `$0 $@`, so nothing needs quoting.
+        let out = tui.tmux(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "tui",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "sh",
+            "-c",
+            r#""$0" "$@"; echo "exit status: $?"; exec sleep 60"#,
+            &example,
+            "--api-key",
+            api_key,
+            "--secret",
+            secret,
+            "--database",
+            &database,
+            "--user-id",
+            EMAIL,
+            "--server",
+            ws_url,
+        ]);
+        assert!(out.status.success(), "tmux new-session failed: {}", String::from_utf8_lossy(&out.stderr));
+        tui
+    }
+
+    fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("TMUX") // a private server even when the tests run inside tmux
+            .output()
+            .expect("running tmux (is it installed?)")
+    }
+
+    /// Sends keys by tmux name (`Enter`, `Space`, `C-u`, `j`).
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "tui"];
+        args.extend_from_slice(keys);
+        assert!(self.tmux(&args).status.success(), "send-keys {keys:?}");
+    }
+
+    /// Types text literally.
+    fn text(&self, text: &str) {
+        assert!(self.tmux(&["send-keys", "-t", "tui", "-l", text]).status.success(), "send-keys -l {text:?}");
+    }
+
+    /// What the terminal shows now.
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", "tui"]).stdout).into_owned()
+    }
+
+    /// Polls the screen until `check` holds; fails with the last screen after [`WAIT`].
+    async fn wait_for(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.screen();
+            if check(&screen) {
+                return screen;
+            }
+            assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}; the screen:\n{screen}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for the table row of `title` to contain every one of `parts`.
+    async fn wait_for_row(&self, title: &str, what: &str, parts: &[&str]) {
+        self.wait_for(what, |s| row(s, title).is_some_and(|r| parts.iter().all(|p| r.contains(p)))).await;
+    }
+
+    /// Waits for the program to exit; returns the final screen, which ends with its exit status.
+    async fn wait_for_exit(&self) -> String {
+        self.wait_for("the program to exit", |s| s.contains("exit status: ")).await
+    }
+}
+
+impl Drop for Tui {
+    fn drop(&mut self) {
+        // Kills the session and the example with it, pass or fail.
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+/// The task table's row showing `title`: only rows have a done mark. (The border is not
+/// matched, so the check does not depend on how the terminal draws box characters.)
+fn row<'s>(screen: &'s str, title: &str) -> Option<&'s str> {
+    screen.lines().find(|line| (line.contains("[ ]") || line.contains("[x]")) && line.contains(title))
+}
+
+/// The example binary. `cargo test -p sync-client` builds it; a run of this test alone
+/// (`--test interactive`) does not, so it is built here when missing or older than its
+/// sources. (Not on every run: a nested cargo waits for the build lock of any other cargo
+/// using the same target directory, and may build with other features than the outer run.)
+fn example_binary() -> PathBuf {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let path = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("examples").join("interactive_client")))
+        .expect("locating the target directory");
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let built = modified(&path);
+    let stale = [
+        "interactive_client.rs",
+        "interactive_client/app.rs",
+        "interactive_client/task.rs",
+        "interactive_client/ui.rs",
+    ]
+    .iter()
+    .any(|file| modified(&sources.join(file)) > built);
+    if built.is_none() || stale {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "sync-client", "--example", "interactive_client"])
+            .status()
+            .expect("running cargo");
+        assert!(status.success(), "building the interactive_client example failed");
+    }
+    path
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// A TCP proxy in front of the server that can be cut (connections dropped, port closed)
+/// and restored on the same port, to take one client offline while the server stays up.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    target: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Listens on a free port and forwards to `target`.
+    async fn start(target: &str) -> anyhow::Result<Proxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let mut proxy = Proxy { addr, target: target.to_owned(), task: None };
+        proxy.task = Some(tokio::spawn(forward(listener, proxy.target.clone())));
+        Ok(proxy)
+    }
+
+    /// Drops every forwarded connection and closes the port.
+    async fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same port.
+    async fn restore(&mut self) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        self.task = Some(tokio::spawn(forward(listener, self.target.clone())));
+        Ok(())
+    }
+}
+
+/// Accepts and forwards until aborted; aborting drops every forwarded connection too.
+async fn forward(listener: tokio::net::TcpListener, target: String) {
+    let mut connections = tokio::task::JoinSet::new();
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        let target = target.clone();
+        connections.spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
