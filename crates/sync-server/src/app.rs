@@ -67,7 +67,7 @@ impl AppState {
 
 /// Opens the store and the secret key as configured.
 pub async fn open(config: &Config) -> anyhow::Result<(AnyStore, SecretKey)> {
-    let store = AnyStore::open(&config.database.url)
+    let store = AnyStore::open(&config.database)
         .await
         .with_context(|| format!("cannot open the database {}", crate::config::redact_url(&config.database.url)))?;
     let secret_key = match &config.auth.secret_key {

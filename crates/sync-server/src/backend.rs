@@ -6,42 +6,60 @@
 use std::sync::Arc;
 
 use sync_core::{ChangeEvent, Document};
+use sync_store::postgres::{PgOptions, PgStore};
 use sync_store::sqlite::SqliteStore;
 use sync_store::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreResult, StoreStats, TokenRecord};
+
+use crate::config::DatabaseSection;
 
 /// A shared handle to the configured store.
 #[derive(Clone)]
 pub enum AnyStore {
     /// Embedded SQLite (the default).
     Sqlite(Arc<SqliteStore>),
+    /// PostgreSQL, possibly shared with other server processes.
+    Postgres(Arc<PgStore>),
 }
 
 impl AnyStore {
-    /// Opens the store a URL names: `postgres://…` for PostgreSQL, anything else an SQLite
-    /// file (`sqlite://path`, `sqlite:path`, or a plain path).
-    pub async fn open(url: &str) -> anyhow::Result<Self> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            anyhow::bail!(
-                "PostgreSQL support is not built into this server yet (DATABASE_URL={})",
-                crate::config::redact_url(url)
-            );
+    /// Opens the store the database URL names: `postgres://…` or `postgresql://…` for
+    /// PostgreSQL (checking the server version and applying migrations), anything else
+    /// an SQLite file (`sqlite://path`, `sqlite:path`, or a plain path).
+    pub async fn open(database: &DatabaseSection) -> anyhow::Result<Self> {
+        let url = database.url.as_str();
+        if is_postgres_url(url) {
+            let store = PgStore::open(url, PgOptions { pool_size: database.pool_size }).await?;
+            return Ok(AnyStore::Postgres(Arc::new(store)));
         }
         let store = SqliteStore::open_url(url)?;
         Ok(AnyStore::Sqlite(Arc::new(store)))
+    }
+
+    /// Whether other server processes may write to the same database (PostgreSQL): the
+    /// write path then never decides a change on state that is not committed yet.
+    pub fn shared_with_other_processes(&self) -> bool {
+        matches!(self, AnyStore::Postgres(_))
     }
 
     /// A short name of the backend for logs and `/health`.
     pub fn kind(&self) -> &'static str {
         match self {
             AnyStore::Sqlite(_) => "sqlite",
+            AnyStore::Postgres(_) => "postgres",
         }
     }
+}
+
+/// Whether a database URL names a PostgreSQL server.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 macro_rules! delegate {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match $self {
             AnyStore::Sqlite(s) => s.$method($($arg),*).await,
+            AnyStore::Postgres(s) => s.$method($($arg),*).await,
         }
     };
 }

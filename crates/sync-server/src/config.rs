@@ -51,6 +51,11 @@ pub struct ServerSection {
 pub struct DatabaseSection {
     /// `sqlite://./sync.db`, a plain path, or `postgres://…`.
     pub url: String,
+    /// PostgreSQL: most connections this process opens (`SYNC_DB_POOL_SIZE`). One is the
+    /// write path's; the others serve reads. Every server process sharing a database
+    /// opens its own pool, so the sum must stay below the server's `max_connections`.
+    /// Ignored for SQLite, which has its own fixed set of connections.
+    pub pool_size: u32,
 }
 
 /// `[auth]`.
@@ -97,6 +102,8 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Largest `get_changes_since` page.
     pub max_page: usize,
+    /// Largest `changes` message in bytes: a page that would be larger is cut short.
+    pub max_page_bytes: usize,
 }
 
 /// `[rate_limit]`: a token bucket per user, shared by all their sessions.
@@ -156,7 +163,7 @@ impl Default for ServerSection {
 
 impl Default for DatabaseSection {
     fn default() -> Self {
-        Self { url: "sqlite://./sync.db".to_owned() }
+        Self { url: "sqlite://./sync.db".to_owned(), pool_size: 10 }
     }
 }
 
@@ -186,6 +193,7 @@ impl Default for Limits {
             ping_interval_secs: 30,
             idle_timeout_secs: 60,
             max_page: 5000,
+            max_page_bytes: 4 << 20,
         }
     }
 }
@@ -260,9 +268,10 @@ impl Config {
         let body = toml::to_string_pretty(&Self::default()).unwrap_or_default();
         format!(
             "# sync-server configuration. Precedence: defaults < this file < environment < flags.\n\
-             # Environment: DATABASE_URL, HOST, PORT, JWT_SECRET, JWT_PUBLIC_KEY_FILE, SYNC_SECRET_KEY,\n\
-             # SYNC_SECRET_KEY_FILE, MONITORING, RUST_LOG, SYNC_MAX_CONNECTIONS, SYNC_RATE_LIMIT_PER_SECOND,\n\
-             # SYNC_RATE_LIMIT_BURST, SYNC_MAX_FRAME_BYTES, SYNC_MAX_DOCUMENT_BYTES, SYNC_BOOTSTRAP_CREDENTIALS.\n\
+             # Environment: DATABASE_URL, SYNC_DB_POOL_SIZE, HOST, PORT, JWT_SECRET, JWT_PUBLIC_KEY_FILE,\n\
+             # SYNC_SECRET_KEY, SYNC_SECRET_KEY_FILE, MONITORING, RUST_LOG, SYNC_MAX_CONNECTIONS,\n\
+             # SYNC_RATE_LIMIT_PER_SECOND, SYNC_RATE_LIMIT_BURST, SYNC_MAX_FRAME_BYTES, SYNC_MAX_DOCUMENT_BYTES,\n\
+             # SYNC_BOOTSTRAP_CREDENTIALS.\n\
              # Per-collection merge policy: [collections.tasks] policy = \"server_wins\"\n\n{body}"
         )
     }
@@ -282,6 +291,9 @@ impl Config {
         }
         if let Some(v) = get("DATABASE_URL") {
             self.database.url = v;
+        }
+        if let Some(v) = get("SYNC_DB_POOL_SIZE") {
+            self.database.pool_size = parse("SYNC_DB_POOL_SIZE", v)?;
         }
         if let Some(v) = get("HOST") {
             self.server.host = v;
@@ -347,7 +359,7 @@ impl Config {
 
 /// The file path of an SQLite database URL, or `None` for other databases.
 pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if crate::backend::is_postgres_url(url) {
         return None;
     }
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
@@ -388,7 +400,10 @@ impl fmt::Debug for Config {
 
 impl fmt::Debug for DatabaseSection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatabaseSection").field("url", &redact_url(&self.url)).finish()
+        f.debug_struct("DatabaseSection")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .finish()
     }
 }
 
@@ -426,6 +441,17 @@ mod tests {
         assert_eq!((config.server.host.as_str(), config.server.port, config.monitoring), ("0.0.0.0", 9100, true));
         assert_eq!(config.policy_for("tasks"), Policy::ServerWins);
         assert_eq!(config.policy_for("notes"), Policy::LastWriterWins);
+    }
+
+    #[test]
+    fn pool_size_from_file_and_env() {
+        let mut config: Config = toml::from_str("[database]\nurl = \"postgres://db/sync\"\npool_size = 4\n").unwrap();
+        assert_eq!(config.database.pool_size, 4);
+        config.apply_env(|name| (name == "SYNC_DB_POOL_SIZE").then(|| "32".into())).unwrap();
+        assert_eq!(config.database.pool_size, 32);
+        let err = config.apply_env(|name| (name == "SYNC_DB_POOL_SIZE").then(|| "many".into())).unwrap_err();
+        assert!(err.to_string().contains("SYNC_DB_POOL_SIZE"), "{err}");
+        assert_eq!(Config::default().database.pool_size, 10);
     }
 
     #[test]

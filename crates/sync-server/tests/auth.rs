@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, TestServer, WAIT, hmac_auth, jwt, now_secs};
+use common::{Backend, Client, TestServer, WAIT, hmac_auth, jwt, now_secs};
 use serde_json::{Value, json};
 
 const JWT_SECRET: &str = "integration-test-jwt-secret";
@@ -46,8 +46,8 @@ fn hs256(claims: Value, key: &str) -> String {
     jwt(&json!({"alg": "HS256", "typ": "JWT"}), &claims, Some(key.as_bytes()))
 }
 
-async fn jwt_server() -> TestServer {
-    TestServer::start_with(|config| config.auth.jwt_secret = Some(JWT_SECRET.to_owned())).await
+async fn jwt_server(backend: Backend) -> TestServer {
+    TestServer::start_on_with(backend, |config| config.auth.jwt_secret = Some(JWT_SECRET.to_owned())).await
 }
 
 #[test]
@@ -59,9 +59,8 @@ fn base64url_matches_rfc_4648_vectors() {
     assert_eq!(common::base64url(&[0xfb, 0xff]), "-_8");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anything_before_authenticate_is_refused_and_closed() {
-    let server = TestServer::start().await;
+async fn anything_before_authenticate_is_refused_and_closed(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let before = [
         json!({"type": "ping"}),
         json!({"type": "get_document", "document_id": "d"}),
@@ -89,9 +88,8 @@ async fn anything_before_authenticate_is_refused_and_closed() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hmac_replay_window_forged_signatures_and_unknown_keys() {
-    let server = TestServer::start().await;
+async fn hmac_replay_window_forged_signatures_and_unknown_keys(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let email = "hmac@example.com";
     let now = now_secs();
 
@@ -149,9 +147,8 @@ async fn hmac_replay_window_forged_signatures_and_unknown_keys() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_id_is_echoed_or_generated() {
-    let server = TestServer::start().await;
+async fn client_id_is_echoed_or_generated(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut client = server.connect().await;
     let id = "4b1d7c3e-1111-4222-8333-944455566677";
     let reply = client.authenticate(&server.api_key, &server.secret, "ids@example.com", Some(id), None).await;
@@ -164,9 +161,8 @@ async fn client_id_is_echoed_or_generated() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bearer_tokens_from_create_token() {
-    let server = TestServer::start().await;
+async fn bearer_tokens_from_create_token(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let user = "token-user-1";
     let token = sync_server::cli::create_token(&server.config, user, None, false).await.expect("create token");
     assert!(token.starts_with("sts_"), "{token}");
@@ -206,9 +202,8 @@ async fn bearer_tokens_from_create_token() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hs256_jwts_in_authenticate() {
-    let server = jwt_server().await;
+async fn hs256_jwts_in_authenticate(backend: Backend) {
+    let server = jwt_server(backend).await;
     let exp = now_secs() + 600;
     let auth = |token: String| json!({"type": "authenticate", "token": token});
 
@@ -244,17 +239,15 @@ async fn hs256_jwts_in_authenticate() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jwt_without_a_configured_secret_is_refused() {
-    let server = TestServer::start().await;
+async fn jwt_without_a_configured_secret_is_refused(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let token = hs256(json!({"sub": "u", "exp": now_secs() + 600}), JWT_SECRET);
     assert_eq!(refused(&server, json!({"type": "authenticate", "token": token})).await, "invalid credentials");
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jwt_in_the_upgrade_query_authenticates_before_any_message() {
-    let server = jwt_server().await;
+async fn jwt_in_the_upgrade_query_authenticates_before_any_message(backend: Backend) {
+    let server = jwt_server(backend).await;
     let token = hs256(json!({"sub": "query-user", "exp": now_secs() + 600}), JWT_SECRET);
     let (mut client, first) = server.connect_with_token(&token).await;
     assert_eq!(first["type"], "auth_success", "{first}");
@@ -283,10 +276,20 @@ async fn jwt_in_the_upgrade_query_authenticates_before_any_message() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_connection_is_closed_after_the_auth_timeout() {
-    let server = TestServer::start_with(|config| config.limits.auth_timeout_secs = 1).await;
+async fn a_silent_connection_is_closed_after_the_auth_timeout(backend: Backend) {
+    let server = TestServer::start_on_with(backend, |config| config.limits.auth_timeout_secs = 1).await;
     let mut client = server.connect().await;
     assert_eq!(client.close_code(Duration::from_secs(5)).await, Some(4001));
     server.stop().await;
 }
+
+common::backend_tests!(
+    anything_before_authenticate_is_refused_and_closed,
+    hmac_replay_window_forged_signatures_and_unknown_keys,
+    client_id_is_echoed_or_generated,
+    bearer_tokens_from_create_token,
+    hs256_jwts_in_authenticate,
+    jwt_without_a_configured_secret_is_refused,
+    jwt_in_the_upgrade_query_authenticates_before_any_message,
+    a_silent_connection_is_closed_after_the_auth_timeout,
+);

@@ -1,7 +1,7 @@
-//! Crash safety of the real binary: several clients write as fast as they can, the
-//! process is killed with SIGKILL mid-load, and after a restart on the same SQLite file
-//! every acknowledged change is present with its revision and sequence, the change log
-//! is gap-free from 1, and new changes continue the sequence.
+//! Crash safety of the real binary, on SQLite and on PostgreSQL: several clients write as
+//! fast as they can, the process is killed with SIGKILL mid-load, and after a restart on
+//! the same database every acknowledged change is present with its revision and
+//! sequence, the change log is gap-free from 1, and new changes continue the sequence.
 
 mod common;
 
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Client, SECRET_KEY, assert_ok, hmac_auth};
+use common::{Backend, Client, SECRET_KEY, assert_ok, hmac_auth};
 use serde_json::json;
 
 const EMAIL: &str = "crash@example.com";
@@ -141,10 +141,9 @@ async fn writer(mut client: Client, w: usize, total: Arc<AtomicUsize>) -> Vec<Ac
     acked
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_load_loses_no_acknowledged_change() {
+async fn sigkill_mid_load_loses_no_acknowledged_change(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = common::test_config(dir.path());
+    let config = common::test_config_on(backend, dir.path()).await;
     let (api_key, secret) = sync_server::cli::generate_credentials(&config, "crash", false).await.expect("credentials");
 
     let mut server = ServerProcess::start(dir.path(), &config.database.url).await;
@@ -173,7 +172,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_change() {
     }
     assert!(acked.len() >= 300, "{}", acked.len());
 
-    // Restart on the same file.
+    // Restart on the same database.
     let server = ServerProcess::start(dir.path(), &config.database.url).await;
     let mut client = connect(server.addr, &api_key, &secret).await;
     let events = client.all_changes_since(0, 97).await;
@@ -214,3 +213,5 @@ async fn sigkill_mid_load_loses_no_acknowledged_change() {
     assert_ok(&reply, "document_updated_response");
     assert_eq!(reply["sequence"], sequences.len() as u64 + 1);
 }
+
+common::backend_tests!(sigkill_mid_load_loses_no_acknowledged_change);

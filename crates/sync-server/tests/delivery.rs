@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, TestServer, assert_ok};
+use common::{Backend, Client, TestServer, assert_ok};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -105,10 +105,9 @@ fn assert_exactly_once(label: &str, seen: &[(u64, bool)], after: u64, until: u64
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resuming_during_concurrent_writes_delivers_every_change_exactly_once() {
+async fn resuming_during_concurrent_writes_delivers_every_change_exactly_once(backend: Backend) {
     // Small catch-up pages, so a resume spans several pages while writes continue.
-    let server = TestServer::start_with(|config| config.limits.max_page = 7).await;
+    let server = TestServer::start_on_with(backend, |config| config.limits.max_page = 7).await;
     let mut setup = server.client(EMAIL).await;
     for i in 0..3 {
         assert_ok(&setup.create(&format!("w{i}"), json!({"n": 0})).await, "document_created_response");
@@ -162,9 +161,8 @@ async fn resuming_during_concurrent_writes_delivers_every_change_exactly_once() 
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_last_sequence_live_pushes_start_right_after_latest_sequence() {
-    let server = TestServer::start().await;
+async fn without_last_sequence_live_pushes_start_right_after_latest_sequence(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut setup = server.client(EMAIL).await;
     for i in 0..3 {
         assert_ok(&setup.create(&format!("w{i}"), json!({"n": 0})).await, "document_created_response");
@@ -211,9 +209,8 @@ async fn without_last_sequence_live_pushes_start_right_after_latest_sequence() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_changes_since_pages_and_is_a_pure_query() {
-    let server = TestServer::start().await;
+async fn get_changes_since_pages_and_is_a_pure_query(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut a = server.client(EMAIL).await;
     let mut other = server.client(EMAIL).await;
     assert_ok(&a.create("d", json!({"n": 0})).await, "document_created_response");
@@ -281,9 +278,8 @@ async fn get_changes_since_pages_and_is_a_pure_query() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_from_the_latest_position_sends_one_empty_page() {
-    let server = TestServer::start().await;
+async fn resume_from_the_latest_position_sends_one_empty_page(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut a = server.client(EMAIL).await;
     assert_ok(&a.create("d", json!({})).await, "document_created_response");
     let (mut resumed, auth) = server.client_resuming(EMAIL, 1).await;
@@ -296,3 +292,10 @@ async fn resume_from_the_latest_position_sends_one_empty_page() {
     Client::assert_nothing(&resumed.until_pong().await, "the resumed session");
     server.stop().await;
 }
+
+common::backend_tests!(
+    resuming_during_concurrent_writes_delivers_every_change_exactly_once,
+    without_last_sequence_live_pushes_start_right_after_latest_sequence,
+    get_changes_since_pages_and_is_a_pure_query,
+    resume_from_the_latest_position_sends_one_empty_page,
+);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Client, TestServer, assert_error, assert_ok, assert_refused};
+use common::{Backend, Client, TestServer, assert_error, assert_ok, assert_refused};
 use serde_json::{Value, json};
 
 /// Proves the connection is still open and in order after an error.
@@ -23,9 +23,8 @@ fn nested(depth: usize) -> Value {
     value
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_json_unknown_types_and_wrong_field_types_are_invalid_message() {
-    let server = TestServer::start().await;
+async fn malformed_json_unknown_types_and_wrong_field_types_are_invalid_message(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut c = server.client("errors@example.com").await;
 
     for text in ["{", "not json at all", "{\"type\": \"ping\",}", "\u{0}"] {
@@ -77,9 +76,8 @@ async fn malformed_json_unknown_types_and_wrong_field_types_are_invalid_message(
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_document_ids_and_collections_are_refused() {
-    let server = TestServer::start().await;
+async fn invalid_document_ids_and_collections_are_refused(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut c = server.client("ids@example.com").await;
 
     let long_id = "x".repeat(129);
@@ -125,9 +123,8 @@ async fn invalid_document_ids_and_collections_are_refused() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_patch_leaves_the_document_untouched() {
-    let server = TestServer::start().await;
+async fn a_failing_patch_leaves_the_document_untouched(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut c = server.client("patches@example.com").await;
     let original = json!({"title": "T", "list": [1, 2, 3], "obj": {"k": "v"}});
     assert_ok(&c.create("d", original.clone()).await, "document_created_response");
@@ -176,9 +173,8 @@ async fn a_failing_patch_leaves_the_document_untouched() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frames_over_the_limit_are_refused_and_over_the_hard_limit_close_1009() {
-    let server = TestServer::start_with(|config| {
+async fn frames_over_the_limit_are_refused_and_over_the_hard_limit_close_1009(backend: Backend) {
+    let server = TestServer::start_on_with(backend, |config| {
         config.limits.max_frame_bytes = 2048;
         config.limits.hard_max_frame_bytes = 8192;
     })
@@ -214,9 +210,8 @@ async fn frames_over_the_limit_are_refused_and_over_the_hard_limit_close_1009() 
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversize_documents_are_refused_on_create_and_on_update() {
-    let server = TestServer::start_with(|config| config.limits.max_document_bytes = 1000).await;
+async fn oversize_documents_are_refused_on_create_and_on_update(backend: Backend) {
+    let server = TestServer::start_on_with(backend, |config| config.limits.max_document_bytes = 1000).await;
     let mut c = server.client("docs@example.com").await;
 
     let reply = c.create("huge", json!({"text": "x".repeat(2000)})).await;
@@ -237,9 +232,8 @@ async fn oversize_documents_are_refused_on_create_and_on_update() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn patches_over_max_patch_ops_are_refused() {
-    let server = TestServer::start_with(|config| config.limits.max_patch_ops = 5).await;
+async fn patches_over_max_patch_ops_are_refused(backend: Backend) {
+    let server = TestServer::start_on_with(backend, |config| config.limits.max_patch_ops = 5).await;
     let mut c = server.client("ops@example.com").await;
     assert_ok(&c.create("d", json!({"n": 0})).await, "document_created_response");
 
@@ -261,9 +255,8 @@ async fn patches_over_max_patch_ops_are_refused() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_nested_deeper_than_max_depth_is_refused() {
-    let server = TestServer::start_with(|config| config.limits.max_depth = 8).await;
+async fn json_nested_deeper_than_max_depth_is_refused(backend: Backend) {
+    let server = TestServer::start_on_with(backend, |config| config.limits.max_depth = 8).await;
     let mut c = server.client("depth@example.com").await;
 
     // Content at the limit is fine; one level more is refused while decoding.
@@ -297,9 +290,8 @@ async fn json_nested_deeper_than_max_depth_is_refused() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rate_limit_refuses_without_closing_and_recovers() {
-    let server = TestServer::start_with(|config| {
+async fn the_rate_limit_refuses_without_closing_and_recovers(backend: Backend) {
+    let server = TestServer::start_on_with(backend, |config| {
         config.rate_limit.per_second = 1;
         config.rate_limit.burst = 3;
     })
@@ -331,3 +323,14 @@ async fn the_rate_limit_refuses_without_closing_and_recovers() {
     assert_error(&c.get("d2").await, "document_not_found");
     server.stop().await;
 }
+
+common::backend_tests!(
+    malformed_json_unknown_types_and_wrong_field_types_are_invalid_message,
+    invalid_document_ids_and_collections_are_refused,
+    a_failing_patch_leaves_the_document_untouched,
+    frames_over_the_limit_are_refused_and_over_the_hard_limit_close_1009,
+    oversize_documents_are_refused_on_create_and_on_update,
+    patches_over_max_patch_ops_are_refused,
+    json_nested_deeper_than_max_depth_is_refused,
+    the_rate_limit_refuses_without_closing_and_recovers,
+);

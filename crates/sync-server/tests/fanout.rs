@@ -4,12 +4,11 @@
 
 mod common;
 
-use common::{Client, TestServer, assert_ok};
+use common::{Backend, Client, TestServer, assert_ok};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_change_reaches_every_other_session_of_the_user_and_no_one_else() {
-    let server = TestServer::start().await;
+async fn every_change_reaches_every_other_session_of_the_user_and_no_one_else(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut alice: Vec<Client> = Vec::new();
     for _ in 0..4 {
         alice.push(server.client("alice@example.com").await);
@@ -77,9 +76,8 @@ async fn every_change_reaches_every_other_session_of_the_user_and_no_one_else() 
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sender_gets_only_its_responses_even_for_batches() {
-    let server = TestServer::start().await;
+async fn the_sender_gets_only_its_responses_even_for_batches(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut writer = server.client("carol@example.com").await;
     let mut readers = [server.client("carol@example.com").await, server.client("carol@example.com").await];
     let ops: Vec<_> = (0..20)
@@ -102,9 +100,8 @@ async fn the_sender_gets_only_its_responses_even_for_batches() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_closed_session_does_not_stop_delivery_to_the_others() {
-    let server = TestServer::start().await;
+async fn a_closed_session_does_not_stop_delivery_to_the_others(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut writer = server.client("dave@example.com").await;
     let mut stays = server.client("dave@example.com").await;
     let leaves = server.client("dave@example.com").await;
@@ -116,3 +113,9 @@ async fn a_closed_session_does_not_stop_delivery_to_the_others() {
     assert_eq!(received.len(), 5, "{received:?}");
     server.stop().await;
 }
+
+common::backend_tests!(
+    every_change_reaches_every_other_session_of_the_user_and_no_one_else,
+    the_sender_gets_only_its_responses_even_for_batches,
+    a_closed_session_does_not_stop_delivery_to_the_others,
+);

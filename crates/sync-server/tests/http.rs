@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestServer, assert_ok, hmac_headers, http_request, now_secs};
+use common::{Backend, TestServer, assert_ok, hmac_headers, http_request, now_secs};
 use serde_json::{Value, json};
 
 #[track_caller]
@@ -17,9 +17,8 @@ fn assert_json_error(response: &common::HttpResponse, status: u16, code: &str) {
     assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_and_ready() {
-    let server = TestServer::start().await;
+async fn health_and_ready(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let health = server.http_get("/health").await;
     assert_eq!(health.status, 200, "{health:?}");
     let body = health.json();
@@ -43,9 +42,8 @@ async fn health_and_ready() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_routes_require_admin_credentials() {
-    let server = TestServer::start().await;
+async fn admin_routes_require_admin_credentials(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut user = server.client("someone@example.com").await;
     assert_ok(&user.create("d1", json!({})).await, "document_created_response");
     assert_ok(&user.create("d2", json!({})).await, "document_created_response");
@@ -108,9 +106,8 @@ async fn request(server: &TestServer, path: &str, headers: &[(&'static str, Stri
     http_request(server.addr, "GET", path, &headers, b"").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_and_unbuilt_routes_answer_with_json_errors() {
-    let server = TestServer::start().await;
+async fn unknown_and_unbuilt_routes_answer_with_json_errors(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     for (method, path) in [("GET", "/nope"), ("POST", "/health/extra"), ("GET", "/api/sync"), ("DELETE", "/")] {
         let response = http_request(server.addr, method, path, &[], b"").await;
         assert_eq!(response.status, 404, "{method} {path}: {response:?}");
@@ -147,3 +144,9 @@ async fn unknown_and_unbuilt_routes_answer_with_json_errors() {
     assert_eq!(server.http_get("/health").await.status, 200);
     server.stop().await;
 }
+
+common::backend_tests!(
+    health_and_ready,
+    admin_routes_require_admin_credentials,
+    unknown_and_unbuilt_routes_answer_with_json_errors,
+);

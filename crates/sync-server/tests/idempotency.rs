@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, TestServer, assert_ok};
+use common::{Backend, Client, TestServer, assert_ok};
 use serde_json::{Value, json};
 
 fn create(id: &str, content: Value, ccid: &str) -> Value {
@@ -34,9 +34,8 @@ const CREATE_ID: &str = "6a0f4c2e-0000-4000-8000-000000000001";
 const UPDATE_ID: &str = "6a0f4c2e-0000-4000-8000-000000000002";
 const DELETE_ID: &str = "6a0f4c2e-0000-4000-8000-000000000003";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resent_changes_are_answered_with_the_original_result_and_applied_once() {
-    let server = TestServer::start().await;
+async fn resent_changes_are_answered_with_the_original_result_and_applied_once(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut c = server.client("idem@example.com").await;
     let mut watcher = server.client("idem@example.com").await;
 
@@ -82,9 +81,8 @@ async fn resent_changes_are_answered_with_the_original_result_and_applied_once()
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeats_within_one_batch_frame_are_applied_once() {
-    let server = TestServer::start().await;
+async fn repeats_within_one_batch_frame_are_applied_once(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut c = server.client("batch-idem@example.com").await;
     let mut watcher = server.client("batch-idem@example.com").await;
     let ops = json!([{"op": "add", "path": "/list/-", "value": "x"}]);
@@ -116,9 +114,8 @@ async fn repeats_within_one_batch_frame_are_applied_once() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resend_after_reconnecting_gets_the_original_result() {
-    let server = TestServer::start().await;
+async fn a_resend_after_reconnecting_gets_the_original_result(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut c = server.client("reconnect@example.com").await;
     assert_ok(&c.create("r", json!({"n": 0})).await, "document_created_response");
     let ops = json!([{"op": "replace", "path": "/n", "value": 5}]);
@@ -149,9 +146,8 @@ async fn a_resend_after_reconnecting_gets_the_original_result() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_change_can_be_retried_with_its_id() {
-    let server = TestServer::start().await;
+async fn a_refused_change_can_be_retried_with_its_id(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut c = server.client("retry@example.com").await;
     assert_ok(&c.create("t", json!({"v": 1})).await, "document_created_response");
     // Refused (the test fails): nothing is recorded under the id…
@@ -165,3 +161,10 @@ async fn a_refused_change_can_be_retried_with_its_id() {
     assert_eq!(c.content("t").await, json!({"v": 3}));
     server.stop().await;
 }
+
+common::backend_tests!(
+    resent_changes_are_answered_with_the_original_result_and_applied_once,
+    repeats_within_one_batch_frame_are_applied_once,
+    a_resend_after_reconnecting_gets_the_original_result,
+    a_refused_change_can_be_retried_with_its_id,
+);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, TestServer, assert_error, assert_ok, assert_refused};
+use common::{Backend, Client, TestServer, assert_error, assert_ok, assert_refused};
 use serde_json::{Value, json};
 
 const SECRET_TEXT: &str = "alice's private note";
@@ -13,9 +13,8 @@ fn leaks(message: &Value) -> bool {
     message.to_string().contains(SECRET_TEXT)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_user_cannot_reach_a_users_documents() {
-    let server = TestServer::start().await;
+async fn another_user_cannot_reach_a_users_documents(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut alice = server.client("alice@example.com").await;
     let mut alice2 = server.client("alice@example.com").await;
     let mut bob = server.client("bob@example.com").await;
@@ -82,9 +81,8 @@ async fn another_user_cannot_reach_a_users_documents() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catch_up_and_full_sync_only_return_the_users_own_changes() {
-    let server = TestServer::start().await;
+async fn catch_up_and_full_sync_only_return_the_users_own_changes(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut alice = server.client("alice@example.com").await;
     let mut bob = server.client("bob@example.com").await;
     for i in 0..5 {
@@ -131,3 +129,8 @@ async fn catch_up_and_full_sync_only_return_the_users_own_changes() {
     assert!(events.iter().all(|e| !leaks(e)));
     server.stop().await;
 }
+
+common::backend_tests!(
+    another_user_cannot_reach_a_users_documents,
+    catch_up_and_full_sync_only_return_the_users_own_changes,
+);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Client, TestServer};
+use common::{Backend, Client, TestServer};
 use serde_json::{Value, json};
 
 fn cases(file: &str) -> Vec<Value> {
@@ -77,11 +77,12 @@ async fn run(client: &mut Client, file: &str) -> usize {
     cases.len()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rfc6902_conformance_cases_through_the_server() {
-    let server = TestServer::start().await;
+async fn rfc6902_conformance_cases_through_the_server(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut client = server.client("rfc6902@example.com").await;
     assert!(run(&mut client, "tests.json").await > 80);
     assert!(run(&mut client, "spec_tests.json").await > 10);
     server.stop().await;
 }
+
+common::backend_tests!(rfc6902_conformance_cases_through_the_server,);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Client, TestServer, assert_ok, assert_refused};
+use common::{Backend, Client, TestServer, assert_ok, assert_refused};
 use serde_json::{Value, json};
 use sync_server::Config;
 use sync_server::config::CollectionSection;
@@ -20,12 +20,18 @@ struct Scene {
 }
 
 impl Scene {
-    async fn new(doc_id: &str, content: Value) -> Self {
-        Self::with(doc_id, "default", content, |_| {}).await
+    async fn new(backend: Backend, doc_id: &str, content: Value) -> Self {
+        Self::with(backend, doc_id, "default", content, |_| {}).await
     }
 
-    async fn with(doc_id: &str, collection: &str, content: Value, adjust: impl FnOnce(&mut Config)) -> Self {
-        let server = TestServer::start_with(adjust).await;
+    async fn with(
+        backend: Backend,
+        doc_id: &str,
+        collection: &str,
+        content: Value,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        let server = TestServer::start_on_with(backend, adjust).await;
         let mut a = server.client("merge@example.com").await;
         let mut b = server.client("merge@example.com").await;
         let created = a.create_in(collection, doc_id, content).await;
@@ -62,9 +68,8 @@ fn conflict_paths(reply: &Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule1_edits_to_disjoint_paths_all_survive() {
-    let mut s = Scene::new("d", json!({"a": 1, "b": 1, "nested": {"x": 1, "y": 1}})).await;
+async fn rule1_edits_to_disjoint_paths_all_survive(backend: Backend) {
+    let mut s = Scene::new(backend, "d", json!({"a": 1, "b": 1, "nested": {"x": 1, "y": 1}})).await;
     s.a_commits(
         "d",
         json!([{"op": "replace", "path": "/a", "value": 2}, {"op": "replace", "path": "/nested/x", "value": 2}]),
@@ -85,9 +90,8 @@ async fn rule1_edits_to_disjoint_paths_all_survive() {
     s.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule2_array_indexes_shift_over_intervening_inserts_and_removals() {
-    let mut s = Scene::new("d", json!({"l": ["x", "y", "z"], "m": ["p", "q", "r"]})).await;
+async fn rule2_array_indexes_shift_over_intervening_inserts_and_removals(backend: Backend) {
+    let mut s = Scene::new(backend, "d", json!({"l": ["x", "y", "z"], "m": ["p", "q", "r"]})).await;
     // A inserts at the front of `l` and removes the front of `m`.
     s.a_commits("d", json!([{"op": "add", "path": "/l/0", "value": "w"}, {"op": "remove", "path": "/m/0"}])).await;
     // B, at base 1, edits y (index 1 → 2) and r (index 2 → 1).
@@ -104,9 +108,8 @@ async fn rule2_array_indexes_shift_over_intervening_inserts_and_removals() {
     s.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule2_concurrent_inserts_at_one_index_both_survive_in_commit_order() {
-    let mut s = Scene::new("d", json!({"l": ["a", "b"]})).await;
+async fn rule2_concurrent_inserts_at_one_index_both_survive_in_commit_order(backend: Backend) {
+    let mut s = Scene::new(backend, "d", json!({"l": ["a", "b"]})).await;
     s.a_commits("d", json!([{"op": "add", "path": "/l/1", "value": "from-A"}])).await;
     let reply = s.b.update("d", json!([{"op": "add", "path": "/l/1", "value": "from-B"}]), Some(1)).await;
     assert_ok(&reply, "document_updated_response");
@@ -121,9 +124,8 @@ async fn rule2_concurrent_inserts_at_one_index_both_survive_in_commit_order() {
     s.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule3_an_op_on_a_removed_target_is_dropped_and_reported() {
-    let mut s = Scene::new("d", json!({"o": {"k": 1}, "l": [{"t": 1}, {"t": 2}], "n": 0})).await;
+async fn rule3_an_op_on_a_removed_target_is_dropped_and_reported(backend: Backend) {
+    let mut s = Scene::new(backend, "d", json!({"o": {"k": 1}, "l": [{"t": 1}, {"t": 2}], "n": 0})).await;
     s.a_commits("d", json!([{"op": "remove", "path": "/o"}, {"op": "remove", "path": "/l/0"}])).await;
     let ops = json!([
         {"op": "replace", "path": "/o/k", "value": 2},
@@ -155,9 +157,8 @@ async fn rule3_an_op_on_a_removed_target_is_dropped_and_reported() {
     s.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule4_same_path_last_writer_wins_by_default_and_the_loser_is_told() {
-    let mut s = Scene::new("d", json!({"title": "original", "other": 0})).await;
+async fn rule4_same_path_last_writer_wins_by_default_and_the_loser_is_told(backend: Backend) {
+    let mut s = Scene::new(backend, "d", json!({"title": "original", "other": 0})).await;
     s.a_commits("d", json!([{"op": "replace", "path": "/title", "value": "from A"}])).await;
     let reply = s.b.update("d", json!([{"op": "replace", "path": "/title", "value": "from B"}]), Some(1)).await;
     assert_ok(&reply, "document_updated_response");
@@ -184,12 +185,11 @@ async fn rule4_same_path_last_writer_wins_by_default_and_the_loser_is_told() {
     s.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule4_same_path_server_wins_keeps_the_first_write() {
+async fn rule4_same_path_server_wins_keeps_the_first_write(backend: Backend) {
     let policy = |config: &mut Config| {
         config.collections.insert("tasks".into(), CollectionSection { policy: sync_core::Policy::ServerWins });
     };
-    let mut s = Scene::with("t", "tasks", json!({"title": "original", "done": false}), policy).await;
+    let mut s = Scene::with(backend, "t", "tasks", json!({"title": "original", "done": false}), policy).await;
     s.a_commits("t", json!([{"op": "replace", "path": "/title", "value": "from A"}])).await;
     let ops = json!([{"op": "replace", "path": "/title", "value": "from B"}, {"op": "replace", "path": "/done", "value": true}]);
     let reply = s.b.update("t", ops, Some(1)).await;
@@ -213,9 +213,8 @@ async fn rule4_same_path_server_wins_keeps_the_first_write() {
     s.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule5_an_update_of_a_deleted_document_is_refused() {
-    let mut s = Scene::new("d", json!({"v": 1})).await;
+async fn rule5_an_update_of_a_deleted_document_is_refused(backend: Backend) {
+    let mut s = Scene::new(backend, "d", json!({"v": 1})).await;
     let reply = s.a.delete("d").await;
     assert_ok(&reply, "document_deleted_response");
     assert_eq!(reply["sync_revision"], 2);
@@ -234,9 +233,8 @@ async fn rule5_an_update_of_a_deleted_document_is_refused() {
     s.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule6_a_failing_test_rejects_the_whole_patch() {
-    let mut s = Scene::new("d", json!({"v": 1, "w": 0})).await;
+async fn rule6_a_failing_test_rejects_the_whole_patch(backend: Backend) {
+    let mut s = Scene::new(backend, "d", json!({"v": 1, "w": 0})).await;
     s.a_commits("d", json!([{"op": "replace", "path": "/v", "value": 2}])).await;
     // Evaluated against the state at apply time (v is 2 now), not the base (v was 1).
     let ops = json!([{"op": "replace", "path": "/w", "value": 9}, {"op": "test", "path": "/v", "value": 1}]);
@@ -258,9 +256,8 @@ async fn rule6_a_failing_test_rejects_the_whole_patch() {
     s.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule7_no_base_revision_uses_the_content_hash() {
-    let mut s = Scene::new("d", json!({"v": 1, "list": [1]})).await;
+async fn rule7_no_base_revision_uses_the_content_hash(backend: Backend) {
+    let mut s = Scene::new(backend, "d", json!({"v": 1, "list": [1]})).await;
     let hash_at_1 = s.a.get("d").await["document"]["content_hash"].as_str().expect("hash").to_owned();
     assert_eq!(hash_at_1, sync_core::canonical::content_hash(&json!({"v": 1, "list": [1]})));
 
@@ -299,20 +296,18 @@ async fn rule7_no_base_revision_uses_the_content_hash() {
     s.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_base_revision_ahead_of_the_document_is_a_mismatch() {
-    let mut s = Scene::new("d", json!({"v": 1})).await;
+async fn a_base_revision_ahead_of_the_document_is_a_mismatch(backend: Backend) {
+    let mut s = Scene::new(backend, "d", json!({"v": 1})).await;
     let reply = s.a.update("d", json!([{"op": "replace", "path": "/v", "value": 2}]), Some(7)).await;
     assert_refused(&reply, "document_updated_response", "version_mismatch");
     assert_eq!(s.a.content("d").await, json!({"v": 1}));
     s.server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_converge_after_many_stale_concurrent_edits() {
+async fn replicas_converge_after_many_stale_concurrent_edits(backend: Backend) {
     // Both sessions keep editing from the revision they last saw, so every second change
     // is rebased; nothing may be lost and the stored hash must match the content.
-    let mut s = Scene::new("d", json!({"items": [], "count": 0})).await;
+    let mut s = Scene::new(backend, "d", json!({"items": [], "count": 0})).await;
     let mut base = 1;
     for round in 0..10 {
         let a =
@@ -338,3 +333,17 @@ async fn replicas_converge_after_many_stale_concurrent_edits() {
     assert_eq!(hash, json!(sync_core::canonical::content_hash(&content)));
     s.server.stop().await;
 }
+
+common::backend_tests!(
+    rule1_edits_to_disjoint_paths_all_survive,
+    rule2_array_indexes_shift_over_intervening_inserts_and_removals,
+    rule2_concurrent_inserts_at_one_index_both_survive_in_commit_order,
+    rule3_an_op_on_a_removed_target_is_dropped_and_reported,
+    rule4_same_path_last_writer_wins_by_default_and_the_loser_is_told,
+    rule4_same_path_server_wins_keeps_the_first_write,
+    rule5_an_update_of_a_deleted_document_is_refused,
+    rule6_a_failing_test_rejects_the_whole_patch,
+    rule7_no_base_revision_uses_the_content_hash,
+    a_base_revision_ahead_of_the_document_is_a_mismatch,
+    replicas_converge_after_many_stale_concurrent_edits,
+);

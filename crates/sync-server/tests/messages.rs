@@ -4,12 +4,11 @@
 
 mod common;
 
-use common::{Client, TestServer, assert_error, assert_ok};
+use common::{Backend, Client, TestServer, assert_error, assert_ok};
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_is_processed_in_order_and_every_message_answered() {
-    let server = TestServer::start().await;
+async fn a_batch_is_processed_in_order_and_every_message_answered(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut c = server.client("batch@example.com").await;
     let ids = c
         .send_batch(vec![
@@ -68,9 +67,8 @@ async fn a_batch_is_processed_in_order_and_every_message_answered() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_sync_sends_each_named_document_then_sync_complete() {
-    let server = TestServer::start().await;
+async fn request_sync_sends_each_named_document_then_sync_complete(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut c = server.client("sync@example.com").await;
     assert_ok(&c.create("s1", json!({"k": 1})).await, "document_created_response");
     assert_ok(&c.create("s2", json!({"k": 2})).await, "document_created_response");
@@ -97,9 +95,8 @@ async fn request_sync_sends_each_named_document_then_sync_complete() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_full_sync_includes_tombstones_and_counts() {
-    let server = TestServer::start().await;
+async fn request_full_sync_includes_tombstones_and_counts(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut c = server.client("full@example.com").await;
     for i in 0..4 {
         assert_ok(&c.create(&format!("f{i}"), json!({"i": i})).await, "document_created_response");
@@ -153,9 +150,8 @@ async fn full_sync(c: &mut Client, message: Value) -> Vec<Value> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_document_at_an_older_revision_is_what_it_was() {
-    let server = TestServer::start().await;
+async fn get_document_at_an_older_revision_is_what_it_was(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut c = server.client("revisions@example.com").await;
     let mut states = vec![json!({"title": "v1", "list": [1]})];
     let created = c.create("h", states[0].clone()).await;
@@ -198,9 +194,8 @@ async fn get_document_at_an_older_revision_is_what_it_was() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_history_is_newest_first_with_limit_and_before_revision() {
-    let server = TestServer::start().await;
+async fn get_history_is_newest_first_with_limit_and_before_revision(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut c = server.client("history@example.com").await;
     assert_ok(&c.create("h", json!({"n": 0})).await, "document_created_response");
     for i in 1..=4u64 {
@@ -248,9 +243,8 @@ async fn get_history_is_newest_first_with_limit_and_before_revision() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ack_changes_confirms_the_position() {
-    let server = TestServer::start().await;
+async fn ack_changes_confirms_the_position(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut c = server.client("ack@example.com").await;
     for i in 0..3 {
         assert_ok(&c.create(&format!("a{i}"), json!({})).await, "document_created_response");
@@ -267,9 +261,8 @@ async fn ack_changes_confirms_the_position() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_direct_reply_echoes_the_request_id() {
-    let server = TestServer::start().await;
+async fn every_direct_reply_echoes_the_request_id(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut c = server.client("echo@example.com").await;
     // Integer and string ids, on every kind of reply, success and error alike.
     let messages = [
@@ -319,3 +312,13 @@ async fn every_direct_reply_echoes_the_request_id() {
     assert_eq!(c.recv().await, json!({"type": "pong"}));
     server.stop().await;
 }
+
+common::backend_tests!(
+    a_batch_is_processed_in_order_and_every_message_answered,
+    request_sync_sends_each_named_document_then_sync_complete,
+    request_full_sync_includes_tombstones_and_counts,
+    get_document_at_an_older_revision_is_what_it_was,
+    get_history_is_newest_first_with_limit_and_before_revision,
+    ack_changes_confirms_the_position,
+    every_direct_reply_echoes_the_request_id,
+);

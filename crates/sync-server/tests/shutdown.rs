@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, assert_ok};
+use common::{Backend, TestServer, assert_ok};
 use serde_json::{Value, json};
 
 const EMAIL: &str = "shutdown@example.com";
@@ -20,9 +20,8 @@ fn append(doc: &str, value: &str) -> Value {
     }})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_close_with_1001_and_in_flight_writes_are_answered_or_absent() {
-    let server = TestServer::start().await;
+async fn sessions_close_with_1001_and_in_flight_writes_are_answered_or_absent(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut writers = Vec::new();
     for w in 0..3 {
         let mut c = server.client(EMAIL).await;
@@ -82,9 +81,8 @@ async fn sessions_close_with_1001_and_in_flight_writes_are_answered_or_absent() 
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_shutdown_the_port_no_longer_accepts_sessions() {
-    let server = TestServer::start().await;
+async fn after_shutdown_the_port_no_longer_accepts_sessions(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let addr = server.addr;
     let mut c = server.client(EMAIL).await;
     assert_ok(&c.create("d", json!({})).await, "document_created_response");
@@ -95,3 +93,8 @@ async fn after_shutdown_the_port_no_longer_accepts_sessions() {
     assert!(matches!(refused, Ok(Err(_))), "the listener is closed");
     drop(dir);
 }
+
+common::backend_tests!(
+    sessions_close_with_1001_and_in_flight_writes_are_answered_or_absent,
+    after_shutdown_the_port_no_longer_accepts_sessions,
+);

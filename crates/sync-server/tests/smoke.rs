@@ -2,12 +2,11 @@
 
 mod common;
 
-use common::TestServer;
+use common::{Backend, TestServer};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_update_push_and_read_back() {
-    let server = TestServer::start().await;
+async fn create_update_push_and_read_back(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut a = server.client("alice@example.com").await;
     let mut b = server.client("alice@example.com").await;
     let created = a.create("doc1", json!({"title": "Groceries", "items": []})).await;
@@ -24,3 +23,5 @@ async fn create_update_push_and_read_back() {
     assert_eq!(doc["document"]["content"], json!({"title": "Groceries", "items": ["milk"]}));
     server.stop().await;
 }
+
+common::backend_tests!(create_update_push_and_read_back,);

@@ -1,9 +1,13 @@
 //! `sync-store`: the [`Store`] trait every storage backend implements, the records it
-//! keeps, the SQLite backend, and the conformance suite every backend must pass.
+//! keeps, the SQLite and PostgreSQL backends, and the conformance suite every backend
+//! must pass.
 //!
 //! Module map:
 //! - this file: the trait and its record types;
 //! - [`sqlite`]: the embedded default (rusqlite, WAL, one writer thread, `synchronous=FULL`);
+//! - [`postgres`]: PostgreSQL through sqlx (JSONB, one committer task per process that
+//!   writes queued appends as one statement, sequences from a counter row locked until
+//!   commit, so several server processes can share one database);
 //! - [`conformance`]: one behavioural suite, generic over [`Store`], run on every backend.
 //!
 //! Architecture invariant: storage never merges. The write path decides every change
@@ -15,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;

@@ -70,6 +70,47 @@ fn check_size(content: &Value, ctx: &Ctx<'_>) -> Result<(), ErrorBody> {
     Ok(())
 }
 
+/// Refuses a decided change holding what a store cannot keep exactly: U+0000 in a string
+/// or key (PostgreSQL's JSONB and text cannot hold it) and negative zero (JSONB keeps
+/// numbers as decimals, which have no sign of zero, so the content would come back with
+/// another hash). The rule holds on every backend, so that data moves between them and
+/// a change accepted on one is accepted on all.
+pub fn check_storable(change: &NewChange) -> Result<(), ErrorBody> {
+    let texts = [
+        Some(change.event.user_id.as_str()),
+        Some(change.event.client_id.as_str()),
+        change.event.client_change_id.as_deref(),
+    ];
+    if texts.into_iter().flatten().any(|t| t.contains('\0')) {
+        return Err(error(ErrorCode::InvalidMessage, "identifiers must not contain U+0000"));
+    }
+    for value in [Some(&change.document.content), change.event.forward_patch.as_ref()].into_iter().flatten() {
+        if let Some(reason) = unstorable(value) {
+            return Err(error(ErrorCode::InvalidMessage, format!("the change cannot be stored: {reason}")));
+        }
+    }
+    Ok(())
+}
+
+/// Why `value` cannot be stored exactly, if it cannot.
+fn unstorable(value: &Value) -> Option<&'static str> {
+    match value {
+        Value::String(s) if s.contains('\0') => Some("a string contains U+0000"),
+        Value::Number(n) if n.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()) => {
+            Some("a number is negative zero")
+        }
+        Value::Array(items) => items.iter().find_map(unstorable),
+        Value::Object(map) => {
+            map.iter().find_map(
+                |(key, value)| {
+                    if key.contains('\0') { Some("a key contains U+0000") } else { unstorable(value) }
+                },
+            )
+        }
+        _ => None,
+    }
+}
+
 fn event(doc: &Document, ctx: &Ctx<'_>, kind: ChangeKind, client_change_id: Option<&str>) -> ChangeEvent {
     ChangeEvent {
         sequence: 0,
@@ -309,6 +350,23 @@ mod tests {
             content_hash: hash.map(str::to_owned),
             client_change_id: Some("cc".into()),
         }
+    }
+
+    #[test]
+    fn values_no_store_can_keep_are_refused() {
+        for content in [json!({"a": "nul \u{0} inside"}), json!({"a\u{0}": 1}), json!([1, [2, {"deep": -0.0}]])] {
+            let change = created(content.clone()).change;
+            let err = check_storable(&change).expect_err(&content.to_string());
+            assert_eq!(err.code, ErrorCode::InvalidMessage);
+        }
+        let fine = created(json!({"zero": 0.0, "int_zero": 0, "neg": -1.5, "text": "no nul"})).change;
+        assert_eq!(check_storable(&fine), Ok(()));
+        let mut odd_client = fine.clone();
+        odd_client.event.client_id = "phone\u{0}".to_owned();
+        assert!(check_storable(&odd_client).is_err());
+        let mut patch = fine;
+        patch.event.forward_patch = Some(json!([{"op": "test", "path": "/text", "value": "\u{0}"}]));
+        assert!(check_storable(&patch).is_err(), "a value only in the patch");
     }
 
     #[test]

@@ -7,15 +7,20 @@
 //! - a `client_change_id` already committed is answered with the original result and
 //!   not applied again (also when the repeat is in the same batch);
 //! - the cache holds committed state only: a failed commit evicts what the batch touched;
-//! - if another server process changed a document underneath (the store reports a
-//!   conflict), the batch is decided again from fresh state.
+//! - if another server process changed a document underneath, or took an id (the store
+//!   reports a conflict or a duplicate), the batch is decided again from fresh state;
+//! - batches reach the store in the order they were decided, so sequences follow that
+//!   order and deliveries go out in sequence order.
 
 mod cache;
 pub mod decide;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 
 use bytes::Bytes;
 use sync_core::patch::parse_patch;
@@ -97,11 +102,20 @@ pub async fn run(
     monitor: Monitor,
     shutdown: CancellationToken,
 ) {
+    // Another server process may write to a shared database. A batch decided on the
+    // uncommitted state of an earlier batch expects the revision that batch would
+    // produce; if the earlier batch is refused because another process wrote the
+    // document, that process has produced the very same revision number, the store's
+    // check passes, and the later batch would commit on content that never existed.
+    // So there, a batch that touches a document of a batch in flight waits for it.
+    let shared = store.shared_with_other_processes();
     let mut writer = Writer { store, hub, cache: DocCache::new(config.write.cache_documents), config, stats, monitor };
     let max_batch = writer.config.write.max_batch.max(1);
     let depth = writer.config.write.pipeline.max(1);
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut retry: VecDeque<(Vec<WriteRequest>, usize)> = VecDeque::new();
+    // A batch waiting for the batches in flight that touch its documents.
+    let mut held: Option<Vec<WriteRequest>> = None;
     let mut accepting = true;
     loop {
         // Retries run alone, after everything in flight has settled, so they are decided
@@ -112,7 +126,17 @@ pub async fn run(
             writer.start(batch, attempt, &mut in_flight).await;
             continue;
         }
-        if !accepting && in_flight.is_empty() && retry.is_empty() {
+        if retry.is_empty()
+            && let Some(batch) = held.take()
+        {
+            if overlaps(&batch, &in_flight) {
+                held = Some(batch);
+            } else {
+                writer.start(batch, 1, &mut in_flight).await;
+                continue;
+            }
+        }
+        if !accepting && in_flight.is_empty() && retry.is_empty() && held.is_none() {
             break;
         }
         tokio::select! {
@@ -122,7 +146,7 @@ pub async fn run(
                     writer.settle(flight, done, &mut in_flight, &mut retry);
                 }
             }
-            request = rx.recv(), if accepting && retry.is_empty() && in_flight.len() < depth => {
+            request = rx.recv(), if accepting && retry.is_empty() && held.is_none() && in_flight.len() < depth => {
                 let Some(first) = request else {
                     accepting = false;
                     continue;
@@ -134,6 +158,10 @@ pub async fn run(
                         Err(_) => break,
                     }
                 }
+                if shared && overlaps(&batch, &in_flight) {
+                    held = Some(batch);
+                    continue;
+                }
                 writer.start(batch, 1, &mut in_flight).await;
             }
             () = shutdown.cancelled(), if accepting => {
@@ -144,21 +172,52 @@ pub async fn run(
     }
 }
 
+/// Whether a request of `batch` names a document that a batch in flight touched.
+fn overlaps(batch: &[WriteRequest], in_flight: &VecDeque<InFlight>) -> bool {
+    if in_flight.is_empty() {
+        return false;
+    }
+    let pending: HashSet<&str> = in_flight.iter().flat_map(|f| f.prepared.touched.iter().map(String::as_str)).collect();
+    batch.iter().any(|request| {
+        let id = match &request.op {
+            WriteOp::Create(c) => c.document.id.as_deref(),
+            WriteOp::Update(u) => Some(u.document_id.as_str()),
+            WriteOp::Delete(d) => Some(d.document_id.as_str()),
+        };
+        id.is_some_and(|id| pending.contains(id))
+    })
+}
+
+/// A store append, polled by the write path's own task.
+type Commit = Pin<Box<dyn Future<Output = Result<Vec<u64>, StoreError>> + Send>>;
+
 /// A batch whose commit is under way.
 struct InFlight {
     prepared: Prepared,
-    commit: tokio::task::JoinHandle<Result<Vec<u64>, StoreError>>,
+    /// Not a spawned task: the writer polls it first when it is created, so that batches
+    /// take their places in the store's queue in the order they were decided. Spawned
+    /// tasks may start in any order (a task spawned later can run first), and a later
+    /// batch would then commit first, with lower sequences, and be delivered after them.
+    commit: Commit,
+    /// The commit's result once it finished (a later batch may finish first).
+    result: Option<Result<Vec<u64>, StoreError>>,
     attempt: usize,
 }
 
-/// Waits for the oldest commit.
+/// Drives every commit in flight and returns the oldest one's result once it is in.
 async fn commit_of(in_flight: &mut VecDeque<InFlight>) -> Result<Vec<u64>, StoreError> {
-    match in_flight.front_mut() {
-        Some(flight) => {
-            (&mut flight.commit).await.unwrap_or_else(|e| Err(StoreError::Database(format!("commit task failed: {e}"))))
+    std::future::poll_fn(|cx| {
+        for flight in in_flight.iter_mut().filter(|f| f.result.is_none()) {
+            if let Poll::Ready(result) = flight.commit.as_mut().poll(cx) {
+                flight.result = Some(result);
+            }
         }
-        None => std::future::pending().await,
-    }
+        match in_flight.front_mut().and_then(|f| f.result.take()) {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
+        }
+    })
+    .await
 }
 
 struct Writer {
@@ -189,7 +248,11 @@ enum Outcome {
     Refused(ErrorBody),
 }
 
-const MAX_ATTEMPTS: usize = 3;
+/// How often a batch is decided again because the store moved underneath it. Each such
+/// refusal means another server process committed to the same documents first, so the
+/// system as a whole made progress; a document written hot from several processes can
+/// lose a few rounds in a row, and a client should not see an error for that.
+const MAX_ATTEMPTS: usize = 20;
 
 impl Writer {
     /// Decides a batch and starts its commit (queued behind the commits in flight).
@@ -197,10 +260,16 @@ impl Writer {
         match self.prepare(batch).await {
             Ok((prepared, changes)) => {
                 let store = self.store.clone();
-                let commit = tokio::spawn(async move {
+                let mut commit: Commit = Box::pin(async move {
                     if changes.is_empty() { Ok(Vec::new()) } else { store.append_batch(changes).await }
                 });
-                in_flight.push_back(InFlight { prepared, commit, attempt });
+                // The first poll queues the batch in the store, behind the ones before it.
+                let first = std::future::poll_fn(|cx| Poll::Ready(commit.as_mut().poll(cx))).await;
+                let result = match first {
+                    Poll::Ready(result) => Some(result),
+                    Poll::Pending => None,
+                };
+                in_flight.push_back(InFlight { prepared, commit, result, attempt });
             }
             Err((batch, err)) => self.refuse_all(&batch, &err),
         }
@@ -228,12 +297,14 @@ impl Writer {
                     self.cache.evict(&later.prepared.touched);
                 }
                 match err {
-                    StoreError::Conflict(ids) if flight.attempt < MAX_ATTEMPTS => {
-                        // Another server process wrote these documents: decide again.
+                    StoreError::Conflict(_) | StoreError::Duplicate(_) if flight.attempt < MAX_ATTEMPTS => {
+                        // Another server process wrote these documents, or took an id or
+                        // a client change id first: decide again on what is stored now
+                        // (a repeat is then answered with the stored result).
                         tracing::debug!(
-                            ?ids,
+                            error = %err,
                             attempt = flight.attempt,
-                            "documents changed concurrently; deciding again"
+                            "the store moved underneath the batch; deciding again"
                         );
                         retry.push_back((flight.prepared.batch, flight.attempt + 1));
                     }
@@ -310,6 +381,7 @@ impl Writer {
                 max_depth: self.config.limits.max_depth,
             };
             let decided = self.decide(request, id, &ctx).await?;
+            let decided = decided.and_then(|d| decide::check_storable(&d.change).map(|()| d));
             match decided {
                 Ok(decided) => {
                     // The change goes to the store and the document to the cache; the

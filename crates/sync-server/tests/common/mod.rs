@@ -1,5 +1,9 @@
 //! Test kit for the server's integration tests: a real server on port 0 in a temporary
-//! directory, credentials, and a small WebSocket client that speaks the protocol.
+//! directory, on SQLite or on a fresh database of the test kit's PostgreSQL, credentials,
+//! and a small WebSocket client that speaks the protocol.
+//!
+//! Tests written as `async fn name(backend: Backend)` and listed in [`backend_tests!`]
+//! run once per backend, from one source.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -29,6 +33,67 @@ pub struct TestServer {
     pub admin_secret: String,
 }
 
+/// Which store a test server keeps its data in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A file in the test's temporary directory.
+    Sqlite,
+    /// A fresh database on the test kit's PostgreSQL (one server per test binary).
+    Postgres,
+}
+
+impl Backend {
+    /// Whether the backend can run here. Without PostgreSQL the test kit says so loudly
+    /// and this is `false`; under `SYNC_REQUIRE_POSTGRES=1` it panics instead.
+    pub fn available(self) -> bool {
+        match self {
+            Backend::Sqlite => true,
+            Backend::Postgres => sync_testkit::PgServer::shared().is_some(),
+        }
+    }
+
+    /// A new, empty database: a file in `dir`, or a new PostgreSQL database.
+    pub async fn database_url(self, dir: &std::path::Path) -> String {
+        match self {
+            Backend::Sqlite => format!("sqlite://{}", dir.join("sync.db").display()),
+            Backend::Postgres => {
+                let server = sync_testkit::PgServer::shared().expect("PostgreSQL is available (checked first)");
+                server.create_database().await.expect("a fresh PostgreSQL database")
+            }
+        }
+    }
+}
+
+/// Runs each listed test — an `async fn(Backend)` of the calling file — once per backend,
+/// as `sqlite::<name>` and `postgres::<name>`. The PostgreSQL variant returns at once when
+/// there is no PostgreSQL (the test kit has said why, loudly).
+#[allow(unused_macros)]
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::common::Backend::Postgres.available() {
+                        super::$name($crate::common::Backend::Postgres).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+// Not every test file runs tests on both backends.
+#[allow(unused_imports)]
+pub(crate) use backend_tests;
+
 /// A config for tests: SQLite in `dir`, no first-start banner, fixed secret key.
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::default();
@@ -39,16 +104,33 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config
 }
 
+/// A config for tests on `backend`: a new, empty database, otherwise as [`test_config`].
+pub async fn test_config_on(backend: Backend, dir: &std::path::Path) -> Config {
+    let mut config = test_config(dir);
+    config.database.url = backend.database_url(dir).await;
+    config
+}
+
 impl TestServer {
-    /// Starts a server with the default test config.
+    /// Starts a server on SQLite with the default test config.
     pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
+        Self::start_on(Backend::Sqlite).await
     }
 
-    /// Starts a server after `adjust` edits the config.
+    /// Starts a server on SQLite after `adjust` edits the config.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on_with(Backend::Sqlite, adjust).await
+    }
+
+    /// Starts a server on `backend` with the default test config.
+    pub async fn start_on(backend: Backend) -> Self {
+        Self::start_on_with(backend, |_| {}).await
+    }
+
+    /// Starts a server on `backend` after `adjust` edits the config.
+    pub async fn start_on_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = test_config(dir.path());
+        let mut config = test_config_on(backend, dir.path()).await;
         adjust(&mut config);
         Self::start_in(dir, config).await
     }
