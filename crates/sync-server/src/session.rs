@@ -374,12 +374,8 @@ impl Session {
                 .changes_since(self.scope(), after, page_size, None)
                 .await
                 .map_err(|e| Ending::Internal(format!("catch-up read failed: {e}")))?;
-            after = after.max(page.reached);
-            let has_more = page.has_more;
-            self.send(
-                ServerMessage::Changes(Changes { events: page.events, latest_sequence: page.reached, has_more }),
-                None,
-            );
+            let (reached, has_more) = self.send_changes(page, None);
+            after = after.max(reached);
             self.flush().await?;
             self.drain_ready();
             if !has_more {
@@ -449,6 +445,28 @@ impl Session {
             }
         }
         self.ws.flush().await.map_err(|_| Ending::Gone)
+    }
+
+    /// Queues a `changes` message, cut short (with `has_more`) when it would exceed the
+    /// page byte budget, so no client meets a message larger than it accepts; one event
+    /// is always sent. Returns the position reached and whether more follow.
+    pub fn send_changes(&mut self, page: sync_store::ChangePage, request_id: Option<RequestId>) -> (u64, bool) {
+        let budget = self.state.config.limits.max_page_bytes.max(1);
+        let (mut events, mut reached, mut has_more) = (page.events, page.reached, page.has_more);
+        loop {
+            let message = ServerMessage::Changes(Changes { events, latest_sequence: reached, has_more });
+            let frame = encode(&message, request_id.clone());
+            let ServerMessage::Changes(Changes { events: back, .. }) = message else { unreachable!("built above") };
+            events = back;
+            if frame.len() <= budget || events.len() <= 1 {
+                self.out.push(frame);
+                return (reached, has_more);
+            }
+            // Keep the first half: everything up to the last kept event was sent.
+            events.truncate(events.len() / 2);
+            reached = events.last().map_or(reached, |e| e.sequence);
+            has_more = true;
+        }
     }
 
     /// Queues a message for the client.

@@ -1,7 +1,7 @@
 //! `get_changes_since`: one page of the visible change log. A query: it does not change
 //! what is pushed to the session.
 
-use sync_core::protocol::{Changes, GetChangesSince, RequestId, ServerMessage};
+use sync_core::protocol::{GetChangesSince, RequestId};
 use sync_store::Store;
 
 use crate::session::{Ending, Session};
@@ -20,14 +20,9 @@ pub(super) async fn handle(
     let limit = message.limit.map_or(DEFAULT_LIMIT, |l| l as usize).clamp(1, max);
     let scope = session.scope();
     match session.state.store.changes_since(scope, message.last_sequence, limit, message.collections).await {
-        Ok(page) => session.send(
-            ServerMessage::Changes(Changes {
-                events: page.events,
-                latest_sequence: page.reached,
-                has_more: page.has_more,
-            }),
-            request_id,
-        ),
+        Ok(page) => {
+            session.send_changes(page, request_id);
+        }
         Err(e) => super::storage_failed(session, e, request_id),
     }
     Ok(())
