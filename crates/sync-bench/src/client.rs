@@ -26,7 +26,12 @@ pub(crate) struct BenchClient {
 impl BenchClient {
     /// Connects to `url` (optionally from a given local address).
     pub(crate) async fn connect(url: &str, local: Option<std::net::IpAddr>, compression: bool) -> anyhow::Result<Self> {
-        let options = if compression { Options::default().with_low_latency_compression() } else { Options::default() };
+        // Small buffers: the connections scenario holds tens of thousands of these.
+        let options = Options::default()
+            .with_read_buffer_capacity(1024)
+            .with_write_buffer_capacity(1024)
+            .with_limits(64 << 20, 64 << 20);
+        let options = if compression { options.with_low_latency_compression() } else { options };
         let mut builder = WebSocket::connect(url.parse().context("websocket url")?).with_options(options);
         if let Some(ip) = local {
             builder = builder.with_local_address(ip);
@@ -80,6 +85,16 @@ impl BenchClient {
                 OpCode::Text => return Ok(frame.into_payload()),
                 OpCode::Close => bail!("server closed the connection: {:?}", frame.close_reason().ok().flatten()),
                 _ => continue,
+            }
+        }
+    }
+
+    /// Skips messages until one of type `kind` arrives.
+    pub(crate) async fn recv_type(&mut self, kind: &str, wait: Duration) -> anyhow::Result<Value> {
+        loop {
+            let message = self.recv(wait).await?;
+            if message["type"] == kind {
+                return Ok(message);
             }
         }
     }

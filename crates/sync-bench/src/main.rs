@@ -1,16 +1,19 @@
 //! `sync-bench`: a load generator that speaks the real protocol over real sockets, on
 //! loopback only, every run bounded in count and time.
 //!
-//! `sync-bench <scenario> [--server ws://… --api-key … --secret … | --spawn sqlite] [--json FILE]`
+//! `sync-bench <scenario> [--server ws://… --api-key … --secret … | --spawn sqlite|postgres [--servers N]]
+//! [--json FILE]`
 
 #![forbid(unsafe_code)]
 
 mod client;
 mod report;
 mod scenarios;
+mod spawn;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -30,9 +33,14 @@ struct Cli {
     /// API secret for --server.
     #[arg(long, global = true, env = "SYNC_API_SECRET")]
     secret: Option<String>,
-    /// Start a private server (sqlite) for the run and remove it afterwards.
+    /// Start a private server (sqlite, or postgres with a private PostgreSQL) for the run
+    /// and remove it afterwards.
     #[arg(long, global = true, value_name = "BACKEND")]
     spawn: Option<String>,
+    /// With --spawn postgres: server processes sharing the database; connections are
+    /// spread over them in turn.
+    #[arg(long, global = true, default_value_t = 1)]
+    servers: usize,
     /// Negotiate permessage-deflate.
     #[arg(long, global = true)]
     compression: bool,
@@ -47,6 +55,16 @@ struct Cli {
 enum Scenario {
     /// Writers sending patches with base_revision; acknowledged updates/s and latency.
     Write(scenarios::write::WriteArgs),
+    /// One writer, many subscribers of the same user; deliveries/s and delivery latency.
+    Fanout(scenarios::fanout::FanoutArgs),
+    /// Many idle authenticated connections; connect rate and server memory per connection.
+    Connections(scenarios::connections::ConnectionsArgs),
+    /// Preload documents, then catch up from sequence 0 (raw protocol and client engine).
+    Catchup(scenarios::catchup::CatchupArgs),
+    /// A client with queued offline changes reconnects; drain time.
+    Offline(scenarios::offline::OfflineArgs),
+    /// Local write latency of the client engine (no server involved).
+    ClientWrite(scenarios::client_write::ClientWriteArgs),
 }
 
 /// Where the load goes.
@@ -55,13 +73,24 @@ pub(crate) struct Target {
     credentials: Credentials,
     backend: String,
     compression: bool,
+    /// The spawned server's process id, to read its memory.
+    server_pid: Option<u32>,
     _server: Option<std::sync::Arc<ServerProcess>>,
+    /// Further servers to spread connections over (`--servers`), after `url`.
+    more_urls: Vec<String>,
+    /// Which server the next task connects to.
+    next_url: AtomicUsize,
+    /// The spawned PostgreSQL and its servers, kept until the run ends.
+    _postgres: Option<spawn::PostgresCluster>,
 }
 
 impl Target {
-    /// A copy for a task (the spawned server stays owned by the original).
+    /// A copy for a task (the spawned server stays owned by the original); with several
+    /// servers, successive tasks connect to each in turn.
     fn clone_for_task(&self) -> TaskTarget {
-        TaskTarget { url: self.url.clone(), credentials: self.credentials.clone(), compression: self.compression }
+        let turn = self.next_url.fetch_add(1, Ordering::Relaxed) % (1 + self.more_urls.len());
+        let url = if turn == 0 { self.url.clone() } else { self.more_urls[turn - 1].clone() };
+        TaskTarget { url, credentials: self.credentials.clone(), compression: self.compression }
     }
 }
 
@@ -94,9 +123,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let target = target(&cli)?;
+    raise_open_file_limit();
     let report = match &cli.scenario {
-        Scenario::Write(args) => scenarios::write::run(&target, args).await?,
+        Scenario::ClientWrite(args) => scenarios::client_write::run(args).await?,
+        scenario => {
+            let target = target(&cli)?;
+            match scenario {
+                Scenario::Write(args) => scenarios::write::run(&target, args).await?,
+                Scenario::Fanout(args) => scenarios::fanout::run(&target, args).await?,
+                Scenario::Connections(args) => scenarios::connections::run(&target, args).await?,
+                Scenario::Catchup(args) => scenarios::catchup::run(&target, args).await?,
+                Scenario::Offline(args) => scenarios::offline::run(&target, args).await?,
+                Scenario::ClientWrite(_) => unreachable!("handled above"),
+            }
+        }
     };
     report.print();
     if let Some(path) = &cli.json {
@@ -126,7 +166,11 @@ fn target(cli: &Cli) -> anyhow::Result<Target> {
                 credentials: Credentials { api_key, secret },
                 backend: "external".into(),
                 compression: cli.compression,
+                server_pid: None,
                 _server: None,
+                more_urls: Vec::new(),
+                next_url: AtomicUsize::new(0),
+                _postgres: None,
             })
         }
         (None, Some("sqlite")) | (None, None) => {
@@ -139,10 +183,62 @@ fn target(cli: &Cli) -> anyhow::Result<Target> {
                 credentials: Credentials { api_key: server.api_key.clone(), secret: server.secret.clone() },
                 backend: "sqlite".into(),
                 compression: cli.compression,
+                server_pid: server.pid(),
                 _server: Some(std::sync::Arc::new(server)),
+                more_urls: Vec::new(),
+                next_url: AtomicUsize::new(0),
+                _postgres: None,
             })
         }
-        (None, Some(other)) => bail!("unknown backend {other:?} for --spawn (sqlite)"),
+        (None, Some("postgres")) => {
+            let env = [("SYNC_RATE_LIMIT_PER_SECOND", "0"), ("SYNC_MAX_CONNECTIONS", "1000000")];
+            // Starting PostgreSQL and creating the database are async; this function is
+            // not, and runs on a multi-threaded runtime, where blocking in place is allowed.
+            let start = spawn::PostgresCluster::start(cli.servers, &env);
+            let cluster = tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(start))?;
+            let first = cluster.servers.first().context("no server started")?;
+            let backend = if cluster.servers.len() > 1 {
+                format!("postgres x{}", cluster.servers.len())
+            } else {
+                "postgres".to_owned()
+            };
+            Ok(Target {
+                url: first.ws_url(),
+                credentials: Credentials { api_key: first.api_key.clone(), secret: first.secret.clone() },
+                backend,
+                compression: cli.compression,
+                server_pid: cluster.servers.first().and_then(ServerProcess::pid),
+                _server: None,
+                more_urls: cluster.servers.iter().skip(1).map(ServerProcess::ws_url).collect(),
+                next_url: AtomicUsize::new(0),
+                _postgres: Some(cluster),
+            })
+        }
+        (None, Some(other)) => bail!("unknown backend {other:?} for --spawn (sqlite, postgres)"),
         (Some(_), Some(_)) => bail!("use either --server or --spawn"),
     }
+}
+
+/// Raises this process's open-file limit to its hard limit (spawned servers inherit it),
+/// so tens of thousands of connections fit.
+fn raise_open_file_limit() {
+    // As root the hard limit itself can go up (to fs.nr_open); otherwise raise the soft
+    // limit to the hard one.
+    let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, 1 << 20, 1 << 20)
+        .or_else(|_| rlimit::setrlimit(rlimit::Resource::NOFILE, 200_000, 200_000));
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < 100_000 => eprintln!("note: open-file limit is {limit}; large connection counts may fail"),
+        Ok(_) => {}
+        Err(e) => eprintln!("note: cannot raise the open-file limit: {e}"),
+    }
+}
+
+/// Source addresses to spread `connections` client sockets over: one 127.0.0.x per
+/// 20,000 connections, past the ~28,000 ephemeral ports of one address.
+pub(crate) fn source_addresses(connections: usize) -> Vec<std::net::IpAddr> {
+    let count = connections.div_ceil(20_000).max(1);
+    if count == 1 {
+        return Vec::new();
+    }
+    (1..=count).map(|i| std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, i as u8))).collect()
 }

@@ -1,3 +1,10 @@
 //! The scenarios. Each one is bounded in count and time and returns a [`Report`].
+//!
+//! [`Report`]: crate::report::Report
 
+pub(crate) mod catchup;
+pub(crate) mod client_write;
+pub(crate) mod connections;
+pub(crate) mod fanout;
+pub(crate) mod offline;
 pub(crate) mod write;
