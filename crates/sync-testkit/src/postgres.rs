@@ -116,6 +116,13 @@ impl PgServer {
         Self::start_private(settings).map_err(|e| unavailable(&format!("{e:#}"))).ok()
     }
 
+    /// Whether a private server could be started here (the binaries are found). `false`
+    /// after saying so loudly; panics instead under `SYNC_REQUIRE_POSTGRES=1`. For tests
+    /// that start PostgreSQL through another program (the benchmark's `--spawn postgres`).
+    pub fn binaries_available() -> bool {
+        find_binaries().map_err(|e| unavailable(&format!("{e:#}"))).is_ok()
+    }
+
     /// Uses an existing server.
     pub fn external(url: &str) -> anyhow::Result<PgServer> {
         let (without_query, query) = url.split_once('?').map_or((url, ""), |(u, q)| (u, q));

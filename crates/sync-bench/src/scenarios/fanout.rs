@@ -126,6 +126,11 @@ pub(crate) async fn run(target: &Target, args: &FanoutArgs) -> anyhow::Result<Re
     while epoch.elapsed() < start + warmup + measured {
         ticker.tick().await;
         let t = epoch.elapsed();
+        // The tick may come after the window closed: such a change would count as sent
+        // but not as delivered.
+        if t >= start + warmup + measured {
+            break;
+        }
         let offset = t.as_micros() as u64;
         writer
             .send(&json!({"type": "update_document", "patch": {"document_id": doc_id, "base_revision": revision,
