@@ -233,24 +233,35 @@ async fn upgrade(
             .into_response();
         }
     };
+    // Boxed, so that it is freed once the upgrade completes: what the task captures
+    // stays in its future for as long as the connection lives.
+    let connection = Box::pin(connection);
     let tracked = Arc::clone(&state);
     tracked.sessions.spawn(async move {
         let _permit = permit;
-        match connection.await {
-            Ok(ws) => {
-                state.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Session::serve(ws, Arc::clone(&state), peer.to_string(), pre_auth).await;
-                state.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        // The session is built in its own statement, so that no temporary of the match
+        // (the upgraded socket) stays in the task's future beside the session's.
+        let session = match connection.await {
+            Ok(ws) => Session::new(ws, Arc::clone(&state), peer.to_string()),
+            Err(e) => {
+                tracing::debug!(error = %e, %peer, "websocket upgrade did not complete");
+                return;
             }
-            Err(e) => tracing::debug!(error = %e, %peer, "websocket upgrade did not complete"),
-        }
+        };
+        state.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        session.serve(pre_auth).await;
+        state.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     });
     response.into_response()
 }
 
 /// WebSocket options: frames up to the hard limit are read (larger ones close with
 /// 1009), permessage-deflate without context takeover so compressors are pooled rather
-/// than held per connection, small buffers for idle connections.
+/// than held per connection, small buffers for idle connections. The write buffer starts
+/// empty: it grows to what a session writes at once (and is given back past the 8 KiB
+/// backpressure boundary), so a session that is only told `auth_success` holds a few
+/// hundred bytes instead of 2 KiB. The read buffer keeps its 2 KiB: an empty one would
+/// grow by doubling, one socket read per step, for every message.
 fn ws_options(state: &AppState) -> Options {
     let hard = state.config.limits.hard_max_frame_bytes + 1;
     Options::default()
@@ -261,6 +272,6 @@ fn ws_options(state: &AppState) -> Options {
         .with_compression_threshold(512)
         .with_deflate_pool(state.deflate_pool.clone())
         .with_read_buffer_capacity(2048)
-        .with_write_buffer_capacity(2048)
+        .with_write_buffer_capacity(0)
         .with_no_delay()
 }

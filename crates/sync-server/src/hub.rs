@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::queue::{self, TrySendError};
 
 /// What a session's queue carries.
 #[derive(Clone, Debug)]
@@ -35,7 +36,7 @@ pub struct SessionLink {
     /// The session id.
     pub id: u64,
     /// Its bounded queue.
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: queue::Sender<Outbound>,
     /// Cancelled when the session must go (too slow, or shut down).
     pub kill: CancellationToken,
 }
@@ -45,11 +46,11 @@ impl SessionLink {
     pub fn offer(&self, outbound: Outbound) {
         match self.tx.try_send(outbound) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full(_)) => {
                 tracing::warn!(session = self.id, "session queue full: disconnecting the slow client");
                 self.kill.cancel();
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(TrySendError::Closed(_)) => {}
         }
     }
 }
@@ -125,7 +126,11 @@ impl Hub {
     pub fn register(self: &Arc<Self>, user_id: &str, client_id: &str, link: SessionLink) -> Registration {
         let session_id = link.id;
         let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
-        users.entry(user_id.to_owned()).or_default().push(Member { link, client_id: client_id.to_owned() });
+        // Most users have one session: room for one, not the four a first push reserves.
+        users
+            .entry(user_id.to_owned())
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(Member { link, client_id: client_id.to_owned() });
         self.sessions.fetch_add(1, Ordering::Relaxed);
         Registration { hub: Arc::clone(self), user_id: user_id.to_owned(), session_id }
     }
@@ -222,8 +227,8 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn link(id: u64, capacity: usize) -> (SessionLink, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    fn link(id: u64, capacity: usize) -> (SessionLink, queue::Receiver<Outbound>) {
+        let (tx, rx) = queue::channel(capacity);
         (SessionLink { id, tx, kill: CancellationToken::new() }, rx)
     }
 
@@ -250,9 +255,9 @@ mod tests {
         let _gc = hub.register("u2", "cc", c);
         hub.deliver(vec![commit(5, "u1", Some((a, Bytes::from("reply5"))))]);
         assert_eq!(ra.try_recv().unwrap().frame, "reply5");
-        assert!(ra.try_recv().is_err(), "the sender gets no push");
+        assert!(ra.try_recv().is_none(), "the sender gets no push");
         assert_eq!(rb.try_recv().unwrap().frame, "push5");
-        assert!(rc.try_recv().is_err(), "another user's session sees nothing");
+        assert!(rc.try_recv().is_none(), "another user's session sees nothing");
         assert_eq!(hub.delivered(), 5);
         assert_eq!(hub.session_count(), 3);
         assert_eq!(hub.active_users(), vec!["u1".to_owned(), "u2".to_owned()]);

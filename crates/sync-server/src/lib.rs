@@ -7,7 +7,7 @@
 //! - [`app`]: start-up, shared state, graceful shutdown; [`http`]: HTTP routes and the
 //!   WebSocket upgrade; [`session`]: one connection; [`handlers`]: one file per message.
 //! - [`writer`]: the write path (decide, group commit, deliver); [`hub`]: sessions and
-//!   ordered fan-out.
+//!   ordered fan-out; [`queue`]: each session's bounded outbound queue.
 //! - [`auth`]: credentials; [`ratelimit`]: per-user token buckets; [`monitor`]: the
 //!   colored activity log; [`backend`]: the configured store.
 //!
@@ -25,6 +25,7 @@ pub mod handlers;
 pub mod http;
 pub mod hub;
 pub mod monitor;
+pub mod queue;
 pub mod ratelimit;
 pub mod session;
 pub mod writer;

@@ -16,6 +16,7 @@
 //!   1001 close, so none is committed without being acknowledged.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ use sync_core::protocol::{
     ServerMessage, decode_client_frame,
 };
 use sync_store::{ReadScope, Store};
-use tokio::sync::mpsc;
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use yawc::close::CloseCode;
 use yawc::{Frame, HttpWebSocket, OpCode};
@@ -36,6 +37,7 @@ use crate::app::AppState;
 use crate::auth::{AuthFailure, Principal};
 use crate::handlers;
 use crate::hub::{Outbound, Registration, SessionLink};
+use crate::queue;
 use crate::writer::{WriteOp, WriteRequest, encode, refused_for};
 
 /// Why a session ended, and the close frame it gets.
@@ -88,7 +90,7 @@ pub struct Session {
     /// Who, once authenticated.
     pub authed: Option<Authed>,
     out: Vec<Bytes>,
-    rx: Option<mpsc::Receiver<Outbound>>,
+    rx: Option<queue::Receiver<Outbound>>,
     link: Option<SessionLink>,
     _registration: Option<Registration>,
     pending_writes: usize,
@@ -107,17 +109,11 @@ pub struct Session {
 const MAX_HELD: usize = 200_000;
 
 impl Session {
-    /// Serves one upgraded connection until it ends. `pre_auth` is the outcome of
-    /// credentials carried by the upgrade request, if it had any.
-    pub async fn serve(
-        ws: HttpWebSocket,
-        state: Arc<AppState>,
-        peer: String,
-        pre_auth: Option<Result<PreAuth, AuthFailure>>,
-    ) {
+    /// A session for an upgraded connection; [`Session::serve`] runs it.
+    pub fn new(ws: HttpWebSocket, state: Arc<AppState>, peer: String) -> Self {
         let id = state.session_id();
         state.monitor.connected(id, &peer);
-        let mut session = Session {
+        Session {
             id,
             state,
             ws,
@@ -132,47 +128,71 @@ impl Session {
             kill: CancellationToken::new(),
             held: None,
             pushed_through: 0,
-        };
-        let ending = session.run(pre_auth).await;
-        session.finish(ending).await;
+        }
     }
 
-    async fn run(&mut self, pre_auth: Option<Result<PreAuth, AuthFailure>>) -> Ending {
-        if let Some(Err(failure)) = pre_auth {
-            return match self.refuse_auth(failure).await {
+    /// Serves the connection until it ends. `pre_auth` is the outcome of credentials
+    /// carried by the upgrade request, if it had any.
+    ///
+    /// Everything awaited here but the idle wait of [`Session::run`] is boxed: a task's
+    /// future is as large as its largest state, and every idle connection holds one, so
+    /// the futures of message handling, catch-up and closing are allocated only while
+    /// they run. It is an `async` block, not an `async fn`, because an `async fn` keeps
+    /// a copy of its arguments beside the body's, which would hold the session twice.
+    #[expect(clippy::manual_async_fn, reason = "an `async fn` would hold the session twice, as said above")]
+    pub fn serve(mut self, pre_auth: Option<Result<PreAuth, AuthFailure>>) -> impl Future<Output = ()> + Send {
+        async move {
+            let started = match pre_auth {
+                Some(pre_auth) => Box::pin(self.start_pre_authenticated(pre_auth)).await,
+                None => Ok(()),
+            };
+            let ending = match started {
+                Ok(()) => self.run().await,
                 Err(ending) => ending,
-                Ok(()) => Ending::Unauthenticated("authentication failed"),
             };
+            Box::pin(self.finish(ending)).await;
         }
-        if let Some(Ok(pre)) = pre_auth {
-            let authed = Authed {
-                user_id: pre.principal.user_id,
-                client_id: pre.client_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                is_admin: pre.principal.is_admin,
-            };
-            if let Err(ending) = self.on_authenticated(authed, pre.last_sequence, "upgrade bearer", None).await {
-                return ending;
+    }
+
+    /// Authenticates with the credentials of the upgrade request.
+    async fn start_pre_authenticated(&mut self, pre_auth: Result<PreAuth, AuthFailure>) -> Result<(), Ending> {
+        let pre = match pre_auth {
+            Ok(pre) => pre,
+            Err(failure) => {
+                self.refuse_auth(failure).await?;
+                return Err(Ending::Unauthenticated("authentication failed"));
             }
-            // The client sends nothing first here: `auth_success` must go out now, not
-            // after the client's first frame.
-            if let Err(ending) = self.flush().await {
-                return ending;
-            }
-        }
+        };
+        let authed = Authed {
+            user_id: pre.principal.user_id,
+            client_id: pre.client_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            is_admin: pre.principal.is_admin,
+        };
+        self.on_authenticated(authed, pre.last_sequence, "upgrade bearer", None).await?;
+        // The client sends nothing first here: `auth_success` must go out now, not
+        // after the client's first frame.
+        self.flush().await
+    }
+
+    /// Reads frames and queued pushes until the session ends.
+    async fn run(&mut self) -> Ending {
         let limits = &self.state.config.limits;
-        let auth_deadline = tokio::time::Instant::now() + Duration::from_secs(limits.auth_timeout_secs);
+        // Boxed and dropped at authentication: a timer held inline would stay in the
+        // future of every idle session.
+        let mut auth_timer =
+            self.authed.is_none().then(|| Box::pin(tokio::time::sleep(Duration::from_secs(limits.auth_timeout_secs))));
         let idle_timeout = Duration::from_secs(limits.idle_timeout_secs);
         let mut ping = tokio::time::interval(Duration::from_secs(limits.ping_interval_secs.max(1)));
         ping.tick().await;
         loop {
-            let authenticated = self.authed.is_some();
+            if self.authed.is_some() {
+                auth_timer = None;
+            }
             let event = tokio::select! {
                 biased;
                 () = self.state.shutdown.cancelled() => return Ending::ShuttingDown,
                 () = self.kill.cancelled() => return Ending::TooSlow,
-                () = tokio::time::sleep_until(auth_deadline), if !authenticated => {
-                    return Ending::Unauthenticated("authentication timeout");
-                }
+                () = expire(&mut auth_timer) => return Ending::Unauthenticated("authentication timeout"),
                 outbound = recv(&mut self.rx) => Event::Outbound(outbound),
                 frame = self.ws.next() => Event::Frame(frame),
                 _ = ping.tick() => Event::Ping,
@@ -187,7 +207,9 @@ impl Session {
                 }
                 Event::Frame(Some(frame)) => {
                     self.last_seen = Instant::now();
-                    self.on_frame(frame).await
+                    // Boxed: handling a message (catch-up, reads, writes) needs a large
+                    // future, for the length of one message only.
+                    Box::pin(self.on_frame(frame)).await
                 }
                 Event::Outbound(Some(outbound)) => {
                     self.on_outbound(outbound);
@@ -335,7 +357,7 @@ impl Session {
         method: &str,
         request_id: Option<RequestId>,
     ) -> Result<(), Ending> {
-        let (tx, rx) = mpsc::channel(self.state.config.limits.session_queue.max(16));
+        let (tx, rx) = queue::channel(self.state.config.limits.session_queue.max(16));
         let link = SessionLink { id: self.id, tx, kill: self.kill.clone() };
         let registration = self.state.hub.register(&authed.user_id, &authed.client_id, link.clone());
         // Read after registering: every change after this position reaches this session.
@@ -428,8 +450,8 @@ impl Session {
         for _ in 0..256 {
             let Some(rx) = self.rx.as_mut() else { return };
             match rx.try_recv() {
-                Ok(outbound) => self.on_outbound(outbound),
-                Err(_) => return,
+                Some(outbound) => self.on_outbound(outbound),
+                None => return,
             }
         }
     }
@@ -570,8 +592,16 @@ enum Event {
     Ping,
 }
 
+/// Waits for `timer`, or forever without one.
+async fn expire(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Receives from the session queue, or waits forever before authentication.
-async fn recv(rx: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {
+async fn recv(rx: &mut Option<queue::Receiver<Outbound>>) -> Option<Outbound> {
     match rx.as_mut() {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
