@@ -17,10 +17,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
 use serde_json::Value;
 use sync_core::patch::parse_patch;
 use sync_core::protocol::{
-    Authenticate, ClientEnvelope, ClientMessage, CreateDocument, Credentials, DeleteDocument, DocumentPatch,
+    Authenticate, Changes, ClientEnvelope, ClientMessage, CreateDocument, Credentials, DeleteDocument, DocumentPatch,
     GetChangesSince, GetDocument, NewDocument, RequestId, ServerEnvelope, ServerMessage, UpdateDocument,
     decode_server_frame,
 };
@@ -186,15 +187,17 @@ async fn send(socket: &mut Socket, messages: &[ClientEnvelope]) -> Result<()> {
 
 /// The messages of the next text frame.
 async fn next_messages(socket: &mut Socket) -> Result<Vec<ServerEnvelope>> {
+    let frame = next_text_frame(socket).await?;
+    decode_text(frame_text(&frame)?)
+}
+
+/// The next text frame (other data frames are skipped; a close frame is an error).
+async fn next_text_frame(socket: &mut Socket) -> Result<Frame> {
     loop {
         let frame =
             socket.next().await.ok_or_else(|| SyncError::Connection("the server closed the connection".into()))?;
         match frame.opcode() {
-            OpCode::Text => {
-                let text = std::str::from_utf8(frame.payload())
-                    .map_err(|_| SyncError::Serialization("server sent invalid UTF-8".into()))?;
-                return decode_server_frame(text).map_err(|e| SyncError::Serialization(format!("server message: {e}")));
-            }
+            OpCode::Text => return Ok(frame),
             OpCode::Close => {
                 let reason = frame.close_reason().ok().flatten().unwrap_or_default().to_owned();
                 let code = frame.close_code().map(u16::from).unwrap_or(1005);
@@ -202,6 +205,92 @@ async fn next_messages(socket: &mut Socket) -> Result<Vec<ServerEnvelope>> {
             }
             _ => continue,
         }
+    }
+}
+
+/// A text frame's payload as text. Checked once here so that JSON parsing can skip
+/// checking every string again.
+fn frame_text(frame: &Frame) -> Result<&str> {
+    std::str::from_utf8(frame.payload()).map_err(|_| SyncError::Serialization("server sent invalid UTF-8".into()))
+}
+
+/// The messages of a text frame.
+fn decode_text(text: &str) -> Result<Vec<ServerEnvelope>> {
+    decode_server_frame(text).map_err(|e| SyncError::Serialization(format!("server message: {e}")))
+}
+
+/// A page of the change log, with the parts of each event that catch-up uses.
+struct Page {
+    events: Vec<PageEvent>,
+    latest_sequence: u64,
+    has_more: bool,
+}
+
+/// The parts of a change event (PROTOCOL.md §5) that a replica applies. The others
+/// (`reverse_patch`, which for a delete is the whole old content, `created_at`, …) are
+/// skipped while parsing instead of being built and dropped.
+#[derive(Deserialize)]
+struct PageEvent {
+    sequence: u64,
+    document_id: String,
+    #[serde(default)]
+    collection: String,
+    event_type: ChangeKind,
+    #[serde(default)]
+    forward_patch: Option<Value>,
+    sync_revision: u64,
+    #[serde(default)]
+    client_change_id: Option<String>,
+}
+
+impl From<ChangeEvent> for PageEvent {
+    fn from(e: ChangeEvent) -> Self {
+        Self {
+            sequence: e.sequence,
+            document_id: e.document_id,
+            collection: e.collection,
+            event_type: e.event_type,
+            forward_patch: e.forward_patch,
+            sync_revision: e.sync_revision,
+            client_change_id: e.client_change_id,
+        }
+    }
+}
+
+impl From<Changes> for Page {
+    fn from(c: Changes) -> Self {
+        Self {
+            events: c.events.into_iter().map(PageEvent::from).collect(),
+            latest_sequence: c.latest_sequence,
+            has_more: c.has_more,
+        }
+    }
+}
+
+/// A frame holding exactly one message, read as a `changes` page. Every field is
+/// optional so that any single message parses; `Page::decode` checks the shape.
+#[derive(Deserialize)]
+struct PageFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    request_id: Option<RequestId>,
+    events: Option<Vec<PageEvent>>,
+    latest_sequence: Option<u64>,
+    has_more: Option<bool>,
+}
+
+impl Page {
+    /// Reads a frame that is the `changes` answer to `request_id` in one pass, straight
+    /// into the events (the general decoder builds a JSON tree of the whole frame first,
+    /// then the messages from it: three copies of every page). `None` for anything else
+    /// (another message, a batch, an unexpected shape), which the general decoder then
+    /// handles, errors included.
+    fn decode(text: &str, request_id: &RequestId) -> Option<Page> {
+        let frame: PageFrame = serde_json::from_str(text).ok()?;
+        if frame.kind != "changes" || frame.request_id.as_ref() != Some(request_id) {
+            return None;
+        }
+        Some(Page { events: frame.events?, latest_sequence: frame.latest_sequence?, has_more: frame.has_more? })
     }
 }
 
@@ -289,46 +378,30 @@ impl Session {
     /// Pages through `get_changes_since` from the cursor; live pushes that arrive meanwhile
     /// are held and applied after, those already covered skipped. Returns how many
     /// documents changed.
+    ///
+    /// The next page is asked for as soon as a page has arrived, before it is stored, so
+    /// the server reads and encodes one page while this replica stores the previous one.
+    /// At most one request is ahead, so at most two pages are in memory; the cursor still
+    /// moves only with the page it covers.
     async fn catch_up(&mut self) -> Result<u64> {
         let mut held: Vec<ServerEnvelope> = Vec::new();
         let mut documents: HashSet<String> = HashSet::new();
+        let mut request_id = self.request_page(self.shared.cursor.load(Ordering::Acquire)).await?;
         loop {
-            let request_id = self.request_id("catch-up");
-            let cursor = self.shared.cursor.load(Ordering::Acquire);
-            let message = ClientMessage::GetChangesSince(GetChangesSince {
-                last_sequence: cursor,
-                limit: Some(self.shared.config.catch_up_page),
-                collections: None,
-            });
-            send(&mut self.socket, &[ClientEnvelope::with_id(message, RequestId::Str(request_id.clone()))]).await?;
-            let page = loop {
-                let messages = tokio::time::timeout(Duration::from_secs(60), next_messages(&mut self.socket))
-                    .await
-                    .map_err(|_| SyncError::Connection("no answer to get_changes_since".into()))??;
-                let mut page = None;
-                for envelope in messages {
-                    match envelope.message {
-                        ServerMessage::Changes(changes)
-                            if envelope.request_id == Some(RequestId::Str(request_id.clone())) =>
-                        {
-                            page = Some(changes);
-                        }
-                        ServerMessage::Error(e) if envelope.request_id == Some(RequestId::Str(request_id.clone())) => {
-                            return Err(SyncError::Server { code: e.code, message: e.message });
-                        }
-                        _ => held.push(envelope),
-                    }
-                }
-                if let Some(page) = page {
-                    break page;
-                }
+            let page = self.receive_page(&request_id, &mut held).await?;
+            let next = if page.has_more {
+                let after = page.latest_sequence.max(self.shared.cursor.load(Ordering::Acquire));
+                Some(self.request_page(after).await?)
+            } else {
+                None
             };
             for event in &page.events {
                 documents.insert(event.document_id.clone());
             }
             self.apply_events(page.events, page.latest_sequence)?;
-            if !page.has_more {
-                break;
+            match next {
+                Some(id) => request_id = id,
+                None => break,
             }
         }
         for envelope in held {
@@ -337,35 +410,85 @@ impl Session {
         Ok(documents.len() as u64)
     }
 
+    /// Sends `get_changes_since` for the changes after `after`; returns its request id.
+    async fn request_page(&mut self, after: u64) -> Result<RequestId> {
+        let request_id = RequestId::Str(self.request_id("catch-up"));
+        let message = ClientMessage::GetChangesSince(GetChangesSince {
+            last_sequence: after,
+            limit: Some(self.shared.config.catch_up_page),
+            collections: None,
+        });
+        send(&mut self.socket, &[ClientEnvelope::with_id(message, request_id.clone())]).await?;
+        Ok(request_id)
+    }
+
+    /// Waits for the `changes` answering `request_id`; other messages are held.
+    async fn receive_page(&mut self, request_id: &RequestId, held: &mut Vec<ServerEnvelope>) -> Result<Page> {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(60), next_text_frame(&mut self.socket))
+                .await
+                .map_err(|_| SyncError::Connection("no answer to get_changes_since".into()))??;
+            let text = frame_text(&frame)?;
+            if let Some(page) = Page::decode(text, request_id) {
+                return Ok(page);
+            }
+            let mut page = None;
+            for envelope in decode_text(text)? {
+                match envelope.message {
+                    ServerMessage::Changes(changes) if envelope.request_id.as_ref() == Some(request_id) => {
+                        page = Some(Page::from(changes));
+                    }
+                    ServerMessage::Error(e) if envelope.request_id.as_ref() == Some(request_id) => {
+                        return Err(SyncError::Server { code: e.code, message: e.message });
+                    }
+                    _ => held.push(envelope),
+                }
+            }
+            if let Some(page) = page {
+                return Ok(page);
+            }
+        }
+    }
+
     /// Applies a page of change events and moves the cursor, in one local transaction.
-    fn apply_events(&mut self, events: Vec<ChangeEvent>, reached: u64) -> Result<()> {
+    fn apply_events(&mut self, events: Vec<PageEvent>, reached: u64) -> Result<()> {
         let shared = Arc::clone(&self.shared);
-        let mut emitted = Vec::new();
+        let mut emitted = Vec::with_capacity(events.len());
         let mut refetch = Vec::new();
         let cursor = shared.cursor.load(Ordering::Acquire);
         {
             let mut local = shared.local();
             local.transaction(|tx| {
+                let mut rows = local::Rows::new(tx)?;
                 for event in events.into_iter().filter(|e| e.sequence > cursor) {
-                    let change = match remote_change(&event) {
+                    let PageEvent {
+                        document_id,
+                        collection,
+                        event_type,
+                        forward_patch,
+                        sync_revision,
+                        client_change_id,
+                        ..
+                    } = event;
+                    let change = match remote_change(event_type, forward_patch) {
                         Ok(change) => change,
                         Err(e) => {
-                            tracing::warn!(error = %e, document = %event.document_id, "unreadable change; refetching");
-                            refetch.push(event.document_id.clone());
+                            tracing::warn!(error = %e, document = %document_id, "unreadable change; refetching");
+                            refetch.push(document_id);
                             continue;
                         }
                     };
                     if let Some(applied) = apply_remote(
-                        tx,
+                        &mut rows,
                         &shared,
-                        &event.document_id,
-                        &event.collection,
-                        event.sync_revision,
+                        &document_id,
+                        &collection,
+                        sync_revision,
                         change,
-                        event.client_change_id.as_deref(),
+                        client_change_id.as_deref(),
                     )? {
-                        if applied.1.resync_needed {
-                            refetch.push(event.document_id.clone());
+                        if applied.outcome.resync_needed {
+                            refetch.push(document_id);
                         }
                         emitted.push(applied);
                     }
@@ -376,8 +499,8 @@ impl Session {
                 Ok(())
             })?;
         }
-        for (row, outcome, kind, own) in emitted {
-            self.report(&row, &outcome, kind, own);
+        for applied in emitted {
+            self.report_applied(applied);
         }
         for id in refetch {
             self.refetch(&id);
@@ -393,8 +516,20 @@ impl Session {
         }
     }
 
+    /// Emits the events of a change `apply_remote` applied.
+    fn report_applied(&self, applied: Applied) {
+        let Applied { row, outcome, kind, own, saved_view } = applied;
+        self.report_with(&row, &outcome, kind, own, saved_view);
+    }
+
     /// Emits the events of an applied change.
     fn report(&self, row: &DocRow, outcome: &Outcome, kind: ChangeKind, own: bool) {
+        self.report_with(row, outcome, kind, own, None);
+    }
+
+    /// Emits the events of an applied change; `saved_view` is the view's JSON when the
+    /// row was just saved (else it is built from the row).
+    fn report_with(&self, row: &DocRow, outcome: &Outcome, kind: ChangeKind, own: bool, saved_view: Option<String>) {
         if !outcome.duplicate && !own {
             let event_type = match kind {
                 ChangeKind::Create => EventType::DocumentCreated,
@@ -407,7 +542,8 @@ impl Session {
                 event.boolean_data = true;
                 self.shared.emit(event);
             } else {
-                self.shared.emit_document(event_type, row, true);
+                let content = saved_view.or_else(|| row.replica.view().as_ref().map(Value::to_string));
+                self.shared.emit_document_with(event_type, row, true, content);
             }
         }
         if !outcome.conflicts.is_empty() {
@@ -523,15 +659,17 @@ impl Session {
         let applied = {
             let mut local = shared.local();
             local.transaction(|tx| {
-                let applied = apply_remote(tx, &shared, id, collection, revision, change, change_id)?;
+                let applied =
+                    apply_remote(&mut local::Rows::new(tx)?, &shared, id, collection, revision, change, change_id)?;
                 local::set_meta(tx, "cursor", &sequence.to_string())?;
                 shared.cursor.store(sequence, Ordering::Release);
                 Ok(applied)
             })?
         };
-        if let Some((row, outcome, kind, own)) = applied {
-            self.report(&row, &outcome, kind, own);
-            if outcome.resync_needed {
+        if let Some(applied) = applied {
+            let resync_needed = applied.outcome.resync_needed;
+            self.report_applied(applied);
+            if resync_needed {
                 self.refetch(id);
             }
         }
@@ -708,28 +846,37 @@ fn envelope(id: &str, collection: &str, outgoing: Outgoing) -> ClientEnvelope {
 }
 
 /// The change an event describes.
-fn remote_change(event: &ChangeEvent) -> Result<RemoteChange> {
-    Ok(match event.event_type {
-        ChangeKind::Create => RemoteChange::Create(event.forward_patch.clone().unwrap_or(Value::Null)),
+fn remote_change(kind: ChangeKind, forward_patch: Option<Value>) -> Result<RemoteChange> {
+    Ok(match kind {
+        ChangeKind::Create => RemoteChange::Create(forward_patch.unwrap_or(Value::Null)),
         ChangeKind::Delete => RemoteChange::Delete,
         _ => RemoteChange::Update(
-            parse_patch(event.forward_patch.clone().unwrap_or(Value::Array(Vec::new())))
+            parse_patch(forward_patch.unwrap_or(Value::Array(Vec::new())))
                 .map_err(|e| SyncError::Serialization(format!("stored patch: {e}")))?,
         ),
     })
 }
 
-type Applied = (DocRow, Outcome, ChangeKind, bool);
+/// A remote change applied to its local row.
+struct Applied {
+    row: DocRow,
+    outcome: Outcome,
+    kind: ChangeKind,
+    /// This replica's own change coming back.
+    own: bool,
+    /// The view's JSON as saved, when the row was saved (for the event).
+    saved_view: Option<String>,
+}
 
-/// Applies a committed remote change to the local row, inside `tx`. Returns the row, the
-/// outcome, the kind, and whether it was this replica's own change coming back.
+/// Applies a committed remote change to the local row, inside the transaction `rows`
+/// works in.
 fn apply_remote(
-    tx: &rusqlite::Transaction<'_>,
+    rows: &mut local::Rows<'_>,
     shared: &Shared,
     id: &str,
     collection: &str,
     revision: u64,
-    change: RemoteChange,
+    mut change: RemoteChange,
     change_id: Option<&str>,
 ) -> Result<Option<Applied>> {
     let kind = match &change {
@@ -737,13 +884,32 @@ fn apply_remote(
         RemoteChange::Update(_) => ChangeKind::Update,
         RemoteChange::Delete => ChangeKind::Delete,
     };
-    let existing = local::load(tx, id, &|c| shared.policy(c))?;
+    let stored_collection = || if collection.is_empty() { "default".into() } else { collection.to_owned() };
+    if revision == 1
+        && let RemoteChange::Create(content) = change
+    {
+        // Most creates a catch-up brings are of documents never seen here, which become
+        // the server's content at revision 1: stored with one insert-if-absent instead of
+        // a load and a save.
+        let mut row = DocRow {
+            id: id.to_owned(),
+            collection: stored_collection(),
+            replica: Replica::from_server(content, 1, false, shared.policy(collection)),
+            conflict: false,
+        };
+        if let Some(saved_view) = rows.insert_new(&row)? {
+            return Ok(Some(Applied { row, outcome: Outcome::default(), kind, own: false, saved_view }));
+        }
+        // The row exists (our own create coming back, or a duplicate): apply it there.
+        change = RemoteChange::Create(row.replica.confirmed.take().map_or(Value::Null, |c| c.content));
+    }
+    let existing = rows.load(id, &|c| shared.policy(c))?;
     let mut row = match existing {
         Some(row) => row,
         None => match &change {
             RemoteChange::Create(_) => DocRow {
                 id: id.to_owned(),
-                collection: if collection.is_empty() { "default".into() } else { collection.to_owned() },
+                collection: stored_collection(),
                 replica: Replica { policy: shared.policy(collection), ..Replica::default() },
                 conflict: false,
             },
@@ -751,12 +917,12 @@ fn apply_remote(
             _ => {
                 let row = DocRow {
                     id: id.to_owned(),
-                    collection: if collection.is_empty() { "default".into() } else { collection.to_owned() },
+                    collection: stored_collection(),
                     replica: Replica::default(),
                     conflict: false,
                 };
                 let outcome = Outcome { resync_needed: true, ..Outcome::default() };
-                return Ok(Some((row, outcome, kind, false)));
+                return Ok(Some(Applied { row, outcome, kind, own: false, saved_view: None }));
             }
         },
     };
@@ -767,8 +933,6 @@ fn apply_remote(
     } else if !own && !outcome.duplicate && row.replica.pending.is_empty() {
         row.conflict = false;
     }
-    if !outcome.duplicate && !outcome.resync_needed {
-        local::save(tx, &row)?;
-    }
-    Ok(Some((row, outcome, kind, own)))
+    let saved_view = if !outcome.duplicate && !outcome.resync_needed { rows.save(&row)? } else { None };
+    Ok(Some(Applied { row, outcome, kind, own, saved_view }))
 }

@@ -63,11 +63,23 @@ impl Shared {
 
     /// Emits a document event for the view of `row`.
     pub(crate) fn emit_document(&self, event_type: EventType, row: &DocRow, remote: bool) {
-        let view = row.replica.view();
+        let content = row.replica.view().as_ref().map(Value::to_string);
+        self.emit_document_with(event_type, row, remote, content);
+    }
+
+    /// Emits a document event for `row` whose view's JSON is `content` (as `local::save`
+    /// returned it, which spares serializing the view a second time).
+    pub(crate) fn emit_document_with(
+        &self,
+        event_type: EventType,
+        row: &DocRow,
+        remote: bool,
+        content: Option<String>,
+    ) {
         let mut event = SyncEvent::new(event_type);
         event.document_id = Some(row.id.clone());
-        event.title = view.as_ref().and_then(sync_core::model::title_of);
-        event.content = view.as_ref().map(Value::to_string);
+        event.title = row.title();
+        event.content = content;
         event.boolean_data = remote;
         self.emit(event);
     }
@@ -175,7 +187,7 @@ impl SyncEngine {
                 if local::load(tx, &id, &|c| self.shared.policy(c))?.is_some() {
                     return Err(SyncError::InvalidInput(format!("a document with id {id:?} already exists")));
                 }
-                local::save(tx, &row)
+                local::save(tx, &row).map(drop)
             })?;
         }
         self.shared.emit_document(EventType::DocumentCreated, &row, false);

@@ -148,7 +148,11 @@ impl EventHub {
 
     /// Queues an event for `process_events` and the async streams.
     pub(crate) fn emit(&self, event: SyncEvent) {
-        let _ = self.stream.send(event.clone());
+        // Without a subscribed stream the copy would only be thrown away (the queue below
+        // is what `process_events` reads). A stream subscribing meanwhile starts after it.
+        if self.stream.receiver_count() > 0 {
+            let _ = self.stream.send(event.clone());
+        }
         let mut queue = lock(&self.queue);
         if queue.len() >= self.capacity {
             queue.pop_front();

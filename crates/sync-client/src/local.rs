@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Statement, Transaction, params};
 use serde_json::Value;
 use sync_core::replica::Replica;
 use sync_core::transform::Policy;
@@ -61,6 +61,16 @@ pub struct DocRow {
 }
 
 impl DocRow {
+    /// The view's title (`content.title` when a string), without copying the content
+    /// when nothing is pending.
+    pub fn title(&self) -> Option<String> {
+        if self.replica.pending.is_empty() {
+            self.replica.confirmed.as_ref().filter(|c| !c.deleted).and_then(|c| sync_core::model::title_of(&c.content))
+        } else {
+            self.replica.view().as_ref().and_then(sync_core::model::title_of)
+        }
+    }
+
     /// The application's view of it, `None` when deleted.
     pub fn document(&self) -> Option<Document> {
         let content = self.replica.view()?;
@@ -194,7 +204,9 @@ impl LocalStore {
 
     /// Ids of documents with pending changes.
     pub fn pending_ids(&self) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached("SELECT id FROM documents WHERE pending > 0 ORDER BY id")?;
+        // `+id` keeps the planner on the small `documents_pending` index (then sorting the
+        // few ids) instead of walking every row in id order to skip those in sync.
+        let mut stmt = self.conn.prepare_cached("SELECT id FROM documents WHERE pending > 0 ORDER BY +id")?;
         let ids = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
         Ok(ids)
     }
@@ -251,30 +263,90 @@ impl Drop for Checkpointer {
     }
 }
 
+const LOAD_SQL: &str = "SELECT id, collection, revision, deleted, view, replica, conflict FROM documents WHERE id = ?1";
+
+const SAVE_SQL: &str =
+    "INSERT INTO documents (id, collection, revision, deleted, view, replica, pending, conflict, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+     ON CONFLICT(id) DO UPDATE SET collection = ?2, revision = ?3, deleted = ?4, view = ?5, replica = ?6,
+         pending = ?7, conflict = ?8, updated_at = ?9";
+
+const INSERT_NEW_SQL: &str =
+    "INSERT INTO documents (id, collection, revision, deleted, view, replica, pending, conflict, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+     ON CONFLICT(id) DO NOTHING";
+
 /// Loads a document row inside a transaction or on the connection.
 pub fn load(conn: &Connection, id: &str, policy_for: &dyn Fn(&str) -> Policy) -> Result<Option<DocRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, collection, revision, deleted, view, replica, conflict FROM documents WHERE id = ?1",
-    )?;
+    let mut stmt = conn.prepare_cached(LOAD_SQL)?;
+    load_with(&mut stmt, id, policy_for)
+}
+
+/// Stores a document row (view, replica when pending, counters). Returns the view's
+/// JSON as stored (`None` when deleted), so that an event about the row can carry it
+/// without building it again.
+pub fn save(conn: &Connection, row: &DocRow) -> Result<Option<String>> {
+    let mut stmt = conn.prepare_cached(SAVE_SQL)?;
+    write_with(&mut stmt, row).map(|(_, view)| view)
+}
+
+/// The row statements prepared once for a run of reads and writes in one transaction
+/// (a catch-up page stores thousands of rows: looking each statement up in the cache
+/// and handing it back costs about as much as a row's index search).
+pub struct Rows<'c> {
+    load: CachedStatement<'c>,
+    save: CachedStatement<'c>,
+    insert_new: CachedStatement<'c>,
+}
+
+impl<'c> Rows<'c> {
+    /// Prepares (or takes from the cache) the statements on `conn`.
+    pub fn new(conn: &'c Connection) -> Result<Self> {
+        Ok(Self {
+            load: conn.prepare_cached(LOAD_SQL)?,
+            save: conn.prepare_cached(SAVE_SQL)?,
+            insert_new: conn.prepare_cached(INSERT_NEW_SQL)?,
+        })
+    }
+
+    /// Like [`load`].
+    pub fn load(&mut self, id: &str, policy_for: &dyn Fn(&str) -> Policy) -> Result<Option<DocRow>> {
+        load_with(&mut self.load, id, policy_for)
+    }
+
+    /// Like [`save`].
+    pub fn save(&mut self, row: &DocRow) -> Result<Option<String>> {
+        write_with(&mut self.save, row).map(|(_, view)| view)
+    }
+
+    /// Stores `row` only if no row has its id (one index search instead of a load and
+    /// a save). `Some(view JSON)` when stored, `None` when a row with that id exists.
+    pub fn insert_new(&mut self, row: &DocRow) -> Result<Option<Option<String>>> {
+        let (inserted, view) = write_with(&mut self.insert_new, row)?;
+        Ok(inserted.then_some(view))
+    }
+}
+
+fn load_with(stmt: &mut Statement<'_>, id: &str, policy_for: &dyn Fn(&str) -> Policy) -> Result<Option<DocRow>> {
     let raw = stmt.query_row([id], row_to_doc).optional()?;
     raw.map(|raw| finish_row(raw, policy_for)).transpose()
 }
 
-/// Stores a document row (view, replica when pending, counters).
-pub fn save(conn: &Connection, row: &DocRow) -> Result<()> {
+/// Runs an insert statement of [`SAVE_SQL`]'s shape for `row`; returns whether a row
+/// was written, and the view's JSON.
+fn write_with(stmt: &mut Statement<'_>, row: &DocRow) -> Result<(bool, Option<String>)> {
     let replica = &row.replica;
     let confirmed = replica.confirmed.as_ref();
-    let view = replica.view();
     let pending = replica.pending.len() as i64;
     let replica_json = if pending > 0 { Some(serde_json::to_string(replica)?) } else { None };
-    let view_json = view.as_ref().map(serde_json::to_string).transpose()?;
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO documents (id, collection, revision, deleted, view, replica, pending, conflict, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT(id) DO UPDATE SET collection = ?2, revision = ?3, deleted = ?4, view = ?5, replica = ?6,
-             pending = ?7, conflict = ?8, updated_at = ?9",
-    )?;
-    stmt.execute(params![
+    let view_json = if pending > 0 {
+        replica.view().as_ref().map(serde_json::to_string).transpose()?
+    } else {
+        // In sync, the view is the confirmed content: serialize it in place rather than
+        // through `view()`, which copies it (this is most rows during a catch-up).
+        confirmed.filter(|c| !c.deleted).map(|c| serde_json::to_string(&c.content)).transpose()?
+    };
+    let written = stmt.execute(params![
         row.id,
         row.collection,
         confirmed.map_or(0, |c| c.revision) as i64,
@@ -285,7 +357,7 @@ pub fn save(conn: &Connection, row: &DocRow) -> Result<()> {
         row.conflict,
         sync_core::Timestamp::now().unix_millis(),
     ])?;
-    Ok(())
+    Ok((written > 0, view_json))
 }
 
 /// Sets a meta value inside a transaction or on the connection.
