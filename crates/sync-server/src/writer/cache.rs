@@ -20,7 +20,11 @@ pub struct HistEntry {
     pub reverse: Patch,
 }
 
-/// Updates kept per document for rebasing.
+/// Committed updates kept per document for rebasing. Updates not known to be committed
+/// are always kept: the store cannot serve them yet, so a stale change rebased over them
+/// would find its history incomplete (a hot document written by many clients runs
+/// hundreds of revisions ahead of the last commit while batches are in flight). They are
+/// bounded by the write path's batch size times its pipeline depth.
 const HISTORY: usize = 64;
 
 /// A cached document and its recent updates (contiguous, ending at its revision).
@@ -29,7 +33,23 @@ pub struct CachedDoc {
     /// The current state.
     pub doc: Document,
     history: VecDeque<HistEntry>,
+    /// The newest revision known to be committed; history above it is never trimmed.
+    committed: u64,
     last_used: u64,
+}
+
+impl CachedDoc {
+    /// Drops committed history beyond what is kept.
+    fn trim(&mut self) {
+        // History is contiguous, so the committed part is the front up to `committed`.
+        while self
+            .history
+            .front()
+            .is_some_and(|h| h.revision <= self.committed && self.committed - h.revision >= HISTORY as u64)
+        {
+            self.history.pop_front();
+        }
+    }
 }
 
 impl CachedDoc {
@@ -75,17 +95,30 @@ impl DocCache {
         })
     }
 
+    /// Records that `revision` of `id` is committed, so history up to it may be trimmed.
+    pub fn mark_committed(&mut self, id: &str, revision: u64) {
+        if let Some(entry) = self.docs.get_mut(id) {
+            entry.committed = entry.committed.max(revision);
+            entry.trim();
+        }
+    }
+
     /// Caches a document loaded from the store (no history yet).
     pub fn insert_loaded(&mut self, doc: Document) {
         self.clock += 1;
         let id = doc.id.clone();
-        self.docs.insert(id, CachedDoc { doc, history: VecDeque::new(), last_used: self.clock });
+        let committed = doc.sync_revision;
+        self.docs.insert(id, CachedDoc { doc, history: VecDeque::new(), committed, last_used: self.clock });
         self.evict_if_needed();
     }
 
     /// Adds history loaded from the store in front of what is kept.
     pub fn prepend_history(&mut self, id: &str, entries: Vec<HistEntry>) {
         if let Some(entry) = self.docs.get_mut(id) {
+            // Read from the store, so committed. Not trimmed here: the caller needs them now.
+            if let Some(last) = entries.last() {
+                entry.committed = entry.committed.max(last.revision);
+            }
             let first_kept = entry.history.front().map_or(entry.doc.sync_revision + 1, |h| h.revision);
             for h in entries.into_iter().rev().filter(|h| h.revision < first_kept) {
                 entry.history.push_front(h);
@@ -100,14 +133,13 @@ impl DocCache {
         let entry = self.docs.entry(doc.id.clone()).or_insert_with(|| CachedDoc {
             doc: doc.clone(),
             history: VecDeque::new(),
+            committed: 0,
             last_used: clock,
         });
         match update {
             Some(h) if entry.history.back().is_none_or(|last| last.revision + 1 == h.revision) => {
                 entry.history.push_back(h);
-                while entry.history.len() > HISTORY {
-                    entry.history.pop_front();
-                }
+                entry.trim();
             }
             // Not contiguous (or not an update): what is kept no longer ends at the revision.
             _ => entry.history.clear(),
@@ -185,6 +217,33 @@ mod tests {
         assert_eq!(since.iter().map(|h| h.revision).collect::<Vec<_>>(), vec![4, 5]);
         cache.prepend_history("a", vec![hist(2), hist(3)]);
         assert_eq!(cache.get("a").unwrap().since(1).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn history_not_yet_committed_is_never_trimmed() {
+        let mut cache = DocCache::new(100);
+        cache.insert_loaded(doc("hot", 10));
+        // Three pipelined batches of a hot document: far more than HISTORY revisions
+        // decided, none committed yet. A stale change based on revision 10 needs them all.
+        let last = 10 + 3 * HISTORY as u64;
+        for revision in 11..=last {
+            cache.apply(doc("hot", revision), Some(hist(revision)));
+        }
+        let since = cache.get("hot").unwrap().since(10).expect("uncommitted history is kept");
+        assert_eq!(since.len(), 3 * HISTORY);
+        // Once committed, only the newest HISTORY updates stay.
+        cache.mark_committed("hot", last);
+        assert!(cache.get("hot").unwrap().since(10).is_none());
+        let kept = cache.get("hot").unwrap().since(last - HISTORY as u64).expect("the newest are kept");
+        assert_eq!(kept.len(), HISTORY);
+        // Committed up to the middle: everything above it stays.
+        let mut cache = DocCache::new(100);
+        cache.insert_loaded(doc("hot", 0));
+        for revision in 1..=200 {
+            cache.apply(doc("hot", revision), Some(hist(revision)));
+        }
+        cache.mark_committed("hot", 150);
+        assert_eq!(cache.get("hot").unwrap().since(150 - HISTORY as u64).unwrap().len(), 50 + HISTORY);
     }
 
     #[test]

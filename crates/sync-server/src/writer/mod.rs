@@ -410,6 +410,7 @@ impl Writer {
             match outcome {
                 Outcome::Commit(index, summary) => {
                     let sequence = sequences.get(index).copied().unwrap_or_default();
+                    self.cache.mark_committed(&summary.document_id, summary.revision);
                     self.stats.committed.fetch_add(1, Ordering::Relaxed);
                     self.monitor.committed(request, &summary, sequence);
                     let answer = committed_response(&summary, sequence);
