@@ -30,6 +30,7 @@ impl BenchClient {
         let options = Options::default()
             .with_read_buffer_capacity(1024)
             .with_write_buffer_capacity(1024)
+            .with_no_delay()
             .with_limits(64 << 20, 64 << 20);
         let options = if compression { options.with_low_latency_compression() } else { options };
         let mut builder = WebSocket::connect(url.parse().context("websocket url")?).with_options(options);

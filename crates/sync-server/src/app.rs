@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt;
 use sync_core::protocol::DecodeLimits;
 use sync_store::Store;
 use tokio::net::TcpListener;
@@ -128,6 +129,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     tracing::info!(%addr, backend = store.kind(), latest_sequence = latest, "sync-server listening");
 
     let router = crate::http::router(Arc::clone(&state));
+    // Answers and pushes are small frames written as they come: with Nagle's algorithm a
+    // frame written while an earlier one is unacknowledged waits for the peer's delayed
+    // ACK (40 ms on Linux), which a session receiving pushes between its answers hits.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let serve = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = serve.await;
