@@ -657,8 +657,9 @@ fn rich_content() -> Value {
     })
 }
 
-/// A create of `id` by `user`, at revision 1.
-fn create(user: &str, collection: &str, id: &str, content: Value) -> NewChange {
+/// A create of `id` by `user`, at revision 1, with a unique event id (also for the
+/// backends' own tests).
+pub fn create(user: &str, collection: &str, id: &str, content: Value) -> NewChange {
     let at = Timestamp::from_unix_millis(1_795_000_000_000);
     let mut document = Document {
         id: id.to_owned(),
@@ -694,7 +695,7 @@ fn create(user: &str, collection: &str, id: &str, content: Value) -> NewChange {
 
 /// The next revision of `previous` with `content` (the patches are illustrative: the
 /// store keeps them, it does not apply them).
-fn update(previous: &Document, content: Value) -> NewChange {
+pub fn update(previous: &Document, content: Value) -> NewChange {
     let mut document = next_revision(previous);
     let forward = json!([{"op": "replace", "path": "", "value": content}]);
     let reverse = json!([{"op": "replace", "path": "", "value": previous.content}]);

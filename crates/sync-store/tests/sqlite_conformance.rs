@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
-use sync_core::{ChangeEvent, ChangeKind, Document, Timestamp};
+use sync_core::Document;
 use sync_store::sqlite::SqliteStore;
 use sync_store::{ApiCredential, NewChange, ReadScope, Store, StoreError, TokenRecord, conformance};
 
@@ -36,48 +36,11 @@ impl Fixture {
 }
 
 fn create(user: &str, id: &str, content: Value) -> NewChange {
-    let at = Timestamp::from_unix_millis(1_795_000_000_000);
-    let mut document = Document {
-        id: id.to_owned(),
-        user_id: user.to_owned(),
-        collection: "default".to_owned(),
-        title: None,
-        content,
-        sync_revision: 1,
-        vector_clock: Default::default(),
-        content_hash: String::new(),
-        created_at: at,
-        updated_at: at,
-        deleted_at: None,
-    };
-    document.refresh_derived();
-    document.vector_clock.increment("test-client");
-    let event = ChangeEvent {
-        sequence: 0,
-        event_id: format!("event-{id}"),
-        document_id: id.to_owned(),
-        collection: "default".to_owned(),
-        user_id: user.to_owned(),
-        client_id: "test-client".to_owned(),
-        event_type: ChangeKind::Create,
-        forward_patch: Some(document.content.clone()),
-        reverse_patch: None,
-        sync_revision: 1,
-        created_at: at,
-        client_change_id: None,
-        content_hash: Some(document.content_hash.clone()),
-    };
-    NewChange { event, document, expected_revision: 0 }
+    conformance::create(user, "default", id, content)
 }
 
 fn update(previous: &Document, content: Value) -> NewChange {
-    let mut change = create(&previous.user_id, &previous.id, content);
-    change.document.sync_revision = previous.sync_revision + 1;
-    change.event.sync_revision = change.document.sync_revision;
-    change.event.event_id = format!("event-{}-{}", previous.id, change.document.sync_revision);
-    change.event.event_type = ChangeKind::Update;
-    change.expected_revision = previous.sync_revision;
-    change
+    conformance::update(previous, content)
 }
 
 fn open_error(path: &Path) -> Result<String> {
