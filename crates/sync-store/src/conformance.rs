@@ -63,6 +63,7 @@ pub async fn run_all<S: Store>(store: &S) {
     ack_cursor_accepts_any_order(store).await;
     stats_count_live_documents_and_changes(store).await;
     concurrent_appends_get_unique_gap_free_sequences(store).await;
+    a_refused_append_does_not_fail_the_appends_grouped_with_it(store).await;
 }
 
 /// `ping` answers on a working store.
@@ -580,6 +581,59 @@ pub async fn concurrent_appends_get_unique_gap_free_sequences<S: Store>(store: &
     let total = WRITERS * BATCHES * CHANGES;
     assert_eq!(all, (before + 1..=before + total).collect::<Vec<_>>(), "unique and gap-free");
     assert_eq!(latest(store).await, before + total);
+}
+
+/// Many appends at once, so that a backend that groups them (one transaction, one
+/// statement) does: every stale one is refused alone and writes nothing, the others
+/// commit with consecutive sequences; then a repeat of a committed client change id
+/// refuses only the append that carries it.
+pub async fn a_refused_append_does_not_fail_the_appends_grouped_with_it<S: Store>(store: &S) {
+    const TASKS: usize = 40;
+    let user = unique("user");
+    let collection = unique_collection();
+    let shared = create(&user, &collection, &unique("shared"), json!({"n": 0}));
+    ok(store.append_batch(vec![shared.clone()]).await, "the shared document");
+    let before = latest(store).await;
+
+    let docs: Vec<String> = (0..TASKS).map(|_| unique("doc")).collect();
+    let appends = docs.iter().enumerate().map(|(task, id)| {
+        let mut change = create(&user, &collection, id, json!({"task": task}));
+        change.event.client_change_id = Some(format!("{id}-cc"));
+        let mut batch = vec![change];
+        if task % 2 == 1 {
+            let mut stale = update(&shared.document, json!({"n": task}));
+            stale.expected_revision = 99;
+            batch.push(stale);
+        }
+        async move { (task, store.append_batch(batch).await) }
+    });
+    let mut committed = Vec::new();
+    for (task, result) in join_all(appends.collect()).await {
+        match result {
+            Ok(sequences) if task % 2 == 0 => committed.extend(sequences),
+            Err(StoreError::Conflict(ids)) if task % 2 == 1 => {
+                assert_eq!(ids, vec![shared.document.id.clone()], "task {task}: the stale document is named")
+            }
+            other => panic!("task {task}: unexpected {other:?}"),
+        }
+    }
+    committed.sort_unstable();
+    let expected: Vec<u64> = (before + 1..=before + (TASKS / 2) as u64).collect();
+    assert_eq!(committed, expected, "the fresh appends commit gap-free");
+    let odd: Vec<String> = docs.iter().skip(1).step_by(2).cloned().collect();
+    assert!(ok(store.load_documents(odd).await, "load").is_empty(), "a refused append left documents");
+
+    let repeated = format!("{}-cc", docs[0]);
+    let mut again = create(&user, &collection, &unique("late"), json!({}));
+    again.event.client_change_id = Some(repeated.clone());
+    let bystander = create(&user, &collection, &unique("bystander"), json!({}));
+    let (refused, fine) = tokio::join!(store.append_batch(vec![again]), store.append_batch(vec![bystander]));
+    assert!(
+        matches!(refused, Err(StoreError::Duplicate(ref id)) if *id == repeated),
+        "a repeated client change id: {refused:?}"
+    );
+    let last = before + (TASKS / 2) as u64;
+    assert_eq!(ok(fine, "the bystander"), vec![last + 1], "the bystander commits right after");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -136,54 +136,6 @@ async fn an_unreachable_server_is_refused_without_the_password() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_refused_append_does_not_fail_the_appends_grouped_with_it() -> Result<()> {
-    let Some(url) = fresh_database().await? else { return Ok(()) };
-    let store = Arc::new(open(&url).await?);
-    let base = create("ada", "shared", json!({"n": 0}));
-    store.append_batch(vec![base.clone()]).await?;
-
-    // Many tasks at once, so that the committer groups them into shared statements:
-    // every odd one is stale and must fail alone.
-    let mut tasks = Vec::new();
-    for task in 0..40 {
-        let store = Arc::clone(&store);
-        let base = base.document.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut change = create("ada", &format!("doc-{task}"), json!({"task": task}));
-            change.event.client_change_id = Some(format!("cc-{task}"));
-            let mut batch = vec![change];
-            if task % 2 == 1 {
-                let mut stale = update(&base, json!({"n": task}));
-                stale.expected_revision = 99;
-                batch.push(stale);
-            }
-            (task, store.append_batch(batch).await)
-        }));
-    }
-    let mut committed = Vec::new();
-    for task in tasks {
-        match task.await? {
-            (task, Ok(sequences)) if task % 2 == 0 => committed.extend(sequences),
-            (task, Err(StoreError::Conflict(ids))) if task % 2 == 1 => ensure!(ids == vec!["shared".to_owned()]),
-            (task, other) => bail!("task {task}: unexpected {other:?}"),
-        }
-    }
-    committed.sort_unstable();
-    ensure!(committed == (2..=21).collect::<Vec<u64>>(), "committed sequences {committed:?}");
-    let odd: Vec<String> = (0..40).filter(|t| t % 2 == 1).map(|t| format!("doc-{t}")).collect();
-    ensure!(store.load_documents(odd).await?.is_empty(), "a refused batch left documents");
-
-    // A client change id already in the log refuses only the append that repeats it.
-    let mut again = create("ada", "late", json!({}));
-    again.event.client_change_id = Some("cc-0".to_owned());
-    let other = create("ada", "bystander", json!({}));
-    let (refused, fine) = tokio::join!(store.append_batch(vec![again]), store.append_batch(vec![other]));
-    ensure!(matches!(refused, Err(StoreError::Duplicate(ref id)) if id == "cc-0"), "{refused:?}");
-    ensure!(fine? == vec![22], "the bystander commits right after");
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_document_moved_by_another_store_is_a_conflict_and_nothing_is_written() -> Result<()> {
     let Some(url) = fresh_database().await? else { return Ok(()) };
     let (first, second) = (open(&url).await?, open(&url).await?);

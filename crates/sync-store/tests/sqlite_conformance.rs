@@ -222,44 +222,6 @@ async fn concurrent_tasks_get_unique_gap_free_sequences() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_refused_batch_does_not_fail_the_batches_committed_with_it() -> Result<()> {
-    let fixture = Fixture::new()?;
-    let store = Arc::new(fixture.open()?);
-    let base = create("ada", "shared", json!({"n": 0}));
-    store.append_batch(vec![base.clone()]).await?;
-
-    // Many tasks at once, so that the writer groups them into shared transactions: every
-    // odd one is stale and must fail alone.
-    let mut tasks = Vec::new();
-    for task in 0..40 {
-        let store = Arc::clone(&store);
-        let base = base.document.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut batch = vec![create("ada", &format!("doc-{task}"), json!({"task": task}))];
-            if task % 2 == 1 {
-                let mut stale = update(&base, json!({"n": task}));
-                stale.expected_revision = 99;
-                batch.push(stale);
-            }
-            (task, store.append_batch(batch).await)
-        }));
-    }
-    let mut committed = Vec::new();
-    for task in tasks {
-        match task.await? {
-            (task, Ok(sequences)) if task % 2 == 0 => committed.extend(sequences),
-            (task, Err(StoreError::Conflict(ids))) if task % 2 == 1 => ensure!(ids == vec!["shared".to_owned()]),
-            (task, other) => bail!("task {task}: unexpected {other:?}"),
-        }
-    }
-    committed.sort_unstable();
-    ensure!(committed == (2..=21).collect::<Vec<u64>>(), "committed sequences {committed:?}");
-    let odd: Vec<String> = (0..40).filter(|t| t % 2 == 1).map(|t| format!("doc-{t}")).collect();
-    ensure!(store.load_documents(odd).await?.is_empty(), "a refused batch left documents");
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_cursor_never_moves_back() -> Result<()> {
     let fixture = Fixture::new()?;
     let store = fixture.open()?;
