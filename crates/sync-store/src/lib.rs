@@ -20,6 +20,7 @@
 
 pub mod conformance;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use std::future::Future;

@@ -36,9 +36,10 @@ use serde::de::DeserializeOwned;
 use sqlx::migrate::{Migrate, MigrateError, Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row, SqlSafeStr};
-use sync_core::{ChangeEvent, ChangeKind, Document, Timestamp};
+use sync_core::{ChangeEvent, Document, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::rows::{self, ColumnError, Columns, corrupt};
 use crate::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, StoreStats, TokenRecord};
 
 /// The schema, one step per entry: (version, description, SQL). Steps are appended, never
@@ -340,7 +341,7 @@ impl Store for PgStore {
             latest = unsigned(value, "latest sequence")?;
             let sequence: Option<i64> = row.try_get(1).map_err(|e| corrupt("change event sequence".to_owned(), e))?;
             if sequence.is_some() {
-                events.push(event_from_row_at(row, 1)?);
+                events.push(rows::event(row, 1)?);
             }
         }
         let has_more = events.len() > limit;
@@ -1026,78 +1027,41 @@ type AppendQuery<'q> = sqlx::query::QueryScalar<'q, Postgres, i64, sqlx::postgre
 // ---------------------------------------------------------------------------------------
 // Rows and values
 
-/// Decodes a row of [`document_columns`].
 fn document_from_row(row: &PgRow) -> StoreResult<Document> {
-    let id: String = row.try_get(0).map_err(db("reading documents.id"))?;
-    let what = |column: &str| format!("document {id}: {column}");
-    Ok(Document {
-        user_id: row.try_get(1).map_err(|e| corrupt(what("user_id"), e))?,
-        collection: row.try_get(2).map_err(|e| corrupt(what("collection"), e))?,
-        title: row.try_get(3).map_err(|e| corrupt(what("title"), e))?,
-        content: json_column(row, 4).map_err(|e| corrupt(what("content"), e))?,
-        sync_revision: unsigned_column(row, 5).map_err(|e| corrupt(what("sync_revision"), e))?,
-        vector_clock: json_column(row, 6).map_err(|e| corrupt(what("vector_clock"), e))?,
-        content_hash: row.try_get(7).map_err(|e| corrupt(what("content_hash"), e))?,
-        created_at: Timestamp::from_unix_millis(row.try_get(8).map_err(|e| corrupt(what("created_at"), e))?),
-        updated_at: Timestamp::from_unix_millis(row.try_get(9).map_err(|e| corrupt(what("updated_at"), e))?),
-        deleted_at: row
-            .try_get::<Option<i64>, _>(10)
-            .map_err(|e| corrupt(what("deleted_at"), e))?
-            .map(Timestamp::from_unix_millis),
-        id,
-    })
+    rows::document(row)
 }
 
-/// Decodes a row of [`event_columns`].
 fn event_from_row(row: &PgRow) -> StoreResult<ChangeEvent> {
-    event_from_row_at(row, 0)
+    rows::event(row, 0)
 }
 
-/// Decodes [`event_columns`] starting at column `at`.
-fn event_from_row_at(row: &PgRow, at: usize) -> StoreResult<ChangeEvent> {
-    let sequence = unsigned_column(row, at).map_err(|e| corrupt("change event sequence".to_owned(), e))?;
-    let what = |column: &str| format!("change event {sequence}: {column}");
-    let event_type: String = row.try_get(at + 6).map_err(|e| corrupt(what("event_type"), e))?;
-    Ok(ChangeEvent {
-        sequence,
-        event_id: row.try_get(at + 1).map_err(|e| corrupt(what("event_id"), e))?,
-        document_id: row.try_get(at + 2).map_err(|e| corrupt(what("document_id"), e))?,
-        collection: row.try_get(at + 3).map_err(|e| corrupt(what("collection"), e))?,
-        user_id: row.try_get(at + 4).map_err(|e| corrupt(what("user_id"), e))?,
-        client_id: row.try_get(at + 5).map_err(|e| corrupt(what("client_id"), e))?,
-        event_type: ChangeKind::parse(&event_type),
-        forward_patch: optional_json_column(row, at + 7).map_err(|e| corrupt(what("forward_patch"), e))?,
-        reverse_patch: optional_json_column(row, at + 8).map_err(|e| corrupt(what("reverse_patch"), e))?,
-        sync_revision: unsigned_column(row, at + 9).map_err(|e| corrupt(what("sync_revision"), e))?,
-        created_at: Timestamp::from_unix_millis(row.try_get(at + 10).map_err(|e| corrupt(what("created_at"), e))?),
-        client_change_id: row.try_get(at + 11).map_err(|e| corrupt(what("client_change_id"), e))?,
-        content_hash: row.try_get(at + 12).map_err(|e| corrupt(what("content_hash"), e))?,
-    })
-}
+/// JSON columns are selected as text (`::text`), so a corrupt value is reported with its id.
+impl Columns for PgRow {
+    fn text(&self, index: usize) -> Result<String, ColumnError> {
+        Ok(self.try_get(index)?)
+    }
 
-/// Why a column could not be decoded.
-type ColumnError = Box<dyn std::error::Error + Send + Sync>;
+    fn optional_text(&self, index: usize) -> Result<Option<String>, ColumnError> {
+        Ok(self.try_get(index)?)
+    }
 
-/// A JSON column read as text.
-fn json_column<T: DeserializeOwned>(row: &PgRow, index: usize) -> Result<T, ColumnError> {
-    let text: &str = row.try_get(index)?;
-    Ok(serde_json::from_str(text)?)
-}
+    fn integer(&self, index: usize) -> Result<i64, ColumnError> {
+        Ok(self.try_get(index)?)
+    }
 
-/// A nullable JSON column; SQL NULL is `None`.
-fn optional_json_column<T: DeserializeOwned>(row: &PgRow, index: usize) -> Result<Option<T>, ColumnError> {
-    let text: Option<&str> = row.try_get(index)?;
-    Ok(text.map(serde_json::from_str).transpose()?)
-}
+    fn optional_integer(&self, index: usize) -> Result<Option<i64>, ColumnError> {
+        Ok(self.try_get(index)?)
+    }
 
-/// A BIGINT column that holds a `u64` (stored as a non-negative `i64`).
-fn unsigned_column(row: &PgRow, index: usize) -> Result<u64, ColumnError> {
-    let value: i64 = row.try_get(index)?;
-    Ok(u64::try_from(value)?)
-}
+    fn json<T: DeserializeOwned>(&self, index: usize) -> Result<T, ColumnError> {
+        let text: &str = self.try_get(index)?;
+        Ok(serde_json::from_str(text)?)
+    }
 
-fn corrupt(what: String, error: impl fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {error}"))
+    fn optional_json<T: DeserializeOwned>(&self, index: usize) -> Result<Option<T>, ColumnError> {
+        let text: Option<&str> = self.try_get(index)?;
+        Ok(text.map(serde_json::from_str).transpose()?)
+    }
 }
 
 /// Maps an sqlx error to [`StoreError::Database`] with what was being done.

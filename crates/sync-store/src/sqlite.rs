@@ -26,9 +26,10 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Params, Row, TransactionBehavior, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sync_core::{ChangeEvent, ChangeKind, Document, Timestamp};
+use sync_core::{ChangeEvent, Document, Timestamp};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
+use crate::rows::{self, ColumnError, Columns};
 use crate::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, StoreStats, TokenRecord};
 
 /// The schema, one step per entry; entry `i` moves the database to `user_version = i + 1`.
@@ -973,76 +974,42 @@ fn query_events(conn: &Connection, sql: &str, params: impl Params) -> StoreResul
     Ok(events)
 }
 
-/// Decodes a row of [`document_columns`].
 fn document_from_row(row: &Row<'_>) -> StoreResult<Document> {
-    let id: String = row.get(0).map_err(db("reading documents.id"))?;
-    let what = |column: &str| format!("document {id}: {column}");
-    Ok(Document {
-        user_id: row.get(1).map_err(|e| corrupt(what("user_id"), e))?,
-        collection: row.get(2).map_err(|e| corrupt(what("collection"), e))?,
-        title: row.get(3).map_err(|e| corrupt(what("title"), e))?,
-        content: json_column(row, 4).map_err(|e| corrupt(what("content"), e))?,
-        sync_revision: unsigned_column(row, 5).map_err(|e| corrupt(what("sync_revision"), e))?,
-        vector_clock: json_column(row, 6).map_err(|e| corrupt(what("vector_clock"), e))?,
-        content_hash: row.get(7).map_err(|e| corrupt(what("content_hash"), e))?,
-        created_at: Timestamp::from_unix_millis(row.get(8).map_err(|e| corrupt(what("created_at"), e))?),
-        updated_at: Timestamp::from_unix_millis(row.get(9).map_err(|e| corrupt(what("updated_at"), e))?),
-        deleted_at: row
-            .get::<_, Option<i64>>(10)
-            .map_err(|e| corrupt(what("deleted_at"), e))?
-            .map(Timestamp::from_unix_millis),
-        id,
-    })
+    rows::document(row)
 }
 
-/// Decodes a row of [`event_columns`].
 fn event_from_row(row: &Row<'_>) -> StoreResult<ChangeEvent> {
-    let sequence = unsigned_column(row, 0).map_err(|e| corrupt("change event sequence".to_owned(), e))?;
-    let what = |column: &str| format!("change event {sequence}: {column}");
-    let event_type = row.get_ref(6).map_err(|e| corrupt(what("event_type"), e))?;
-    let event_type = event_type.as_str().map_err(|e| corrupt(what("event_type"), e))?;
-    Ok(ChangeEvent {
-        sequence,
-        event_id: row.get(1).map_err(|e| corrupt(what("event_id"), e))?,
-        document_id: row.get(2).map_err(|e| corrupt(what("document_id"), e))?,
-        collection: row.get(3).map_err(|e| corrupt(what("collection"), e))?,
-        user_id: row.get(4).map_err(|e| corrupt(what("user_id"), e))?,
-        client_id: row.get(5).map_err(|e| corrupt(what("client_id"), e))?,
-        event_type: ChangeKind::parse(event_type),
-        forward_patch: optional_json_column(row, 7).map_err(|e| corrupt(what("forward_patch"), e))?,
-        reverse_patch: optional_json_column(row, 8).map_err(|e| corrupt(what("reverse_patch"), e))?,
-        sync_revision: unsigned_column(row, 9).map_err(|e| corrupt(what("sync_revision"), e))?,
-        created_at: Timestamp::from_unix_millis(row.get(10).map_err(|e| corrupt(what("created_at"), e))?),
-        client_change_id: row.get(11).map_err(|e| corrupt(what("client_change_id"), e))?,
-        content_hash: row.get(12).map_err(|e| corrupt(what("content_hash"), e))?,
-    })
+    rows::event(row, 0)
 }
 
-/// Why a column could not be decoded.
-type ColumnError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A JSON text column, parsed straight from SQLite's buffer.
-fn json_column<T: DeserializeOwned>(row: &Row<'_>, index: usize) -> Result<T, ColumnError> {
-    let text = row.get_ref(index)?.as_str()?;
-    Ok(serde_json::from_str(text)?)
-}
-
-/// A nullable JSON text column; SQL NULL is `None`.
-fn optional_json_column<T: DeserializeOwned>(row: &Row<'_>, index: usize) -> Result<Option<T>, ColumnError> {
-    match row.get_ref(index)? {
-        ValueRef::Null => Ok(None),
-        value => Ok(Some(serde_json::from_str(value.as_str()?)?)),
+impl Columns for Row<'_> {
+    fn text(&self, index: usize) -> Result<String, ColumnError> {
+        Ok(self.get(index)?)
     }
-}
 
-/// An INTEGER column that holds a `u64` (stored as a non-negative `i64`).
-fn unsigned_column(row: &Row<'_>, index: usize) -> Result<u64, ColumnError> {
-    let value: i64 = row.get(index)?;
-    Ok(u64::try_from(value)?)
-}
+    fn optional_text(&self, index: usize) -> Result<Option<String>, ColumnError> {
+        Ok(self.get(index)?)
+    }
 
-fn corrupt(what: String, error: impl fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {error}"))
+    fn integer(&self, index: usize) -> Result<i64, ColumnError> {
+        Ok(self.get(index)?)
+    }
+
+    fn optional_integer(&self, index: usize) -> Result<Option<i64>, ColumnError> {
+        Ok(self.get(index)?)
+    }
+
+    /// Parsed straight from SQLite's buffer.
+    fn json<T: DeserializeOwned>(&self, index: usize) -> Result<T, ColumnError> {
+        Ok(serde_json::from_str(self.get_ref(index)?.as_str()?)?)
+    }
+
+    fn optional_json<T: DeserializeOwned>(&self, index: usize) -> Result<Option<T>, ColumnError> {
+        match self.get_ref(index)? {
+            ValueRef::Null => Ok(None),
+            value => Ok(Some(serde_json::from_str(value.as_str()?)?)),
+        }
+    }
 }
 
 /// Maps a rusqlite error to [`StoreError::Database`] with what was being done.

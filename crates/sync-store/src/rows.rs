@@ -1,0 +1,82 @@
+//! Records from rows, shared by the backends: both select documents and change events
+//! with the same columns in the same order (`document_columns!` / `event_columns!` in each
+//! backend), so the decoding — and the `Corrupt` error that names the record and the
+//! column — is written once. Each backend only says how to read one column.
+
+use serde::de::DeserializeOwned;
+use sync_core::{ChangeEvent, ChangeKind, Document, Timestamp};
+
+use crate::{StoreError, StoreResult};
+
+/// Why a column could not be decoded.
+pub(crate) type ColumnError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One row of a backend's result, read column by column.
+pub(crate) trait Columns {
+    /// A TEXT column.
+    fn text(&self, index: usize) -> Result<String, ColumnError>;
+    /// A nullable TEXT column.
+    fn optional_text(&self, index: usize) -> Result<Option<String>, ColumnError>;
+    /// An INTEGER / BIGINT column.
+    fn integer(&self, index: usize) -> Result<i64, ColumnError>;
+    /// A nullable INTEGER / BIGINT column.
+    fn optional_integer(&self, index: usize) -> Result<Option<i64>, ColumnError>;
+    /// A JSON column, parsed from the driver's buffer without a copy where it can.
+    fn json<T: DeserializeOwned>(&self, index: usize) -> Result<T, ColumnError>;
+    /// A nullable JSON column; SQL NULL is `None`.
+    fn optional_json<T: DeserializeOwned>(&self, index: usize) -> Result<Option<T>, ColumnError>;
+
+    /// An integer column that holds a `u64` (stored as a non-negative `i64`).
+    fn unsigned(&self, index: usize) -> Result<u64, ColumnError> {
+        Ok(u64::try_from(self.integer(index)?)?)
+    }
+}
+
+/// Decodes a document from the columns of `document_columns!`.
+pub(crate) fn document(row: &impl Columns) -> StoreResult<Document> {
+    let id = row.text(0).map_err(|e| StoreError::Database(format!("reading documents.id: {e}")))?;
+    let what = |column: &str| format!("document {id}: {column}");
+    Ok(Document {
+        user_id: row.text(1).map_err(|e| corrupt(what("user_id"), e))?,
+        collection: row.text(2).map_err(|e| corrupt(what("collection"), e))?,
+        title: row.optional_text(3).map_err(|e| corrupt(what("title"), e))?,
+        content: row.json(4).map_err(|e| corrupt(what("content"), e))?,
+        sync_revision: row.unsigned(5).map_err(|e| corrupt(what("sync_revision"), e))?,
+        vector_clock: row.json(6).map_err(|e| corrupt(what("vector_clock"), e))?,
+        content_hash: row.text(7).map_err(|e| corrupt(what("content_hash"), e))?,
+        created_at: Timestamp::from_unix_millis(row.integer(8).map_err(|e| corrupt(what("created_at"), e))?),
+        updated_at: Timestamp::from_unix_millis(row.integer(9).map_err(|e| corrupt(what("updated_at"), e))?),
+        deleted_at: row
+            .optional_integer(10)
+            .map_err(|e| corrupt(what("deleted_at"), e))?
+            .map(Timestamp::from_unix_millis),
+        id,
+    })
+}
+
+/// Decodes a change event from the columns of `event_columns!`, starting at column `at`.
+pub(crate) fn event(row: &impl Columns, at: usize) -> StoreResult<ChangeEvent> {
+    let sequence = row.unsigned(at).map_err(|e| corrupt("change event sequence".to_owned(), e))?;
+    let what = |column: &str| format!("change event {sequence}: {column}");
+    let event_type = row.text(at + 6).map_err(|e| corrupt(what("event_type"), e))?;
+    Ok(ChangeEvent {
+        sequence,
+        event_id: row.text(at + 1).map_err(|e| corrupt(what("event_id"), e))?,
+        document_id: row.text(at + 2).map_err(|e| corrupt(what("document_id"), e))?,
+        collection: row.text(at + 3).map_err(|e| corrupt(what("collection"), e))?,
+        user_id: row.text(at + 4).map_err(|e| corrupt(what("user_id"), e))?,
+        client_id: row.text(at + 5).map_err(|e| corrupt(what("client_id"), e))?,
+        event_type: ChangeKind::parse(&event_type),
+        forward_patch: row.optional_json(at + 7).map_err(|e| corrupt(what("forward_patch"), e))?,
+        reverse_patch: row.optional_json(at + 8).map_err(|e| corrupt(what("reverse_patch"), e))?,
+        sync_revision: row.unsigned(at + 9).map_err(|e| corrupt(what("sync_revision"), e))?,
+        created_at: Timestamp::from_unix_millis(row.integer(at + 10).map_err(|e| corrupt(what("created_at"), e))?),
+        client_change_id: row.optional_text(at + 11).map_err(|e| corrupt(what("client_change_id"), e))?,
+        content_hash: row.optional_text(at + 12).map_err(|e| corrupt(what("content_hash"), e))?,
+    })
+}
+
+/// A stored value that cannot be decoded, named by `what`.
+pub(crate) fn corrupt(what: String, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {error}"))
+}
