@@ -69,28 +69,52 @@ enum Scenario {
 
 /// Where the load goes.
 pub(crate) struct Target {
+    /// The server measured (the first of `urls`).
     url: String,
+    /// Every server to spread connections over (`--servers`), `url` first.
+    urls: Vec<String>,
     credentials: Credentials,
     backend: String,
     compression: bool,
     /// The spawned server's process id, to read its memory.
     server_pid: Option<u32>,
-    _server: Option<std::sync::Arc<ServerProcess>>,
-    /// Further servers to spread connections over (`--servers`), after `url`.
-    more_urls: Vec<String>,
     /// Which server the next task connects to.
     next_url: AtomicUsize,
-    /// The spawned PostgreSQL and its servers, kept until the run ends.
-    _postgres: Option<spawn::PostgresCluster>,
+    /// What `--spawn` started, stopped and removed when the run ends.
+    _spawned: Option<Spawned>,
+}
+
+/// Processes started for the run.
+#[expect(dead_code, reason = "held only so that dropping it stops the processes")]
+enum Spawned {
+    Sqlite(ServerProcess),
+    Postgres(spawn::PostgresCluster),
 }
 
 impl Target {
+    fn new(urls: Vec<String>, credentials: Credentials, backend: String, cli: &Cli) -> anyhow::Result<Self> {
+        let url = urls.first().context("no server to target")?.clone();
+        Ok(Self {
+            url,
+            urls,
+            credentials,
+            backend,
+            compression: cli.compression,
+            server_pid: None,
+            next_url: AtomicUsize::new(0),
+            _spawned: None,
+        })
+    }
+
     /// A copy for a task (the spawned server stays owned by the original); with several
     /// servers, successive tasks connect to each in turn.
     fn clone_for_task(&self) -> TaskTarget {
-        let turn = self.next_url.fetch_add(1, Ordering::Relaxed) % (1 + self.more_urls.len());
-        let url = if turn == 0 { self.url.clone() } else { self.more_urls[turn - 1].clone() };
-        TaskTarget { url, credentials: self.credentials.clone(), compression: self.compression }
+        let turn = self.next_url.fetch_add(1, Ordering::Relaxed) % self.urls.len();
+        TaskTarget {
+            url: self.urls[turn].clone(),
+            credentials: self.credentials.clone(),
+            compression: self.compression,
+        }
     }
 }
 
@@ -151,6 +175,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Environment of spawned servers: no rate limit, no connection limit below the run's.
+const SPAWN_ENV: [(&str, &str); 2] = [("SYNC_RATE_LIMIT_PER_SECOND", "0"), ("SYNC_MAX_CONNECTIONS", "1000000")];
+
 fn target(cli: &Cli) -> anyhow::Result<Target> {
     match (&cli.server, cli.spawn.as_deref()) {
         (Some(url), None) => {
@@ -161,58 +188,32 @@ fn target(cli: &Cli) -> anyhow::Result<Target> {
             let (Some(api_key), Some(secret)) = (cli.api_key.clone(), cli.secret.clone()) else {
                 bail!("--server needs --api-key and --secret (or SYNC_API_SECRET)");
             };
-            Ok(Target {
-                url: url.clone(),
-                credentials: Credentials { api_key, secret },
-                backend: "external".into(),
-                compression: cli.compression,
-                server_pid: None,
-                _server: None,
-                more_urls: Vec::new(),
-                next_url: AtomicUsize::new(0),
-                _postgres: None,
-            })
+            Target::new(vec![url.clone()], Credentials { api_key, secret }, "external".into(), cli)
         }
         (None, Some("sqlite")) | (None, None) => {
-            let server = ServerProcess::start_sqlite(&[
-                ("SYNC_RATE_LIMIT_PER_SECOND", "0"),
-                ("SYNC_MAX_CONNECTIONS", "1000000"),
-            ])?;
-            Ok(Target {
-                url: server.ws_url(),
-                credentials: Credentials { api_key: server.api_key.clone(), secret: server.secret.clone() },
-                backend: "sqlite".into(),
-                compression: cli.compression,
-                server_pid: server.pid(),
-                _server: Some(std::sync::Arc::new(server)),
-                more_urls: Vec::new(),
-                next_url: AtomicUsize::new(0),
-                _postgres: None,
-            })
+            let server = ServerProcess::start_sqlite(&SPAWN_ENV)?;
+            let credentials = Credentials { api_key: server.api_key.clone(), secret: server.secret.clone() };
+            let mut target = Target::new(vec![server.ws_url()], credentials, "sqlite".into(), cli)?;
+            target.server_pid = server.pid();
+            target._spawned = Some(Spawned::Sqlite(server));
+            Ok(target)
         }
         (None, Some("postgres")) => {
-            let env = [("SYNC_RATE_LIMIT_PER_SECOND", "0"), ("SYNC_MAX_CONNECTIONS", "1000000")];
             // Starting PostgreSQL and creating the database are async; this function is
             // not, and runs on a multi-threaded runtime, where blocking in place is allowed.
-            let start = spawn::PostgresCluster::start(cli.servers, &env);
+            let start = spawn::PostgresCluster::start(cli.servers, &SPAWN_ENV);
             let cluster = tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(start))?;
             let first = cluster.servers.first().context("no server started")?;
-            let backend = if cluster.servers.len() > 1 {
-                format!("postgres x{}", cluster.servers.len())
-            } else {
-                "postgres".to_owned()
+            let credentials = Credentials { api_key: first.api_key.clone(), secret: first.secret.clone() };
+            let backend = match cluster.servers.len() {
+                1 => "postgres".to_owned(),
+                n => format!("postgres x{n}"),
             };
-            Ok(Target {
-                url: first.ws_url(),
-                credentials: Credentials { api_key: first.api_key.clone(), secret: first.secret.clone() },
-                backend,
-                compression: cli.compression,
-                server_pid: cluster.servers.first().and_then(ServerProcess::pid),
-                _server: None,
-                more_urls: cluster.servers.iter().skip(1).map(ServerProcess::ws_url).collect(),
-                next_url: AtomicUsize::new(0),
-                _postgres: Some(cluster),
-            })
+            let urls = cluster.servers.iter().map(ServerProcess::ws_url).collect();
+            let mut target = Target::new(urls, credentials, backend, cli)?;
+            target.server_pid = first.pid();
+            target._spawned = Some(Spawned::Postgres(cluster));
+            Ok(target)
         }
         (None, Some(other)) => bail!("unknown backend {other:?} for --spawn (sqlite, postgres)"),
         (Some(_), Some(_)) => bail!("use either --server or --spawn"),
