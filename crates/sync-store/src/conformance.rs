@@ -636,6 +636,25 @@ pub async fn a_refused_append_does_not_fail_the_appends_grouped_with_it<S: Store
     assert_eq!(ok(fine, "the bystander"), vec![last + 1], "the bystander commits right after");
 }
 
+/// For a backend's own test, after it damaged (with raw SQL) the stored document `id` of
+/// `user` and its change event at `sequence`: both reads name what is damaged, with
+/// `Corrupt`, and the store keeps working for everything else.
+pub async fn damaged_rows_are_reported<S: Store>(store: &S, user: &str, id: &str, sequence: u64) {
+    match store.load_documents(vec![id.to_owned()]).await {
+        Err(StoreError::Corrupt(message)) => assert!(message.contains(id), "no id in {message:?}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    match store.changes_since(scope(user), sequence - 1, 10, None).await {
+        Err(StoreError::Corrupt(message)) => {
+            assert!(message.contains(&format!("change event {sequence}")), "no sequence in {message:?}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    ok(store.ping().await, "ping after corruption");
+    let fine = create(user, "default", &unique("doc-good"), json!({}));
+    ok(store.append_batch(vec![fine]).await, "append after corruption");
+}
+
 // ---------------------------------------------------------------------------------------
 // Helpers
 
