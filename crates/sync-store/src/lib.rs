@@ -56,7 +56,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct NewChange {
     /// The event to append (its `sequence` is ignored and assigned by the store).
     pub event: ChangeEvent,
-    /// The document's state after the change (a tombstone for deletes).
+    /// The document's state after the change (a tombstone for deletes). An update or a
+    /// delete writes only what a change can move (title, content, revision, vector clock,
+    /// hash, `updated_at`, `deleted_at`); the owner, the collection and `created_at` are
+    /// the ones the create stored.
     pub document: Document,
     /// The revision the stored document must have before this change: 0 for a create
     /// (the id must be new), otherwise `document.sync_revision - 1`.

@@ -105,10 +105,9 @@ WITH doc_in AS (
         AS t(id, user_id, collection, title, content, sync_revision, vector_clock, content_hash,
              created_at, updated_at, deleted_at, expected)
 ), updated AS (
-    UPDATE documents AS d SET user_id = n.user_id, collection = n.collection, title = n.title,
+    UPDATE documents AS d SET title = n.title,
         content = n.content::jsonb, sync_revision = n.sync_revision, vector_clock = n.vector_clock::jsonb,
-        content_hash = n.content_hash, created_at = n.created_at, updated_at = n.updated_at,
-        deleted_at = n.deleted_at
+        content_hash = n.content_hash, updated_at = n.updated_at, deleted_at = n.deleted_at
     FROM doc_in AS n
     WHERE n.expected > 0 AND d.id = n.id AND d.sync_revision = n.expected
     RETURNING d.id

@@ -83,8 +83,11 @@ const INSERT_DOCUMENT: &str = concat!(
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING"
 );
 
-const UPDATE_DOCUMENT: &str = "UPDATE documents SET user_id = ?2, collection = ?3, title = ?4, content = ?5, \
-     sync_revision = ?6, vector_clock = ?7, content_hash = ?8, created_at = ?9, updated_at = ?10, deleted_at = ?11 \
+/// Sets only the columns a change can move: an UPDATE that names an indexed column
+/// rewrites that index entry even when the value is the same (`documents_user_id` here).
+/// Binds the same twelve values as the insert; `?2`, `?3` and `?9` are not used.
+const UPDATE_DOCUMENT: &str = "UPDATE documents SET title = ?4, content = ?5, sync_revision = ?6, \
+     vector_clock = ?7, content_hash = ?8, updated_at = ?10, deleted_at = ?11 \
      WHERE id = ?1 AND sync_revision = ?12";
 
 const INSERT_EVENT: &str = concat!(
