@@ -191,6 +191,12 @@ impl Hub {
             match item {
                 Delivery::Commit { change, reply } => {
                     let origin = reply.as_ref().map(|(link, _)| link.id);
+                    // The answer first: each session gets one message per change, so the
+                    // order between sessions is free, and a writer whose change reaches
+                    // thousands of other sessions is not woken after all of them.
+                    if let Some((link, frame)) = reply {
+                        link.offer(Outbound { frame, sequence: Some(change.sequence), completes_write: true });
+                    }
                     if let Some(members) = users.get(&change.user_id) {
                         for member in members.iter().filter(|m| Some(m.link.id) != origin) {
                             member.link.offer(Outbound {
@@ -206,9 +212,6 @@ impl Hub {
                                 });
                             }
                         }
-                    }
-                    if let Some((link, frame)) = reply {
-                        link.offer(Outbound { frame, sequence: Some(change.sequence), completes_write: true });
                     }
                     newest = Some(change.sequence);
                 }
