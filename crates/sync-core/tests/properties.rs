@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use sync_core::patch::{PatchOp, apply, apply_with_inverse, diff, merge_diff, merge_patch, patch_to_value};
 use sync_core::pointer::JsonPointer;
 use sync_core::protocol::*;
-use sync_core::transform::{Policy, RebaseError, rebase};
+use sync_core::transform::{Policy, RebaseError, rebase, rebase_many, rebase_many_in_full};
 
 fn arb_key() -> impl Strategy<Value = String> {
     prop_oneof![Just("a".to_owned()), Just("b".to_owned()), Just("c/d".to_owned()), Just("~e".to_owned()), "[a-z]{1,6}"]
@@ -99,6 +99,29 @@ proptest! {
             Ok(rebased) => prop_assert!(apply(&mut state, &rebased.patch).is_ok(), "{:?}", rebased),
             Err(RebaseError::TestFailed { .. }) => {}
             Err(other) => prop_assert!(false, "unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn the_shortcut_for_independent_edits_answers_as_the_full_rebase(
+        left in arb_object(), right in arb_object(), rest in arb_json(),
+        s1 in any::<u64>(), s2 in any::<u64>(), s3 in any::<u64>(), server_wins in any::<bool>()
+    ) {
+        // Edits under two different members (mostly independent, the shortcut's case),
+        // and edits anywhere (mostly not): both ways must give the same answer.
+        let doc = json!({"left": left, "right": right, "rest": rest});
+        let (left, right) = (JsonPointer::from_tokens(["left"]), JsonPointer::from_tokens(["right"]));
+        let committed = random_patch(&mut Rng(s1), &doc, &left);
+        let incoming = [
+            random_patch(&mut Rng(s2), &doc, &right),
+            random_patch(&mut Rng(s3), &doc, &JsonPointer::root()),
+        ];
+        let policy = if server_wins { Policy::ServerWins } else { Policy::LastWriterWins };
+        for entries in [&incoming[..1], &incoming[1..], &incoming[..]] {
+            prop_assert_eq!(
+                rebase_many(&doc, entries, &committed, policy),
+                rebase_many_in_full(&doc, entries, &committed, policy)
+            );
         }
     }
 

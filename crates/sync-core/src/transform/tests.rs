@@ -327,3 +327,32 @@ fn rebase_many_keeps_entry_boundaries() {
     assert!(results[0].as_ref().unwrap().conflicts.is_empty());
     assert_eq!(results[1].as_ref().unwrap().conflicts.len(), 1);
 }
+
+/// Whether the shortcut for independent changes answers (`Some`) for these patches.
+fn shortcut_taken(base: Value, committed: Value, incoming: Value) -> bool {
+    let committed = parse_patch(committed).unwrap();
+    let incoming = parse_patch(incoming).unwrap();
+    rebase_independent(&base, &[incoming], &committed).is_some()
+}
+
+#[test]
+fn the_shortcut_takes_edits_that_part_inside_objects_only() {
+    let base = json!({"a": 1, "b": 1, "n": {"x": 1, "y": [1, 2]}, "list": [{"k": 1}, {"k": 2}]});
+    let replace = |path: &str| json!([{"op": "replace", "path": path, "value": 9}]);
+    // Different members of the root, or of a nested object.
+    assert!(shortcut_taken(base.clone(), replace("/a"), replace("/b")));
+    assert!(shortcut_taken(base.clone(), replace("/n/x"), replace("/a")));
+    assert!(shortcut_taken(base.clone(), replace("/n/x"), json!([{"op": "add", "path": "/n/z", "value": 1}])));
+    // Same path, or one inside the other: the merge rules decide.
+    assert!(!shortcut_taken(base.clone(), replace("/a"), replace("/a")));
+    assert!(!shortcut_taken(base.clone(), replace("/n"), replace("/n/x")));
+    assert!(!shortcut_taken(base.clone(), replace("/n/x"), replace("/n")));
+    // Parting inside an array: an index may shift.
+    assert!(!shortcut_taken(base.clone(), json!([{"op": "remove", "path": "/list/0"}]), replace("/list/1/k")));
+    // `move` reads its `from`; a test and an append are left to the full algorithm.
+    assert!(!shortcut_taken(base.clone(), json!([{"op": "move", "from": "/a", "path": "/c"}]), replace("/a")));
+    assert!(!shortcut_taken(base.clone(), replace("/a"), json!([{"op": "test", "path": "/b", "value": 1}])));
+    assert!(!shortcut_taken(base.clone(), replace("/a"), json!([{"op": "add", "path": "/n/y/-", "value": 3}])));
+    // An incoming patch that does not apply to its base is reported by the full algorithm.
+    assert!(!shortcut_taken(base, replace("/a"), replace("/missing")));
+}
