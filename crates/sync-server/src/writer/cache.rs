@@ -26,6 +26,11 @@ pub struct HistEntry {
 /// hundreds of revisions ahead of the last commit while batches are in flight). They are
 /// bounded by the write path's batch size times its pipeline depth.
 const HISTORY: usize = 64;
+/// A document whose stale changes reach further back keeps as much as they needed, up to
+/// this: a document edited by a hundred clients at once sees each change arrive about a
+/// hundred revisions late, and would otherwise read that history from the store for
+/// every change.
+const HISTORY_MAX: usize = 1024;
 
 /// A cached document and its recent updates (contiguous, ending at its revision).
 #[derive(Clone, Debug)]
@@ -35,6 +40,8 @@ pub struct CachedDoc {
     history: VecDeque<HistEntry>,
     /// The newest revision known to be committed; history above it is never trimmed.
     committed: u64,
+    /// Committed updates kept: [`HISTORY`], or more once stale changes needed more.
+    keep: usize,
     last_used: u64,
 }
 
@@ -45,7 +52,7 @@ impl CachedDoc {
         while self
             .history
             .front()
-            .is_some_and(|h| h.revision <= self.committed && self.committed - h.revision >= HISTORY as u64)
+            .is_some_and(|h| h.revision <= self.committed && self.committed - h.revision >= self.keep as u64)
         {
             self.history.pop_front();
         }
@@ -108,16 +115,22 @@ impl DocCache {
         self.clock += 1;
         let id = doc.id.clone();
         let committed = doc.sync_revision;
-        self.docs.insert(id, CachedDoc { doc, history: VecDeque::new(), committed, last_used: self.clock });
+        self.docs
+            .insert(id, CachedDoc { doc, history: VecDeque::new(), committed, keep: HISTORY, last_used: self.clock });
         self.evict_if_needed();
     }
 
-    /// Adds history loaded from the store in front of what is kept.
+    /// Adds history loaded from the store in front of what is kept, and keeps that much
+    /// from now on (up to [`HISTORY_MAX`]): the next stale change will likely reach as far.
     pub fn prepend_history(&mut self, id: &str, entries: Vec<HistEntry>) {
         if let Some(entry) = self.docs.get_mut(id) {
             // Read from the store, so committed. Not trimmed here: the caller needs them now.
             if let Some(last) = entries.last() {
                 entry.committed = entry.committed.max(last.revision);
+            }
+            if let Some(first) = entries.first() {
+                let reach = usize::try_from(entry.committed.saturating_sub(first.revision) + 1).unwrap_or(usize::MAX);
+                entry.keep = entry.keep.max(reach.min(HISTORY_MAX));
             }
             let first_kept = entry.history.front().map_or(entry.doc.sync_revision + 1, |h| h.revision);
             for h in entries.into_iter().rev().filter(|h| h.revision < first_kept) {
@@ -134,6 +147,7 @@ impl DocCache {
             doc: doc.clone(),
             history: VecDeque::new(),
             committed: 0,
+            keep: HISTORY,
             last_used: clock,
         });
         match update {
@@ -244,6 +258,28 @@ mod tests {
         }
         cache.mark_committed("hot", 150);
         assert_eq!(cache.get("hot").unwrap().since(150 - HISTORY as u64).unwrap().len(), 50 + HISTORY);
+    }
+
+    #[test]
+    fn history_read_from_the_store_is_kept_from_then_on() {
+        let mut cache = DocCache::new(100);
+        cache.insert_loaded(doc("hot", 300));
+        // A stale change based on revision 100 read 200 revisions from the store.
+        cache.prepend_history("hot", (101..=300).map(hist).collect());
+        for revision in 301..=400 {
+            cache.apply(doc("hot", revision), Some(hist(revision)));
+            cache.mark_committed("hot", revision);
+        }
+        // The next change as stale as that one finds its history in the cache.
+        assert_eq!(cache.get("hot").unwrap().since(200).map(|h| h.len()), Some(200));
+        // Not beyond the cap, however far a change reached.
+        let mut cache = DocCache::new(100);
+        cache.insert_loaded(doc("old", 5000));
+        cache.prepend_history("old", (1..=5000).map(hist).collect());
+        cache.apply(doc("old", 5001), Some(hist(5001)));
+        cache.mark_committed("old", 5001);
+        assert!(cache.get("old").unwrap().since(5001 - HISTORY_MAX as u64 - 1).is_none());
+        assert!(cache.get("old").unwrap().since(5001 - HISTORY_MAX as u64).is_some());
     }
 
     #[test]
