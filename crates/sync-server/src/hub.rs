@@ -4,6 +4,9 @@
 //! - deliveries happen in sequence order (one caller delivers, in order), and a change is
 //!   pushed to every session of a user who may read it except the session that made it,
 //!   which gets its `*_response` at the same position in its stream;
+//! - a change's pushes are queued before its answer: once a writer holds the answer,
+//!   every other session of the user has the push ahead of anything it is sent later
+//!   (what the writer does next on another device never overtakes its own change);
 //! - delivery never waits: every session has a bounded queue, and a session whose queue
 //!   is full is told to disconnect (it resumes from its cursor), so one slow client never
 //!   stalls a writer or grows server memory;
@@ -191,12 +194,6 @@ impl Hub {
             match item {
                 Delivery::Commit { change, reply } => {
                     let origin = reply.as_ref().map(|(link, _)| link.id);
-                    // The answer first: each session gets one message per change, so the
-                    // order between sessions is free, and a writer whose change reaches
-                    // thousands of other sessions is not woken after all of them.
-                    if let Some((link, frame)) = reply {
-                        link.offer(Outbound { frame, sequence: Some(change.sequence), completes_write: true });
-                    }
                     if let Some(members) = users.get(&change.user_id) {
                         for member in members.iter().filter(|m| Some(m.link.id) != origin) {
                             member.link.offer(Outbound {
@@ -212,6 +209,9 @@ impl Hub {
                                 });
                             }
                         }
+                    }
+                    if let Some((link, frame)) = reply {
+                        link.offer(Outbound { frame, sequence: Some(change.sequence), completes_write: true });
                     }
                     newest = Some(change.sequence);
                 }
