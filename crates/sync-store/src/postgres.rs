@@ -275,12 +275,13 @@ impl Store for PgStore {
         after_id: Option<String>,
         limit: usize,
     ) -> StoreResult<Vec<Document>> {
+        // The page's ids first, then its rows (see `changes_since`).
         let sql = concat!(
             "SELECT ",
             document_columns!(),
-            " FROM documents WHERE user_id = $1 AND id > $2",
+            " FROM documents WHERE id = ANY(ARRAY(SELECT id FROM documents WHERE user_id = $1 AND id > $2",
             " AND ($3::text[] IS NULL OR collection = ANY($3::text[]))",
-            " ORDER BY id LIMIT $4"
+            " ORDER BY id LIMIT $4)) ORDER BY id"
         );
         let rows = sqlx::query(sql)
             .bind(scope.user_id)
@@ -317,12 +318,20 @@ impl Store for PgStore {
         // not pass a change the page did not see. One row more than the page tells
         // whether more follow. The counter row joins every event row (and stands alone
         // when there are none).
+        //
+        // The page's sequences are chosen first and its rows read after: on a table
+        // whose statistics lag behind (a bulk load autovacuum has not analyzed yet),
+        // PostgreSQL takes the page for a few rows, reads every later row of the user,
+        // turns all of their patches into text and sorts them on disk before the LIMIT —
+        // 160 ms a page of 5,000 at the middle of 100,000 changes, against 35 ms this way
+        // (and the same 20 ms either way once analyzed).
         let sql = concat!(
             "SELECT c.value, e.* FROM counters AS c LEFT JOIN LATERAL (SELECT ",
             event_columns!(),
-            " FROM change_events WHERE user_id = $1 AND sequence > $2",
+            " FROM change_events WHERE sequence = ANY(ARRAY(SELECT sequence FROM change_events",
+            " WHERE user_id = $1 AND sequence > $2",
             " AND ($3::text[] IS NULL OR collection = ANY($3::text[]))",
-            " ORDER BY sequence LIMIT $4) AS e ON TRUE",
+            " ORDER BY sequence LIMIT $4))) AS e ON TRUE",
             " WHERE c.name = 'change_events' ORDER BY e.sequence"
         );
         let rows = sqlx::query(sql)
@@ -385,11 +394,13 @@ impl Store for PgStore {
         limit: usize,
     ) -> StoreResult<Vec<ChangeEvent>> {
         let before = before_revision.map_or(Ok(i64::MAX), |b| sql_int(b, "revision"))?;
+        // The page's sequences first, then its rows (see `changes_since`).
         let sql = concat!(
             "SELECT ",
             event_columns!(),
-            " FROM change_events WHERE document_id = $1 AND sync_revision < $2",
-            " ORDER BY sync_revision DESC LIMIT $3"
+            " FROM change_events WHERE sequence = ANY(ARRAY(SELECT sequence FROM change_events",
+            " WHERE document_id = $1 AND sync_revision < $2 ORDER BY sync_revision DESC LIMIT $3))",
+            " ORDER BY sync_revision DESC"
         );
         let rows = sqlx::query(sql)
             .bind(document_id)
