@@ -48,7 +48,9 @@ for line in open(sys.argv[1]):
     if line.strip():
         r = json.loads(line)
         key = (r["scenario"], r["backend"], json.dumps(r["parameters"], sort_keys=True))
-        groups.setdefault(key, []).append(r["figures"])
+        # The host's speed at the start of the run (sync-bench's calibrate.rs) is listed
+        # with the figures: a slow hour shows as higher times there.
+        groups.setdefault(key, []).append({**r["figures"], "host_speed": r.get("host_speed") or {}})
 def flat(figures, prefix=""):
     out = {}
     for k, v in figures.items():

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod calibrate;
 mod client;
 mod report;
 mod scenarios;
@@ -148,7 +149,8 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     raise_open_file_limit();
-    let report = match &cli.scenario {
+    let host_speed = calibrate::host_speed();
+    let mut report = match &cli.scenario {
         Scenario::ClientWrite(args) => scenarios::client_write::run(args).await?,
         scenario => {
             let target = target(&cli)?;
@@ -162,6 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     };
+    report.host_speed = Some(host_speed);
     report.print();
     if let Some(path) = &cli.json {
         use std::io::Write;

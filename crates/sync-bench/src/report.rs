@@ -1,5 +1,6 @@
 //! Benchmark results: a readable table and, with `--json`, one JSON object per scenario
-//! (scenario, parameters, figures, server backend, git commit, machine cores).
+//! (scenario, parameters, figures, server backend, git commit, machine cores, and the
+//! host's speed at the start of the run: `calibrate.rs`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -67,6 +68,8 @@ pub(crate) struct Report {
     pub(crate) figures: BTreeMap<String, Value>,
     /// `sqlite`, `postgres` or `external`.
     pub(crate) backend: String,
+    /// Milliseconds of the calibration work before the run (lower is a faster host).
+    pub(crate) host_speed: Option<Value>,
 }
 
 impl Report {
@@ -77,6 +80,7 @@ impl Report {
             parameters: BTreeMap::new(),
             figures: BTreeMap::new(),
             backend: backend.into(),
+            host_speed: None,
         }
     }
 
@@ -101,12 +105,22 @@ impl Report {
             "backend": self.backend,
             "git_commit": git_commit(),
             "machine_cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "host_speed": self.host_speed,
         })
     }
 
     /// Prints a readable table.
     pub(crate) fn print(&self) {
         println!("\n== {} ({})", self.scenario, self.backend);
+        if let Some(speed) = &self.host_speed {
+            let ms = |name: &str| speed[name].as_f64().map_or("-".into(), |ms| format!("{ms:.1} ms"));
+            println!(
+                "   {:<28} cpu {}  syscalls {} (lower is a faster host)",
+                "host_speed",
+                ms("cpu_ms"),
+                ms("syscall_ms")
+            );
+        }
         for (k, v) in &self.parameters {
             println!("   {k:<28} {v}");
         }
@@ -123,9 +137,10 @@ impl Report {
     }
 }
 
+/// The commit the run was made from, with `-dirty` when tracked files had changes.
 fn git_commit() -> String {
     std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
+        .args(["describe", "--always", "--dirty", "--abbrev=7"])
         .output()
         .ok()
         .filter(|o| o.status.success())

@@ -27,6 +27,7 @@ fn bench(args: &[&str]) -> Value {
     let report = read_report(&json);
     assert_eq!(report["machine_cores"].as_u64().map(|n| n > 0), Some(true), "{report}");
     assert!(report["git_commit"].is_string(), "{report}");
+    assert!(report["host_speed"]["cpu_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{report}");
     assert!(stdout.contains(&format!("== {}", report["scenario"].as_str().unwrap_or("?"))), "table: {stdout}");
     report
 }
