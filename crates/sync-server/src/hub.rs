@@ -189,10 +189,15 @@ impl Hub {
     /// Delivers items in order. Must be called by one task at a time, in sequence order.
     pub fn deliver(&self, items: Vec<Delivery>) {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());
-        let mut newest = None;
         for item in items {
             match item {
                 Delivery::Commit { change, reply } => {
+                    // Advanced under the read lock, so registration cannot come between
+                    // this and the pushes: a session registering after this call sees the
+                    // new position, one registered before it receives the pushes. And
+                    // advanced before the answer is queued: a client holding the answer
+                    // never reads an older position (`latest_sequence` of a full sync).
+                    self.delivered.fetch_max(change.sequence, Ordering::AcqRel);
                     let origin = reply.as_ref().map(|(link, _)| link.id);
                     if let Some(members) = users.get(&change.user_id) {
                         for member in members.iter().filter(|m| Some(m.link.id) != origin) {
@@ -213,17 +218,11 @@ impl Hub {
                     if let Some((link, frame)) = reply {
                         link.offer(Outbound { frame, sequence: Some(change.sequence), completes_write: true });
                     }
-                    newest = Some(change.sequence);
                 }
                 Delivery::Reply { to, frame, sequence } => {
                     to.offer(Outbound { frame, sequence, completes_write: true });
                 }
             }
-        }
-        // Advanced while the read lock is held: a session registering after this call
-        // sees the new position, and one registered before it received the pushes.
-        if let Some(sequence) = newest {
-            self.delivered.fetch_max(sequence, Ordering::AcqRel);
         }
     }
 }
