@@ -6,18 +6,20 @@
 //! fails to commit, every document it touched is evicted.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use sync_core::{Document, Patch};
 
-/// Patches of one committed update, kept to rebase stale changes.
+/// Patches of one committed update, kept to rebase stale changes. Shared, not copied:
+/// a change a hundred revisions stale takes a hundred entries out of the cache.
 #[derive(Clone, Debug)]
 pub struct HistEntry {
     /// The revision the update produced.
     pub revision: u64,
     /// The patch as applied.
-    pub forward: Patch,
+    pub forward: Arc<Patch>,
     /// The patch that undoes it.
-    pub reverse: Patch,
+    pub reverse: Arc<Patch>,
 }
 
 /// Committed updates kept per document for rebasing. Updates not known to be committed
@@ -216,7 +218,7 @@ mod tests {
     }
 
     fn hist(revision: u64) -> HistEntry {
-        HistEntry { revision, forward: Vec::new(), reverse: Vec::new() }
+        HistEntry { revision, forward: Arc::default(), reverse: Arc::default() }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! Pure functions: no I/O, no clock (the caller passes the time), so every rule is
 //! tested here directly and the write path only orchestrates.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use sync_core::model::{DEFAULT_COLLECTION, new_document_id, validate_collection, validate_document_id};
 use sync_core::patch::{PatchErrorKind, apply_with_inverse, patch_to_value};
@@ -286,7 +288,7 @@ pub fn update(
     let transformed = (patch != request.patch).then(|| patch.clone());
     Ok(Decided {
         change: NewChange { event: ev, document: next, expected_revision: current },
-        update: Some(HistEntry { revision: current + 1, forward: patch, reverse }),
+        update: Some(HistEntry { revision: current + 1, forward: Arc::new(patch), reverse: Arc::new(reverse) }),
         transformed,
         conflicts,
         policy,

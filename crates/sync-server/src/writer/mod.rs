@@ -536,8 +536,8 @@ impl Writer {
             let revision = event.sync_revision;
             entries.push(HistEntry {
                 revision,
-                forward: parse(event.forward_patch.clone())?,
-                reverse: parse(event.reverse_patch.clone())?,
+                forward: Arc::new(parse(event.forward_patch.clone())?),
+                reverse: Arc::new(parse(event.reverse_patch.clone())?),
             });
         }
         self.cache.prepend_history(id, entries.clone());
@@ -598,7 +598,7 @@ impl Summary {
             content_hash: doc.content_hash.clone(),
             client_change_id: decided.change.event.client_change_id.clone(),
             document: needs_document.then(|| doc.clone()),
-            forward: decided.update.as_ref().map(|u| u.forward.clone()),
+            forward: decided.update.as_ref().map(|u| u.forward.to_vec()),
             transformed: decided.transformed.clone(),
             conflicts: decided.conflicts.clone(),
             policy: decided.policy,
