@@ -3,8 +3,8 @@
 //! The figures of a shared VM change by a factor of two from one hour to the next with
 //! the same binary (docs/BENCHMARKS.md, "Machine and method"). A report carries the time
 //! this work took — JSON encoding and parsing for user space, socket calls for the
-//! kernel — so that runs from different hours can be told apart: the same code in a slow
-//! hour shows higher calibration times next to its lower rate.
+//! kernel — as a record of the host's state next to the figures. How well it tells a
+//! slow hour from a fast one is not shown yet (docs/BENCHMARKS.md, "Machine and method").
 
 use std::hint::black_box;
 use std::os::unix::net::UnixDatagram;
