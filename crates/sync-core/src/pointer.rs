@@ -118,15 +118,8 @@ impl JsonPointer {
     }
 
     /// Looks the pointer up in a value.
-    pub fn get<'a>(&self, mut value: &'a Value) -> Option<&'a Value> {
-        for token in &self.tokens {
-            value = match value {
-                Value::Object(map) => map.get(token)?,
-                Value::Array(items) => items.get(parse_index(token)?)?,
-                _ => return None,
-            };
-        }
-        Some(value)
+    pub fn get<'a>(&self, value: &'a Value) -> Option<&'a Value> {
+        lookup(&self.tokens, value)
     }
 
     /// Looks the pointer up mutably.
@@ -140,6 +133,18 @@ impl JsonPointer {
         }
         Some(value)
     }
+}
+
+/// Looks a sequence of unescaped tokens up in a value (a pointer, or a prefix of one).
+pub fn lookup<'a>(tokens: &[String], mut value: &'a Value) -> Option<&'a Value> {
+    for token in tokens {
+        value = match value {
+            Value::Object(map) => map.get(token)?,
+            Value::Array(items) => items.get(parse_index(token)?)?,
+            _ => return None,
+        };
+    }
+    Some(value)
 }
 
 /// Parses an array index token: decimal digits, no sign, no leading zeros.

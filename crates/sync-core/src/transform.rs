@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use crate::error::ErrorCode;
 use crate::patch::{Patch, PatchError, PatchOp, apply, apply_one, apply_with_inverse};
-use crate::pointer::{JsonPointer, parse_index};
+use crate::pointer::{JsonPointer, lookup, parse_index};
 
 /// How two writes to the same path are resolved (rule 4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -214,24 +214,7 @@ fn op_pointers(op: &PatchOp) -> impl Iterator<Item = &JsonPointer> {
 fn parted_in_object(base: &Value, p: &JsonPointer, q: &JsonPointer) -> bool {
     let (a, b) = (p.tokens(), q.tokens());
     let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    if common == a.len() || common == b.len() {
-        return false;
-    }
-    let mut parent = base;
-    for token in &a[..common] {
-        parent = match parent {
-            Value::Object(members) => match members.get(token) {
-                Some(child) => child,
-                None => return false,
-            },
-            Value::Array(items) => match parse_index(token).and_then(|i| items.get(i)) {
-                Some(child) => child,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
-    parent.is_object()
+    common < a.len() && common < b.len() && lookup(&a[..common], base).is_some_and(Value::is_object)
 }
 
 /// [`rebase_many`] without its shortcut for independent changes: the same results,

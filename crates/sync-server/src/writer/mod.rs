@@ -529,15 +529,16 @@ impl Writer {
             if event.event_type != ChangeKind::Update {
                 continue;
             }
+            let revision = event.sync_revision;
             let parse = |v: Option<serde_json::Value>| {
                 parse_patch(v.unwrap_or(serde_json::Value::Array(Vec::new())))
-                    .map_err(|e| StoreError::Corrupt(format!("stored patch of {id} r{}: {e}", event.sync_revision)))
+                    .map(Arc::new)
+                    .map_err(|e| StoreError::Corrupt(format!("stored patch of {id} r{revision}: {e}")))
             };
-            let revision = event.sync_revision;
             entries.push(HistEntry {
                 revision,
-                forward: Arc::new(parse(event.forward_patch.clone())?),
-                reverse: Arc::new(parse(event.reverse_patch.clone())?),
+                forward: parse(event.forward_patch)?,
+                reverse: parse(event.reverse_patch)?,
             });
         }
         self.cache.prepend_history(id, entries.clone());
