@@ -177,18 +177,8 @@ fn rebase_independent(
     entries: &[Patch],
     committed: &[PatchOp],
 ) -> Option<Vec<Result<Rebased, RebaseError>>> {
-    for op in entries.iter().flatten() {
-        if matches!(op, PatchOp::Test { .. }) {
-            return None;
-        }
-        for p in op_pointers(op) {
-            if p.last() == Some("-") {
-                return None;
-            }
-            if !committed.iter().flat_map(op_pointers).all(|q| parted_in_object(base, p, q)) {
-                return None;
-            }
-        }
+    if !independent(base, entries.iter().flatten(), committed) {
+        return None;
     }
     // The incoming patches must apply to their base, in order. They then apply after the
     // committed ops too: those change nothing at, above or beside (in an array) any place
@@ -198,6 +188,44 @@ fn rebase_independent(
         apply(&mut frame, entry).ok()?;
     }
     Some(entries.iter().map(|entry| Ok(Rebased { patch: entry.clone(), conflicts: Vec::new() })).collect())
+}
+
+/// Whether the rebase of `incoming` over `committed` is the identity, by the shortcut's
+/// rule (see [`rebase_many`]): no `test`, no append, and every place an incoming op reads
+/// or writes parts inside an object from every place a committed op does.
+///
+/// `state` may be the base the incoming ops were made against or the state after the
+/// committed ops: the answer is the same. The check looks only at the containers where two
+/// pointers part, which are ancestors of an incoming op's place; a committed op that
+/// replaced, moved or removed such a container, or shifted it in an array, has a pointer
+/// that is a prefix of the incoming one or parts from it inside an array, and fails the
+/// check on either state. When the answer is yes, the incoming ops also apply to the state
+/// after the committed ops exactly when they apply to their base: nothing they read or
+/// write, or any of its ancestors, was touched. So a caller that holds the committed state
+/// (the server) can decide a stale change without rebuilding its base; if the incoming ops
+/// then fail to apply, it takes the full way, which says why. A property test holds all
+/// of this to the full algorithm.
+pub fn independent<'a, I, C>(state: &Value, incoming: I, committed: C) -> bool
+where
+    I: IntoIterator<Item = &'a PatchOp>,
+    C: IntoIterator<Item = &'a PatchOp>,
+    C::IntoIter: Clone,
+{
+    let committed = committed.into_iter();
+    for op in incoming {
+        if matches!(op, PatchOp::Test { .. }) {
+            return false;
+        }
+        for p in op_pointers(op) {
+            if p.last() == Some("-") {
+                return false;
+            }
+            if !committed.clone().flat_map(op_pointers).all(|q| parted_in_object(state, p, q)) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The places an op reads or writes: its path, and `from` for `move` and `copy`.

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use sync_core::patch::{PatchOp, apply, apply_with_inverse, diff, merge_diff, merge_patch, patch_to_value};
 use sync_core::pointer::JsonPointer;
 use sync_core::protocol::*;
-use sync_core::transform::{Policy, RebaseError, rebase, rebase_many, rebase_many_in_full};
+use sync_core::transform::{Policy, RebaseError, Rebased, independent, rebase, rebase_many, rebase_many_in_full};
 
 fn arb_key() -> impl Strategy<Value = String> {
     prop_oneof![Just("a".to_owned()), Just("b".to_owned()), Just("c/d".to_owned()), Just("~e".to_owned()), "[a-z]{1,6}"]
@@ -122,6 +122,49 @@ proptest! {
                 rebase_many(&doc, entries, &committed, policy),
                 rebase_many_in_full(&doc, entries, &committed, policy)
             );
+        }
+    }
+
+    #[test]
+    fn independence_judged_after_the_committed_changes_agrees_with_the_base(
+        left in arb_object(), right in arb_object(), rest in arb_json(), other in arb_json(),
+        s1 in any::<u64>(), s2 in any::<u64>(), s3 in any::<u64>(), s4 in any::<u64>(), server_wins in any::<bool>()
+    ) {
+        // The server's case: two committed changes (the second made on what the first
+        // left), and an incoming patch made on the state before them. The server judges
+        // independence on the state after them, without rebuilding the base.
+        let doc = json!({"left": left, "right": right, "rest": rest});
+        let (left, right, root) =
+            (JsonPointer::from_tokens(["left"]), JsonPointer::from_tokens(["right"]), JsonPointer::root());
+        let first = random_patch(&mut Rng(s1), &doc, if s1 % 3 == 0 { &root } else { &left });
+        let mut current = doc.clone();
+        apply(&mut current, &first).unwrap();
+        let second = random_patch(&mut Rng(s2), &current, &left);
+        apply(&mut current, &second).unwrap();
+        let committed: Vec<PatchOp> = first.iter().chain(&second).cloned().collect();
+        let policy = if server_wins { Policy::ServerWins } else { Policy::LastWriterWins };
+        // Under another member (mostly independent), anywhere (mostly not), and made on
+        // another document (often does not apply to this one).
+        let candidates = [
+            random_patch(&mut Rng(s3), &doc, &right),
+            random_patch(&mut Rng(s4), &doc, &root),
+            random_patch(&mut Rng(s3 ^ s4), &json!({"right": other}), &right),
+        ];
+        for incoming in &candidates {
+            let on_base = independent(&doc, incoming, &committed);
+            prop_assert_eq!(on_base, independent(&current, incoming, &committed));
+            if !on_base {
+                continue;
+            }
+            let applies_to_base = apply(&mut doc.clone(), incoming).is_ok();
+            let mut after = current.clone();
+            prop_assert_eq!(applies_to_base, apply(&mut after, incoming).is_ok());
+            let full = rebase_many_in_full(&doc, std::slice::from_ref(incoming), &committed, policy);
+            if applies_to_base {
+                prop_assert_eq!(full, vec![Ok(Rebased { patch: incoming.clone(), conflicts: Vec::new() })]);
+            } else {
+                prop_assert!(matches!(full[..], [Err(RebaseError::Incoming(_))]), "{:?}", full);
+            }
         }
     }
 

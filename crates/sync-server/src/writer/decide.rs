@@ -10,7 +10,7 @@ use serde_json::Value;
 use sync_core::model::{DEFAULT_COLLECTION, new_document_id, validate_collection, validate_document_id};
 use sync_core::patch::{PatchErrorKind, apply_with_inverse, patch_to_value};
 use sync_core::protocol::{CreateDocument, DeleteDocument, DocumentPatch};
-use sync_core::transform::{Conflict, Policy, rebase};
+use sync_core::transform::{Conflict, Policy, Rebased, independent, rebase};
 use sync_core::vclock::VectorClock;
 use sync_core::{ChangeEvent, ChangeKind, Document, ErrorBody, ErrorCode, Patch, Timestamp};
 use sync_store::NewChange;
@@ -223,7 +223,9 @@ pub fn update(
     let doc = live(doc, &request.document_id, ctx)?;
     let current = doc.sync_revision;
     let mut conflicts = Vec::new();
-    let (patch, blind) = match request.base_revision {
+    // The history, when the shortcut decided a stale change without it.
+    let mut shortcut: Option<Vec<HistEntry>> = None;
+    let (mut patch, blind) = match request.base_revision {
         Some(0) => return Err(error(ErrorCode::InvalidMessage, "base_revision starts at 1")),
         Some(base) if base > current => {
             return Err(error(
@@ -238,31 +240,35 @@ pub fn update(
             if updates.len() as u64 != current - base {
                 return Err(error(ErrorCode::ServerError, "history needed to rebase the change is incomplete"));
             }
-            // The state the client edited: the current content with the updates undone.
-            let mut base_state = doc.content.clone();
-            for h in updates.iter().rev() {
-                sync_core::patch::apply(&mut base_state, &h.reverse)
-                    .map_err(|e| error(ErrorCode::ServerError, format!("stored history does not apply: {e}")))?;
+            // Independent of everything committed since (the common case on a document
+            // many clients edit at once): the rebase is the identity, judged on the
+            // current content without rebuilding the base. Otherwise the full rebase.
+            if independent(&doc.content, &request.patch, updates.iter().flat_map(|h| h.forward.iter())) {
+                shortcut = Some(updates);
+                (request.patch.clone(), false)
+            } else {
+                let rebased = rebase_in_full(doc, &updates, request, policy)?;
+                conflicts = rebased.conflicts;
+                (rebased.patch, false)
             }
-            let committed: Patch = updates.iter().flat_map(|h| h.forward.iter().cloned()).collect();
-            let rebased =
-                rebase(&base_state, &request.patch, &committed, policy).map_err(|e| error(e.code(), e.to_string()))?;
-            conflicts = rebased.conflicts;
-            (rebased.patch, false)
         }
         Some(_) => (request.patch.clone(), false),
         // Rule 7: a matching hash means the patch was made on this exact state.
         None => (request.patch.clone(), request.content_hash.as_deref() != Some(doc.content_hash.as_str())),
     };
     let mut content = doc.content.clone();
-    let reverse = apply_with_inverse(&mut content, &patch).map_err(|e| {
-        let code = if blind || e.kind == PatchErrorKind::TestFailed {
-            ErrorCode::VersionMismatch
-        } else {
-            ErrorCode::InvalidPatch
-        };
-        error(code, e.to_string())
-    })?;
+    let reverse = match apply_with_inverse(&mut content, &patch) {
+        Ok(reverse) => reverse,
+        // The shortcut's patch does not apply: neither did it to its base. The full
+        // rebase says why, as it would have without the shortcut.
+        Err(_) if let Some(updates) = shortcut => {
+            let rebased = rebase_in_full(doc, &updates, request, policy)?;
+            (patch, conflicts) = (rebased.patch, rebased.conflicts);
+            content = doc.content.clone();
+            apply_with_inverse(&mut content, &patch).map_err(|e| patch_error(e, blind))?
+        }
+        Err(e) => return Err(patch_error(e, blind)),
+    };
     check_size(&content, ctx)?;
     // Built field by field: cloning `doc` would copy the old content only to drop it.
     let mut vector_clock = doc.vector_clock.clone();
@@ -293,6 +299,33 @@ pub fn update(
         conflicts,
         policy,
     })
+}
+
+/// The error of a patch that does not apply to the current content.
+fn patch_error(e: sync_core::patch::PatchError, blind: bool) -> ErrorBody {
+    let code = if blind || e.kind == PatchErrorKind::TestFailed {
+        ErrorCode::VersionMismatch
+    } else {
+        ErrorCode::InvalidPatch
+    };
+    error(code, e.to_string())
+}
+
+/// Rebases a stale change the full way: the base it was made on (the current content
+/// with `updates` undone), then [`rebase`] over every committed op since.
+fn rebase_in_full(
+    doc: &Document,
+    updates: &[HistEntry],
+    request: &DocumentPatch,
+    policy: Policy,
+) -> Result<Rebased, ErrorBody> {
+    let mut base_state = doc.content.clone();
+    for h in updates.iter().rev() {
+        sync_core::patch::apply(&mut base_state, &h.reverse)
+            .map_err(|e| error(ErrorCode::ServerError, format!("stored history does not apply: {e}")))?;
+    }
+    let committed: Patch = updates.iter().flat_map(|h| h.forward.iter().cloned()).collect();
+    rebase(&base_state, &request.patch, &committed, policy).map_err(|e| error(e.code(), e.to_string()))
 }
 
 /// Decides a `delete_document`: a tombstone that keeps the last content.
@@ -462,6 +495,60 @@ mod tests {
         .unwrap();
         assert_eq!(d.change.document.content, json!({"l": ["z", "A"]}));
         assert_eq!(d.transformed, Some(parse_patch(json!([{"op": "replace", "path": "/l/1", "value": "A"}])).unwrap()));
+    }
+
+    /// A document at revision 3 whose revisions 2 and 3 set `/a`, and those two updates.
+    fn edited_twice() -> (Document, Vec<HistEntry>) {
+        let mut doc = created(json!({"a": 0, "b": {"x": 1}})).change.document;
+        let mut history = Vec::new();
+        for value in [1, 2] {
+            let base = doc.sync_revision;
+            let ops = json!([{"op": "replace", "path": "/a", "value": value}]);
+            let d = update(
+                Some(&doc),
+                Intervening::None,
+                &patch_request(ops, Some(base), None),
+                &ctx(),
+                Policy::LastWriterWins,
+            )
+            .unwrap();
+            doc = d.change.document;
+            history.push(d.update.unwrap());
+        }
+        (doc, history)
+    }
+
+    #[test]
+    fn stale_update_of_another_member_applies_as_sent() {
+        let (doc, history) = edited_twice();
+        let d = update(
+            Some(&doc),
+            Intervening::Updates(history),
+            &patch_request(json!([{"op": "add", "path": "/b/y", "value": 2}]), Some(1), None),
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap();
+        assert_eq!(d.change.document.content, json!({"a": 2, "b": {"x": 1, "y": 2}}));
+        assert_eq!(d.transformed, None);
+        assert!(d.conflicts.is_empty());
+        assert_eq!(d.change.document.sync_revision, 4);
+    }
+
+    #[test]
+    fn stale_update_that_did_not_apply_to_its_base_is_a_version_mismatch() {
+        // Independent of the committed edits, but wrong for the state it was made on:
+        // answered as the full rebase answers it, not as a bad patch for the current state.
+        let (doc, history) = edited_twice();
+        let err = update(
+            Some(&doc),
+            Intervening::Updates(history),
+            &patch_request(json!([{"op": "remove", "path": "/b/missing"}]), Some(1), None),
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::VersionMismatch, "{}", err.message);
     }
 
     #[test]
