@@ -5,54 +5,85 @@
 //! serde_json writes them. Keys are sorted here rather than relying on serde_json's map
 //! order, so a dependency that turns on `preserve_order` cannot change a hash.
 
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// Writes `value` in canonical form.
 pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
+    // Only UTF-8 is written: serde_json writes strings as UTF-8 and everything else is ASCII.
+    String::from_utf8(canonical_bytes(value)).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The canonical form as bytes. Its length is the size of the JSON text of `value` (only
+/// the order of members can differ from serde_json's compact form), so a caller that
+/// checks a size limit and hashes can write the form once for both.
+pub fn canonical_bytes(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
     write_canonical(value, &mut out);
     out
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+/// Lowercase hex SHA-256 of the canonical JSON of `content`.
+pub fn content_hash(content: &Value) -> String {
+    hash_of_canonical(&canonical_bytes(content))
+}
+
+/// The content hash of a canonical form written by [`canonical_bytes`].
+pub fn hash_of_canonical(canonical: &[u8]) -> String {
+    hex::encode(Sha256::digest(canonical))
+}
+
+/// Writes into one buffer, without a string per key or scalar: the server hashes every
+/// revision it commits, so this is on its write path.
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(key, out);
-                out.push(':');
-                write_canonical(item, out);
+            out.push(b'{');
+            // serde_json keeps a map's keys sorted (a BTreeMap, whose order is the
+            // keys' byte order) unless a dependency turns on `preserve_order`: sort only then.
+            if map.keys().is_sorted_by(|a, b| a.as_bytes() < b.as_bytes()) {
+                write_members(map.iter(), out);
+            } else {
+                write_members(sorted(map).into_iter(), out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        // Scalars: serde_json's own writer is the definition of the canonical form.
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => write_json(scalar, out),
     }
 }
 
-fn write_string(s: &str, out: &mut String) {
-    out.push_str(&Value::String(s.to_owned()).to_string());
+fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    entries
 }
 
-/// Lowercase hex SHA-256 of the canonical JSON of `content`.
-pub fn content_hash(content: &Value) -> String {
-    hex::encode(Sha256::digest(canonical_json(content).as_bytes()))
+fn write_members<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
+    for (i, (key, item)) in members.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json(key.as_str(), out);
+        out.push(b':');
+        write_canonical(item, out);
+    }
+}
+
+/// Strings and scalars: serde_json's own writer is the definition of the canonical form.
+fn write_json<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    // Writing a string, number, boolean or null into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 #[cfg(test)]

@@ -211,6 +211,13 @@ proptest! {
     }
 
     #[test]
+    fn canonical_form_is_serde_jsons_compact_form_with_sorted_keys(doc in arb_json()) {
+        // serde_json's map is ordered by key bytes here (no `preserve_order`), so its own
+        // compact writer is an independent statement of the canonical form.
+        prop_assert_eq!(sync_core::canonical::canonical_json(&doc), serde_json::to_string(&doc).unwrap());
+    }
+
+    #[test]
     fn canonical_hash_ignores_member_order(doc in arb_object()) {
         let reversed: Map<String, Value> = doc.as_object().unwrap().iter().rev().map(|(k, v)| (k.clone(), v.clone())).collect();
         prop_assert_eq!(

@@ -29,6 +29,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 
 use serde_json::{Value, json};
@@ -86,9 +87,10 @@ pub async fn documents_round_trip_exactly<S: Store>(store: &S) {
     let collection = unique_collection();
 
     let mut rich = create(&user, &collection, &unique("doc"), rich_content());
-    rich.document.vector_clock = clock(&[("client-a", 3), ("client-b", 1), (&"c".repeat(100), u64::from(u32::MAX))]);
-    rich.document.created_at = Timestamp::from_unix_millis(1_795_000_000_123);
-    rich.document.updated_at = Timestamp::from_unix_millis(1_795_000_999_999);
+    let document = Arc::make_mut(&mut rich.document);
+    document.vector_clock = clock(&[("client-a", 3), ("client-b", 1), (&"c".repeat(100), u64::from(u32::MAX))]);
+    document.created_at = Timestamp::from_unix_millis(1_795_000_000_123);
+    document.updated_at = Timestamp::from_unix_millis(1_795_000_999_999);
 
     // No title: the content has none.
     let plain = create(&user, &collection, &unique("doc"), json!([1, "two", {"three": 3}]));
@@ -101,7 +103,7 @@ pub async fn documents_round_trip_exactly<S: Store>(store: &S) {
     let missing = unique("missing");
     let ids = vec![rich.document.id.clone(), missing, gone.document.id.clone()];
     let loaded = sorted_documents(ok(store.load_documents(ids).await, "load_documents"));
-    let expected = sorted_documents(vec![rich.document, gone.document]);
+    let expected = sorted_documents(vec![(*rich.document).clone(), (*gone.document).clone()]);
     assert_eq!(loaded, expected, "documents did not round-trip");
 
     assert_eq!(ok(store.load_documents(Vec::new()).await, "load nothing"), Vec::<Document>::new());
@@ -169,7 +171,7 @@ pub async fn several_changes_to_one_document_in_one_batch<S: Store>(store: &S) {
 
     let id = deleted.document.id.clone();
     let loaded = ok(store.load_documents(vec![id.clone()]).await, "load");
-    assert_eq!(loaded, vec![deleted.document], "the last change of the batch wins");
+    assert_eq!(loaded, vec![(*deleted.document).clone()], "the last change of the batch wins");
 
     let events = ok(store.document_changes(id, 0, None).await, "document_changes");
     let revisions: Vec<u64> = events.iter().map(|e| e.sync_revision).collect();
@@ -210,7 +212,11 @@ pub async fn revision_mismatch_refuses_the_whole_batch<S: Store>(store: &S) {
     assert_eq!(latest(store).await, before, "a refused batch consumed sequences");
     let ids = vec![a.document.id.clone(), b.document.id.clone(), fresh.document.id.clone()];
     let loaded = sorted_documents(ok(store.load_documents(ids).await, "load"));
-    assert_eq!(loaded, sorted_documents(vec![a.document.clone(), b.document]), "a refused batch wrote documents");
+    assert_eq!(
+        loaded,
+        sorted_documents(vec![(*a.document).clone(), (*b.document).clone()]),
+        "a refused batch wrote documents"
+    );
     let events = ok(store.document_changes(a.document.id.clone(), 0, None).await, "document_changes");
     assert_eq!(events.len(), 1, "a refused batch wrote events");
 
@@ -236,9 +242,9 @@ pub async fn create_of_existing_id_is_duplicate<S: Store>(store: &S) {
     }
 
     assert_eq!(latest(store).await, before, "a refused batch consumed sequences");
-    let ids = vec![existing.document.id.clone(), other.document.id];
+    let ids = vec![existing.document.id.clone(), other.document.id.clone()];
     let loaded = ok(store.load_documents(ids).await, "load");
-    assert_eq!(loaded, vec![existing.document], "a refused batch wrote documents");
+    assert_eq!(loaded, vec![(*existing.document).clone()], "a refused batch wrote documents");
 }
 
 /// A `client_change_id` is unique per user: a second use by the same user (in a later
@@ -263,7 +269,7 @@ pub async fn duplicate_client_change_id_is_duplicate<S: Store>(store: &S) {
     assert!(matches!(refused, Err(StoreError::Duplicate(_))), "reuse within one batch: {refused:?}");
 
     assert_eq!(latest(store).await, before, "refused batches consumed sequences");
-    let ids = vec![second.document.id, x.document.id];
+    let ids = vec![second.document.id.clone(), x.document.id.clone()];
     assert_eq!(ok(store.load_documents(ids).await, "load"), Vec::<Document>::new(), "refused batches wrote documents");
 
     let theirs = with_client_change(create(&other_user, &collection, &unique("doc"), json!({})), &client_change);
@@ -763,7 +769,7 @@ pub fn create(user: &str, collection: &str, id: &str, content: Value) -> NewChan
         client_change_id: None,
         content_hash: Some(document.content_hash.clone()),
     };
-    NewChange { event, document, expected_revision: 0 }
+    NewChange { event, document: Arc::new(document), expected_revision: 0 }
 }
 
 /// The next revision of `previous` with `content` (the patches are illustrative: the
@@ -781,7 +787,7 @@ pub fn update(previous: &Document, content: Value) -> NewChange {
         content_hash: Some(content_hash(&document.content)),
         ..event_for(&document)
     };
-    NewChange { event, document, expected_revision: previous.sync_revision }
+    NewChange { event, document: Arc::new(document), expected_revision: previous.sync_revision }
 }
 
 /// The tombstone that follows `previous`.
@@ -795,7 +801,7 @@ fn delete(previous: &Document) -> NewChange {
         content_hash: None,
         ..event_for(&document)
     };
-    NewChange { event, document, expected_revision: previous.sync_revision }
+    NewChange { event, document: Arc::new(document), expected_revision: previous.sync_revision }
 }
 
 fn next_revision(previous: &Document) -> Document {

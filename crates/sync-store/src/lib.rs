@@ -24,6 +24,7 @@ mod rows;
 pub mod sqlite;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use sync_core::{ChangeEvent, Document};
 
@@ -59,8 +60,8 @@ pub struct NewChange {
     /// The document's state after the change (a tombstone for deletes). An update or a
     /// delete writes only what a change can move (title, content, revision, vector clock,
     /// hash, `updated_at`, `deleted_at`); the owner, the collection and `created_at` are
-    /// the ones the create stored.
-    pub document: Document,
+    /// the ones the create stored. Shared: the write path keeps the same state in its cache.
+    pub document: Arc<Document>,
     /// The revision the stored document must have before this change: 0 for a create
     /// (the id must be new), otherwise `document.sync_revision - 1`.
     pub expected_revision: u64,

@@ -152,7 +152,7 @@ async fn a_document_moved_by_another_store_is_a_conflict_and_nothing_is_written(
         other => bail!("expected Conflict, got {other:?}"),
     }
     ensure!(first.load_documents(vec!["bystander".to_owned()]).await?.is_empty(), "the refused batch wrote");
-    ensure!(first.load_documents(vec!["contested".to_owned()]).await? == vec![theirs.document]);
+    ensure!(first.load_documents(vec!["contested".to_owned()]).await? == vec![(*theirs.document).clone()]);
     ensure!(first.latest_sequence().await? == 2, "a refused batch consumed sequences");
 
     // A create of an id the other store took meanwhile is a duplicate.
@@ -283,7 +283,10 @@ async fn losing_the_server_fails_appends_and_the_store_recovers_by_itself() -> R
         }
     };
     store.ping().await?;
-    ensure!(store.load_documents(vec!["before".to_owned()]).await? == vec![first.document], "the acknowledged create");
+    ensure!(
+        store.load_documents(vec!["before".to_owned()]).await? == vec![(*first.document).clone()],
+        "the acknowledged create"
+    );
     let latest = store.latest_sequence().await?;
     ensure!(sequences == vec![latest], "sequences continue without a gap: {sequences:?}, latest {latest}");
     let page = store.changes_since(ReadScope { user_id: "ada".to_owned() }, 0, 100, None).await?;

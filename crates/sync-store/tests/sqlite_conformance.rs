@@ -169,7 +169,10 @@ async fn data_survives_close_and_reopen() -> Result<()> {
 
     let store = fixture.open()?;
     let documents = store.load_documents(vec!["doc-1".to_owned(), "doc-2".to_owned()]).await?;
-    ensure!(documents == vec![second.document.clone(), other.document], "documents after reopen: {documents:?}");
+    ensure!(
+        documents == vec![(*second.document).clone(), (*other.document).clone()],
+        "documents after reopen: {documents:?}"
+    );
     ensure!(store.latest_sequence().await? == last[0], "latest sequence after reopen");
     ensure!(store.stats().await? == stats, "stats after reopen");
     ensure!(store.get_api_credential(credential.api_key.clone()).await? == Some(credential));

@@ -37,8 +37,8 @@ const HISTORY_MAX: usize = 1024;
 /// A cached document and its recent updates (contiguous, ending at its revision).
 #[derive(Clone, Debug)]
 pub struct CachedDoc {
-    /// The current state.
-    pub doc: Document,
+    /// The current state (shared with the change that produced it, on its way to the store).
+    pub doc: Arc<Document>,
     history: VecDeque<HistEntry>,
     /// The newest revision known to be committed; history above it is never trimmed.
     committed: u64,
@@ -117,8 +117,10 @@ impl DocCache {
         self.clock += 1;
         let id = doc.id.clone();
         let committed = doc.sync_revision;
-        self.docs
-            .insert(id, CachedDoc { doc, history: VecDeque::new(), committed, keep: HISTORY, last_used: self.clock });
+        self.docs.insert(
+            id,
+            CachedDoc { doc: Arc::new(doc), history: VecDeque::new(), committed, keep: HISTORY, last_used: self.clock },
+        );
         self.evict_if_needed();
     }
 
@@ -142,11 +144,11 @@ impl DocCache {
     }
 
     /// Records a decided change: the new state, and for updates its patches.
-    pub fn apply(&mut self, doc: Document, update: Option<HistEntry>) {
+    pub fn apply(&mut self, doc: Arc<Document>, update: Option<HistEntry>) {
         self.clock += 1;
         let clock = self.clock;
         let entry = self.docs.entry(doc.id.clone()).or_insert_with(|| CachedDoc {
-            doc: doc.clone(),
+            doc: Arc::clone(&doc),
             history: VecDeque::new(),
             committed: 0,
             keep: HISTORY,
@@ -227,8 +229,8 @@ mod tests {
         cache.insert_loaded(doc("a", 3));
         assert!(cache.get("a").unwrap().since(3).unwrap().is_empty());
         assert!(cache.get("a").unwrap().since(2).is_none(), "revision 3's patches were never seen");
-        cache.apply(doc("a", 4), Some(hist(4)));
-        cache.apply(doc("a", 5), Some(hist(5)));
+        cache.apply(Arc::new(doc("a", 4)), Some(hist(4)));
+        cache.apply(Arc::new(doc("a", 5)), Some(hist(5)));
         let since = cache.get("a").unwrap().since(3).unwrap();
         assert_eq!(since.iter().map(|h| h.revision).collect::<Vec<_>>(), vec![4, 5]);
         cache.prepend_history("a", vec![hist(2), hist(3)]);
@@ -243,7 +245,7 @@ mod tests {
         // decided, none committed yet. A stale change based on revision 10 needs them all.
         let last = 10 + 3 * HISTORY as u64;
         for revision in 11..=last {
-            cache.apply(doc("hot", revision), Some(hist(revision)));
+            cache.apply(Arc::new(doc("hot", revision)), Some(hist(revision)));
         }
         let since = cache.get("hot").unwrap().since(10).expect("uncommitted history is kept");
         assert_eq!(since.len(), 3 * HISTORY);
@@ -256,7 +258,7 @@ mod tests {
         let mut cache = DocCache::new(100);
         cache.insert_loaded(doc("hot", 0));
         for revision in 1..=200 {
-            cache.apply(doc("hot", revision), Some(hist(revision)));
+            cache.apply(Arc::new(doc("hot", revision)), Some(hist(revision)));
         }
         cache.mark_committed("hot", 150);
         assert_eq!(cache.get("hot").unwrap().since(150 - HISTORY as u64).unwrap().len(), 50 + HISTORY);
@@ -269,7 +271,7 @@ mod tests {
         // A stale change based on revision 100 read 200 revisions from the store.
         cache.prepend_history("hot", (101..=300).map(hist).collect());
         for revision in 301..=400 {
-            cache.apply(doc("hot", revision), Some(hist(revision)));
+            cache.apply(Arc::new(doc("hot", revision)), Some(hist(revision)));
             cache.mark_committed("hot", revision);
         }
         // The next change as stale as that one finds its history in the cache.
@@ -278,7 +280,7 @@ mod tests {
         let mut cache = DocCache::new(100);
         cache.insert_loaded(doc("old", 5000));
         cache.prepend_history("old", (1..=5000).map(hist).collect());
-        cache.apply(doc("old", 5001), Some(hist(5001)));
+        cache.apply(Arc::new(doc("old", 5001)), Some(hist(5001)));
         cache.mark_committed("old", 5001);
         assert!(cache.get("old").unwrap().since(5001 - HISTORY_MAX as u64 - 1).is_none());
         assert!(cache.get("old").unwrap().since(5001 - HISTORY_MAX as u64).is_some());

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use sync_core::model::{DEFAULT_COLLECTION, new_document_id, validate_collection, validate_document_id};
+use sync_core::canonical;
+use sync_core::model::{DEFAULT_COLLECTION, new_document_id, title_of, validate_collection, validate_document_id};
 use sync_core::patch::{PatchErrorKind, apply_with_inverse, patch_to_value};
 use sync_core::protocol::{CreateDocument, DeleteDocument, DocumentPatch};
 use sync_core::transform::{Conflict, Policy, Rebased, independent, rebase};
@@ -54,8 +55,12 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
 }
 
-fn check_size(content: &Value, ctx: &Ctx<'_>) -> Result<(), ErrorBody> {
-    let size = serde_json::to_vec(content).map(|v| v.len()).unwrap_or(usize::MAX);
+/// Checks the size and depth limits; returns the content hash. Both need the content
+/// written out, which is done once (the canonical form is as long as any compact JSON
+/// text of the content).
+fn checked_hash(content: &Value, ctx: &Ctx<'_>) -> Result<String, ErrorBody> {
+    let canonical = canonical::canonical_bytes(content);
+    let size = canonical.len();
     if size > ctx.max_document_bytes {
         return Err(error(
             ErrorCode::PayloadTooLarge,
@@ -69,7 +74,7 @@ fn check_size(content: &Value, ctx: &Ctx<'_>) -> Result<(), ErrorBody> {
             format!("document nests {depth} levels deep; the limit is {}", ctx.max_depth),
         ));
     }
-    Ok(())
+    Ok(canonical::hash_of_canonical(&canonical))
 }
 
 /// Refuses a decided change holding what a store cannot keep exactly: U+0000 in a string
@@ -152,28 +157,27 @@ pub fn create(
         return Err(error(ErrorCode::DocumentExists, format!("a document with id {id:?} already exists")));
     }
     let content = request.document.normalized_content();
-    check_size(&content, ctx)?;
+    let content_hash = checked_hash(&content, ctx)?;
     let mut vector_clock = VectorClock::new();
     vector_clock.increment(ctx.client_id);
-    let mut doc = Document {
+    let doc = Document {
         id: id.to_owned(),
         user_id: ctx.user_id.to_owned(),
         collection: collection.to_owned(),
-        title: None,
+        title: title_of(&content),
         content,
         sync_revision: 1,
         vector_clock,
-        content_hash: String::new(),
+        content_hash,
         created_at: ctx.now,
         updated_at: ctx.now,
         deleted_at: None,
     };
-    doc.refresh_derived();
     let mut ev = event(&doc, ctx, ChangeKind::Create, request.client_change_id.as_deref());
     ev.forward_patch = Some(doc.content.clone());
     ev.content_hash = Some(doc.content_hash.clone());
     Ok(Decided {
-        change: NewChange { event: ev, document: doc, expected_revision: 0 },
+        change: NewChange { event: ev, document: Arc::new(doc), expected_revision: 0 },
         update: None,
         transformed: None,
         conflicts: Vec::new(),
@@ -269,31 +273,30 @@ pub fn update(
         }
         Err(e) => return Err(patch_error(e, blind)),
     };
-    check_size(&content, ctx)?;
+    let content_hash = checked_hash(&content, ctx)?;
     // Built field by field: cloning `doc` would copy the old content only to drop it.
     let mut vector_clock = doc.vector_clock.clone();
     vector_clock.increment(ctx.client_id);
-    let mut next = Document {
+    let next = Document {
         id: doc.id.clone(),
         user_id: doc.user_id.clone(),
         collection: doc.collection.clone(),
-        title: None,
+        title: title_of(&content),
         content,
         sync_revision: current + 1,
         vector_clock,
-        content_hash: String::new(),
+        content_hash,
         created_at: doc.created_at,
         updated_at: ctx.now,
         deleted_at: None,
     };
-    next.refresh_derived();
     let mut ev = event(&next, ctx, ChangeKind::Update, request.client_change_id.as_deref());
     ev.forward_patch = Some(patch_to_value(&patch));
     ev.reverse_patch = Some(patch_to_value(&reverse));
     ev.content_hash = Some(next.content_hash.clone());
     let transformed = (patch != request.patch).then(|| patch.clone());
     Ok(Decided {
-        change: NewChange { event: ev, document: next, expected_revision: current },
+        change: NewChange { event: ev, document: Arc::new(next), expected_revision: current },
         update: Some(HistEntry { revision: current + 1, forward: Arc::new(patch), reverse: Arc::new(reverse) }),
         transformed,
         conflicts,
@@ -344,7 +347,7 @@ pub fn delete(
     let mut ev = event(&next, ctx, ChangeKind::Delete, request.client_change_id.as_deref());
     ev.reverse_patch = Some(doc.content.clone());
     Ok(Decided {
-        change: NewChange { event: ev, document: next, expected_revision: doc.sync_revision },
+        change: NewChange { event: ev, document: Arc::new(next), expected_revision: doc.sync_revision },
         update: None,
         transformed: None,
         conflicts: Vec::new(),
@@ -515,7 +518,7 @@ mod tests {
             doc = d.change.document;
             history.push(d.update.unwrap());
         }
-        (doc, history)
+        (Document::clone(&doc), history)
     }
 
     #[test]

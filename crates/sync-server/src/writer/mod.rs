@@ -388,7 +388,7 @@ impl Writer {
                     // answer needs only a summary (the full document only for creates
                     // and conflicts, which send it).
                     let summary = Summary::of(&decided);
-                    self.cache.apply(decided.change.document.clone(), decided.update);
+                    self.cache.apply(Arc::clone(&decided.change.document), decided.update);
                     touched.push(id.clone());
                     outcomes.push(Outcome::Commit(changes.len(), Box::new(summary)));
                     changes.push(decided.change);
@@ -499,7 +499,7 @@ impl Writer {
         };
         let config = &self.config;
         let policy = |collection: &str| -> Policy { config.policy_for(collection) };
-        let doc = self.cache.get(id).map(|c| &c.doc);
+        let doc = self.cache.get(id).map(|c| &*c.doc);
         Ok(match &request.op {
             WriteOp::Create(create) => {
                 let collection = create.document.collection.as_deref().unwrap_or(sync_core::model::DEFAULT_COLLECTION);
@@ -598,7 +598,7 @@ impl Summary {
             revision: doc.sync_revision,
             content_hash: doc.content_hash.clone(),
             client_change_id: decided.change.event.client_change_id.clone(),
-            document: needs_document.then(|| doc.clone()),
+            document: needs_document.then(|| Document::clone(doc)),
             forward: decided.update.as_ref().map(|u| u.forward.to_vec()),
             transformed: decided.transformed.clone(),
             conflicts: decided.conflicts.clone(),
