@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark scenario of docs/BENCHMARKS.md three times, one after another,
 # appending one JSON object per run to $OUT (default: bench-results.jsonl), and prints a
-# summary with the median, min and max of every figure. About 15 minutes on 2 cores.
+# summary with the median, min and max of every figure. About 8–10 minutes on 2 cores.
 # Run it on an otherwise idle machine: figures include the generator's own CPU use.
 #
 #   scripts/bench_all.sh            # everything
