@@ -500,38 +500,24 @@ mod tests {
         assert_eq!(d.transformed, Some(parse_patch(json!([{"op": "replace", "path": "/l/1", "value": "A"}])).unwrap()));
     }
 
-    /// A document at revision 3 whose revisions 2 and 3 set `/a`, and those two updates.
-    fn edited_twice() -> (Document, Vec<HistEntry>) {
+    /// Decides `ops`, made on revision 1, against a document whose revisions 2 and 3 set `/a`.
+    fn stale_on_edited_twice(ops: Value) -> Result<Decided, ErrorBody> {
         let mut doc = created(json!({"a": 0, "b": {"x": 1}})).change.document;
         let mut history = Vec::new();
         for value in [1, 2] {
-            let base = doc.sync_revision;
-            let ops = json!([{"op": "replace", "path": "/a", "value": value}]);
-            let d = update(
-                Some(&doc),
-                Intervening::None,
-                &patch_request(ops, Some(base), None),
-                &ctx(),
-                Policy::LastWriterWins,
-            )
-            .unwrap();
+            let replace = json!([{"op": "replace", "path": "/a", "value": value}]);
+            let request = patch_request(replace, Some(doc.sync_revision), None);
+            let d = update(Some(&doc), Intervening::None, &request, &ctx(), Policy::LastWriterWins).unwrap();
             doc = d.change.document;
             history.push(d.update.unwrap());
         }
-        (Document::clone(&doc), history)
+        let request = patch_request(ops, Some(1), None);
+        update(Some(&doc), Intervening::Updates(history), &request, &ctx(), Policy::LastWriterWins)
     }
 
     #[test]
     fn stale_update_of_another_member_applies_as_sent() {
-        let (doc, history) = edited_twice();
-        let d = update(
-            Some(&doc),
-            Intervening::Updates(history),
-            &patch_request(json!([{"op": "add", "path": "/b/y", "value": 2}]), Some(1), None),
-            &ctx(),
-            Policy::LastWriterWins,
-        )
-        .unwrap();
+        let d = stale_on_edited_twice(json!([{"op": "add", "path": "/b/y", "value": 2}])).unwrap();
         assert_eq!(d.change.document.content, json!({"a": 2, "b": {"x": 1, "y": 2}}));
         assert_eq!(d.transformed, None);
         assert!(d.conflicts.is_empty());
@@ -542,15 +528,7 @@ mod tests {
     fn stale_update_that_did_not_apply_to_its_base_is_a_version_mismatch() {
         // Independent of the committed edits, but wrong for the state it was made on:
         // answered as the full rebase answers it, not as a bad patch for the current state.
-        let (doc, history) = edited_twice();
-        let err = update(
-            Some(&doc),
-            Intervening::Updates(history),
-            &patch_request(json!([{"op": "remove", "path": "/b/missing"}]), Some(1), None),
-            &ctx(),
-            Policy::LastWriterWins,
-        )
-        .unwrap_err();
+        let err = stale_on_edited_twice(json!([{"op": "remove", "path": "/b/missing"}])).unwrap_err();
         assert_eq!(err.code, ErrorCode::VersionMismatch, "{}", err.message);
     }
 
