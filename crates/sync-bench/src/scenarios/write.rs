@@ -89,7 +89,7 @@ pub(crate) async fn run(target: &Target, args: &WriteArgs) -> anyhow::Result<Rep
             };
             // Other writers' changes of the hot document arrive as pushes, ~99 per answer:
             // every one is read off the wire, but only an answer is parsed. Parsing them
-            // all took a third of the generator's CPU, which it shares with the server.
+            // all took about a quarter of the generator's CPU, which it shares with the server.
             let answer = memchr::memmem::Finder::new(b"\"document_updated_response\"");
             barrier.wait().await;
             let start = Instant::now();
