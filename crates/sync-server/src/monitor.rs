@@ -75,7 +75,7 @@ impl Monitor {
         if !self.enabled {
             return;
         }
-        let ops = summary.forward.as_deref().map(describe_ops).unwrap_or_default();
+        let ops = summary.forward.as_deref().map(|ops| describe_ops(ops)).unwrap_or_default();
         self.line(
             GREEN,
             "COMMIT",

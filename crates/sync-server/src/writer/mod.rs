@@ -576,8 +576,9 @@ pub struct Summary {
     client_change_id: Option<String>,
     /// The full document, for creates (answer and push) and conflicts (sent with them).
     document: Option<Document>,
-    /// The applied patch of an update.
-    pub forward: Option<sync_core::Patch>,
+    /// The applied patch of an update (shared with the cache's history; copied once,
+    /// into the push).
+    pub forward: Option<Arc<sync_core::Patch>>,
     transformed: Option<sync_core::Patch>,
     /// Conflicts met while rebasing.
     pub conflicts: Vec<sync_core::Conflict>,
@@ -599,7 +600,7 @@ impl Summary {
             content_hash: doc.content_hash.clone(),
             client_change_id: decided.change.event.client_change_id.clone(),
             document: needs_document.then(|| Document::clone(doc)),
-            forward: decided.update.as_ref().map(|u| u.forward.to_vec()),
+            forward: decided.update.as_ref().map(|u| Arc::clone(&u.forward)),
             transformed: decided.transformed.clone(),
             conflicts: decided.conflicts.clone(),
             policy: decided.policy,
@@ -661,7 +662,7 @@ fn push(summary: &Summary, sequence: u64) -> ServerMessage {
         _ => ServerMessage::DocumentUpdated(DocumentUpdated {
             patch: PushedPatch {
                 document_id,
-                patch: summary.forward.clone().unwrap_or_default(),
+                patch: summary.forward.as_deref().cloned().unwrap_or_default(),
                 sync_revision: summary.revision,
                 content_hash: summary.content_hash.clone(),
             },
