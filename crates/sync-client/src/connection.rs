@@ -21,9 +21,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use sync_core::patch::parse_patch;
 use sync_core::protocol::{
-    Authenticate, Changes, ClientEnvelope, ClientMessage, CreateDocument, Credentials, DeleteDocument, DocumentPatch,
-    GetChangesSince, GetDocument, NewDocument, RequestId, ServerEnvelope, ServerMessage, UpdateDocument,
-    decode_server_frame,
+    Authenticate, Changes, ClientEnvelope, ClientMessage, CreateDocument, Created, Credentials, DeleteDocument,
+    Deleted, DocumentPatch, GetChangesSince, GetDocument, NewDocument, RequestId, ServerEnvelope, ServerMessage,
+    UpdateDocument, Updated, decode_server_frame,
 };
 use sync_core::replica::{Outcome, Outgoing, PendingChange, RemoteChange, Replica};
 use sync_core::{ChangeEvent, ChangeKind, ErrorCode};
@@ -601,18 +601,9 @@ impl Session {
                 m.client_change_id.as_deref(),
                 m.sequence,
             ),
-            ServerMessage::DocumentCreatedResponse(r) => {
-                let answer = r.success.then(|| (r.sync_revision.unwrap_or(1), None, r.document.map(|d| d.content)));
-                self.on_answer(&r.document_id, request_id, answer, r.error, r.sequence, Vec::new())
-            }
-            ServerMessage::DocumentUpdatedResponse(r) => {
-                let answer = r.success.then(|| (r.sync_revision.unwrap_or(0), r.applied_patch, None));
-                self.on_answer(&r.document_id, request_id, answer, r.error, r.sequence, r.conflicts)
-            }
-            ServerMessage::DocumentDeletedResponse(r) => {
-                let answer = r.success.then(|| (r.sync_revision.unwrap_or(0), None, None));
-                self.on_answer(&r.document_id, request_id, answer, r.error, r.sequence, Vec::new())
-            }
+            ServerMessage::DocumentCreatedResponse(r) => self.on_answer(&r.document_id, request_id, answer(r.outcome)),
+            ServerMessage::DocumentUpdatedResponse(r) => self.on_answer(&r.document_id, request_id, answer(r.outcome)),
+            ServerMessage::DocumentDeletedResponse(r) => self.on_answer(&r.document_id, request_id, answer(r.outcome)),
             ServerMessage::ConflictDetected(c) => {
                 let mut event = SyncEvent::new(EventType::ConflictDetected);
                 event.document_id = Some(c.document_id.clone());
@@ -685,10 +676,7 @@ impl Session {
         &mut self,
         id: &str,
         request_id: Option<String>,
-        answer: Option<(u64, Option<sync_core::Patch>, Option<Value>)>,
-        error: Option<sync_core::ErrorBody>,
-        sequence: Option<u64>,
-        conflicts: Vec<sync_core::Conflict>,
+        answer: std::result::Result<Answer, sync_core::ErrorBody>,
     ) -> Result<()> {
         let Some(change_id) = request_id else { return Ok(()) };
         let shared = Arc::clone(&self.shared);
@@ -696,20 +684,23 @@ impl Session {
             let mut local = shared.local();
             local.transaction(|tx| {
                 let Some(mut row) = local::load(tx, id, &|c| shared.policy(c))? else { return Ok(None) };
-                let mut outcome = match (&answer, &error) {
-                    (Some((revision, applied, content)), _) => {
-                        row.replica.on_ack(&change_id, *revision, applied.clone(), content.clone())
+                let outcome = match &answer {
+                    Ok(answer) => {
+                        let mut outcome = row.replica.on_ack(
+                            &change_id,
+                            answer.revision,
+                            answer.applied.clone(),
+                            answer.content.clone(),
+                        );
+                        outcome.conflicts.extend(answer.conflicts.iter().cloned());
+                        outcome
                     }
-                    (None, Some(error)) => row.replica.on_reject(&change_id, error.code, &error.message),
-                    (None, None) => {
-                        row.replica.on_reject(&change_id, ErrorCode::ServerError, "refused without a reason")
-                    }
+                    Err(error) => row.replica.on_reject(&change_id, error.code, &error.message),
                 };
-                outcome.conflicts.extend(conflicts.iter().cloned());
                 row.conflict = !outcome.conflicts.is_empty();
                 local::save(tx, &row)?;
                 // Answers come in sequence order with the pushes, so the cursor moves too.
-                if let Some(sequence) = sequence
+                if let Ok(Answer { sequence, .. }) = answer
                     && sequence > shared.cursor.load(Ordering::Acquire)
                 {
                     local::set_meta(tx, "cursor", &sequence.to_string())?;
@@ -935,4 +926,48 @@ fn apply_remote(
     }
     let saved_view = if !outcome.duplicate && !outcome.resync_needed { rows.save(&row)? } else { None };
     Ok(Some(Applied { row, outcome, kind, own, saved_view }))
+}
+
+/// What the server said of one of our committed changes, whatever its kind: the
+/// revision and sequence it got, the patch as applied when the server transformed it,
+/// the content it stored (creates), and the conflicts it met (updates).
+struct Answer {
+    revision: u64,
+    sequence: u64,
+    applied: Option<sync_core::Patch>,
+    content: Option<Value>,
+    conflicts: Vec<sync_core::Conflict>,
+}
+
+impl From<Created> for Answer {
+    fn from(c: Created) -> Self {
+        let Created { sync_revision, sequence, document } = c;
+        Self {
+            revision: sync_revision,
+            sequence,
+            applied: None,
+            content: Some(document.content),
+            conflicts: Vec::new(),
+        }
+    }
+}
+
+impl From<Updated> for Answer {
+    fn from(u: Updated) -> Self {
+        let Updated { sync_revision, sequence, applied_patch, conflicts, .. } = u;
+        Self { revision: sync_revision, sequence, applied: applied_patch, content: None, conflicts }
+    }
+}
+
+impl From<Deleted> for Answer {
+    fn from(d: Deleted) -> Self {
+        Self { revision: d.sync_revision, sequence: d.sequence, applied: None, content: None, conflicts: Vec::new() }
+    }
+}
+
+/// The outcome of a change response, as one [`Answer`] or the server's reason.
+fn answer<T: Into<Answer>>(
+    outcome: std::result::Result<T, sync_core::ErrorBody>,
+) -> std::result::Result<Answer, sync_core::ErrorBody> {
+    outcome.map(Into::into)
 }

@@ -331,13 +331,17 @@ fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
         (arb_id(), any::<bool>(), arb_patch()).prop_map(|(document_id, success, patch)| {
             ServerMessage::DocumentUpdatedResponse(UpdatedResponse {
                 document_id,
-                success,
-                error: (!success).then(|| sync_core::ErrorBody::new(sync_core::ErrorCode::VersionMismatch, "stale")),
-                sync_revision: success.then_some(3),
-                sequence: success.then_some(9),
-                applied_patch: success.then_some(patch),
-                conflicts: Vec::new(),
-                content_hash: None,
+                outcome: if success {
+                    Ok(Updated {
+                        sync_revision: 3,
+                        sequence: 9,
+                        applied_patch: Some(patch),
+                        conflicts: Vec::new(),
+                        content_hash: None,
+                    })
+                } else {
+                    Err(sync_core::ErrorBody::new(sync_core::ErrorCode::VersionMismatch, "stale"))
+                },
             })
         }),
         (arb_id(), 1u64..100, any::<u64>()).prop_map(|(document_id, sync_revision, sequence)| {

@@ -177,3 +177,59 @@ fn debug_output_never_shows_secrets() {
     let shown = format!("{:?}", Credentials::Bearer { user_id: "u".into(), auth_token: "sekrit".into() });
     assert!(!shown.contains("sekrit"));
 }
+
+/// The change responses are one `Result` in Rust and flat on the wire, exactly as
+/// PROTOCOL.md §4 shows them: `error: null` when committed, no revision or sequence when
+/// refused, and `conflicts` always present on an update's answer.
+#[test]
+fn change_responses_keep_their_flat_wire_shape() {
+    let body = sync_core::ErrorBody::new(ErrorCode::VersionMismatch, "stale");
+    let cases = [
+        (
+            ServerMessage::DocumentUpdatedResponse(ChangeResponse::refused("d", body.clone())),
+            json!({"type": "document_updated_response", "document_id": "d", "success": false,
+                   "error": {"code": "version_mismatch", "message": "stale"}, "conflicts": []}),
+        ),
+        (
+            ServerMessage::DocumentUpdatedResponse(ChangeResponse {
+                document_id: "d".into(),
+                outcome: Ok(Updated {
+                    sync_revision: 3,
+                    sequence: 9,
+                    applied_patch: None,
+                    conflicts: Vec::new(),
+                    content_hash: Some("h".into()),
+                }),
+            }),
+            json!({"type": "document_updated_response", "document_id": "d", "success": true, "error": null,
+                   "sync_revision": 3, "sequence": 9, "conflicts": [], "content_hash": "h"}),
+        ),
+        (
+            ServerMessage::DocumentDeletedResponse(ChangeResponse {
+                document_id: "d".into(),
+                outcome: Ok(Deleted { sync_revision: 4, sequence: 10 }),
+            }),
+            json!({"type": "document_deleted_response", "document_id": "d", "success": true, "error": null,
+                   "sync_revision": 4, "sequence": 10}),
+        ),
+        (
+            ServerMessage::DocumentCreatedResponse(ChangeResponse::refused("", body)),
+            json!({"type": "document_created_response", "document_id": "", "success": false,
+                   "error": {"code": "version_mismatch", "message": "stale"}}),
+        ),
+    ];
+    for (message, wire) in cases {
+        assert_eq!(serde_json::to_value(&message).unwrap(), wire);
+        assert_eq!(serde_json::from_value::<ServerMessage>(wire).unwrap(), message);
+    }
+    // A committed answer without its revision, or a refusal without its reason, is not
+    // a response this protocol sends: decoding says what is missing.
+    let err = serde_json::from_value::<ServerMessage>(json!({"type": "document_deleted_response",
+        "document_id": "d", "success": true, "error": null, "sequence": 1}))
+    .unwrap_err();
+    assert!(err.to_string().contains("sync_revision"), "{err}");
+    let err = serde_json::from_value::<ServerMessage>(json!({"type": "document_deleted_response",
+        "document_id": "d", "success": false, "error": null}))
+    .unwrap_err();
+    assert!(err.to_string().contains("error"), "{err}");
+}

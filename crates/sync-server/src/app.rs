@@ -21,53 +21,43 @@ use crate::auth::{Authenticator, SecretKey, issue_api_credential};
 use crate::backend::AnyStore;
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::monitor::Monitor;
 use crate::ratelimit::RateLimiter;
 use crate::writer::{self, WriteRequest, WriteStats};
 
 /// Everything the HTTP routes and sessions share.
-pub struct AppState {
+pub(crate) struct AppState {
     /// The configuration the server started with.
-    pub config: Arc<Config>,
-    /// The store.
-    pub store: AnyStore,
-    /// Connected sessions and delivery.
-    pub hub: Arc<Hub>,
-    /// Credential checks.
-    pub auth: Authenticator,
-    /// The write path's queue.
-    pub writes: mpsc::Sender<WriteRequest>,
-    /// Write path counters.
-    pub write_stats: Arc<WriteStats>,
-    /// Per-user rate limit.
-    pub limiter: RateLimiter,
-    /// Monitoring output.
-    pub monitor: Monitor,
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: AnyStore,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) auth: Authenticator,
+    /// The write path's queue (bounded: a full queue makes writing sessions wait).
+    pub(crate) writes: mpsc::Sender<WriteRequest>,
+    pub(crate) limiter: RateLimiter,
     /// Permits for WebSocket connections (the connection limit).
-    pub connection_permits: Arc<Semaphore>,
+    pub(crate) connection_permits: Arc<Semaphore>,
     /// Open WebSocket connections (authenticated or not).
-    pub connections: AtomicUsize,
+    pub(crate) connections: AtomicUsize,
     /// Cancelled when the server shuts down.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Session tasks, awaited at shutdown.
-    pub sessions: TaskTracker,
-    /// Source of session ids.
-    pub next_session: AtomicU64,
+    pub(crate) sessions: TaskTracker,
+    next_session: AtomicU64,
     /// Limits applied while decoding messages.
-    pub decode_limits: DecodeLimits,
+    pub(crate) decode_limits: DecodeLimits,
     /// Deflate contexts shared between connections (no context takeover).
-    pub deflate_pool: yawc::DeflatePool,
+    pub(crate) deflate_pool: yawc::DeflatePool,
 }
 
 impl AppState {
-    /// A new session id.
-    pub fn session_id(&self) -> u64 {
+    /// A new session id (also the one `auth_success` names).
+    pub(crate) fn session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 
 /// Opens the store and the secret key as configured.
-pub async fn open(config: &Config) -> anyhow::Result<(AnyStore, SecretKey)> {
+pub(crate) async fn open(config: &Config) -> anyhow::Result<(AnyStore, SecretKey)> {
     let store = AnyStore::open(&config.database)
         .await
         .with_context(|| format!("cannot open the database {}", crate::config::redact_url(&config.database.url)))?;
@@ -96,7 +86,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     )?;
     let latest = store.latest_sequence().await.context("reading the change log")?;
     let hub = Arc::new(Hub::new(latest));
-    let monitor = Monitor::new(config.monitoring);
     let (writes, write_rx) = mpsc::channel(config.write.queue.max(1));
     let write_stats = Arc::new(WriteStats::default());
     let writer_stop = CancellationToken::new();
@@ -106,7 +95,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         Arc::clone(&hub),
         Arc::clone(&config),
         Arc::clone(&write_stats),
-        monitor,
         writer_stop.clone(),
     ));
     let state = Arc::new(AppState {
@@ -114,9 +102,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         hub: Arc::clone(&hub),
         auth,
         writes,
-        write_stats,
         limiter: RateLimiter::new(config.rate_limit.per_second, config.rate_limit.burst),
-        monitor,
         connection_permits: Arc::new(Semaphore::new(config.limits.max_connections)),
         connections: AtomicUsize::new(0),
         shutdown: shutdown.clone(),
@@ -152,7 +138,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "write path ended abnormally");
     }
-    tracing::info!("sync-server stopped");
+    tracing::info!(
+        committed = write_stats.committed.load(Ordering::Relaxed),
+        refused = write_stats.refused.load(Ordering::Relaxed),
+        batches = write_stats.batches.load(Ordering::Relaxed),
+        failed_batches = write_stats.failed_batches.load(Ordering::Relaxed),
+        "sync-server stopped"
+    );
     served.context("serving HTTP")
 }
 

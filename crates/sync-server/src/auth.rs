@@ -28,20 +28,20 @@ use sync_store::{ApiCredential, Store, TokenRecord};
 use crate::backend::AnyStore;
 
 /// Prefix of bearer tokens issued by `sync-server create-token`.
-pub const TOKEN_PREFIX: &str = "sts_";
+pub(crate) const TOKEN_PREFIX: &str = "sts_";
 
 /// Who a connection or request is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
+pub(crate) struct Principal {
     /// The user id.
-    pub user_id: String,
+    pub(crate) user_id: String,
     /// Whether the admin routes are open to it.
-    pub is_admin: bool,
+    pub(crate) is_admin: bool,
 }
 
 /// Why authentication failed; the `Display` text is what the client is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AuthFailure {
+pub(crate) enum AuthFailure {
     /// Wrong key, signature, token or user.
     #[error("invalid credentials")]
     Invalid,
@@ -58,7 +58,7 @@ pub enum AuthFailure {
 
 /// The server secret key from which API secrets are derived.
 #[derive(Clone)]
-pub struct SecretKey([u8; 32]);
+pub(crate) struct SecretKey([u8; 32]);
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,7 +68,7 @@ impl std::fmt::Debug for SecretKey {
 
 impl SecretKey {
     /// Parses a 64-hex-digit key.
-    pub fn from_hex(hex_key: &str) -> anyhow::Result<Self> {
+    pub(crate) fn from_hex(hex_key: &str) -> anyhow::Result<Self> {
         let bytes = hex::decode(hex_key.trim()).map_err(|e| anyhow::anyhow!("secret key is not hex: {e}"))?;
         let key: [u8; 32] =
             bytes.try_into().map_err(|_| anyhow::anyhow!("secret key must be 32 bytes (64 hex digits)"))?;
@@ -76,7 +76,7 @@ impl SecretKey {
     }
 
     /// Reads the key file, creating it with a new random key (mode 0600) when missing.
-    pub fn load_or_create(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn load_or_create(path: &Path) -> anyhow::Result<Self> {
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 Self::from_hex(&text).map_err(|e| anyhow::anyhow!("invalid secret key file {}: {e}", path.display()))
@@ -93,7 +93,7 @@ impl SecretKey {
     }
 
     /// The secret of an API key.
-    pub fn api_secret(&self, api_key: &str) -> String {
+    pub(crate) fn api_secret(&self, api_key: &str) -> String {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("hmac takes any key length");
         mac.update(b"api-secret:");
         mac.update(api_key.as_bytes());
@@ -135,7 +135,7 @@ struct CachedToken {
 }
 
 /// Checks credentials against the store, with caches for the slow or repeated parts.
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     store: AnyStore,
     secret_key: SecretKey,
     jwt: Option<JwtVerifier>,
@@ -151,7 +151,7 @@ const CACHE_TTL: Duration = Duration::from_secs(60);
 
 impl Authenticator {
     /// Builds the authenticator; fails on an unreadable or invalid JWT public key.
-    pub fn new(
+    pub(crate) fn new(
         store: AnyStore,
         secret_key: SecretKey,
         jwt_secret: Option<&str>,
@@ -176,13 +176,8 @@ impl Authenticator {
         })
     }
 
-    /// The server secret key.
-    pub fn secret_key(&self) -> &SecretKey {
-        &self.secret_key
-    }
-
     /// Checks `authenticate` credentials.
-    pub async fn authenticate(&self, credentials: &Credentials) -> Result<Principal, AuthFailure> {
+    pub(crate) async fn authenticate(&self, credentials: &Credentials) -> Result<Principal, AuthFailure> {
         match credentials {
             Credentials::Hmac { email, api_key, signature, timestamp } => {
                 self.check_hmac(email, api_key, signature, *timestamp, b"").await
@@ -199,12 +194,12 @@ impl Authenticator {
     }
 
     /// Checks an `Authorization: Bearer` value: a JWT or a token from `create-token`.
-    pub async fn authenticate_bearer(&self, value: &str) -> Result<Principal, AuthFailure> {
+    pub(crate) async fn authenticate_bearer(&self, value: &str) -> Result<Principal, AuthFailure> {
         if value.starts_with(TOKEN_PREFIX) { self.check_token(value).await } else { self.check_jwt(value) }
     }
 
     /// Checks HMAC credentials; `body` is the signed body part (empty on the WebSocket).
-    pub async fn check_hmac(
+    pub(crate) async fn check_hmac(
         &self,
         email: &str,
         api_key: &str,
@@ -262,7 +257,7 @@ impl Authenticator {
     }
 
     /// Checks a bearer token `sts_<id>_<secret>`.
-    pub async fn check_token(&self, token: &str) -> Result<Principal, AuthFailure> {
+    pub(crate) async fn check_token(&self, token: &str) -> Result<Principal, AuthFailure> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = now_millis();
         if let Some(cached) = lock(&self.tokens).get(&digest)
@@ -312,7 +307,7 @@ impl Authenticator {
     }
 
     /// Checks a JWT: signature with the configured key, `exp` required, `sub` the user.
-    pub fn check_jwt(&self, token: &str) -> Result<Principal, AuthFailure> {
+    pub(crate) fn check_jwt(&self, token: &str) -> Result<Principal, AuthFailure> {
         let Some(jwt) = &self.jwt else { return Err(AuthFailure::Invalid) };
         if token.split('.').count() != 3 {
             return Err(AuthFailure::Malformed);
@@ -368,7 +363,11 @@ fn split_token(token: &str) -> Option<(&str, &str)> {
 
 /// Issues a bearer token for `user_id`: returns the token to show once and the record to
 /// store (with only the Argon2id hash of the secret part).
-pub fn issue_token(user_id: &str, ttl: Option<Duration>, is_admin: bool) -> anyhow::Result<(String, TokenRecord)> {
+pub(crate) fn issue_token(
+    user_id: &str,
+    ttl: Option<Duration>,
+    is_admin: bool,
+) -> anyhow::Result<(String, TokenRecord)> {
     let id = sync_core::auth::generate_token()[..16].to_owned();
     let secret = sync_core::auth::generate_token();
     let hash = Argon2::default()
@@ -388,7 +387,7 @@ pub fn issue_token(user_id: &str, ttl: Option<Duration>, is_admin: bool) -> anyh
 }
 
 /// Creates an API credential: returns the record to store and the secret to show once.
-pub fn issue_api_credential(secret_key: &SecretKey, name: &str, is_admin: bool) -> (ApiCredential, String) {
+pub(crate) fn issue_api_credential(secret_key: &SecretKey, name: &str, is_admin: bool) -> (ApiCredential, String) {
     let api_key = sync_core::auth::generate_api_key();
     let secret = secret_key.api_secret(&api_key);
     let credential =
@@ -402,12 +401,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Unix seconds now.
-pub fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     now_millis() / 1000
 }
 
 /// Unix milliseconds now.
-pub fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     sync_core::Timestamp::now().unix_millis()
 }
 

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sync_store::Store;
 use tokio_util::sync::CancellationToken;
+use tracing::Level;
 
 use crate::auth::{issue_api_credential, issue_token};
 use crate::config::Config;
@@ -16,7 +17,7 @@ use crate::config::Config;
 /// Self-hosted, real-time, offline-first JSON document sync server.
 #[derive(Debug, Parser)]
 #[command(name = "sync-server", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Config file (default: ./sync-server.toml when present).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -75,7 +76,7 @@ struct ServeArgs {
 }
 
 /// Parses `3600`, `90s`, `15m`, `12h`, `30d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = text.find(|c: char| !c.is_ascii_digit()).map_or((text, ""), |i| text.split_at(i));
     let n: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. 3600, 90m, 12h, 30d"))?;
@@ -111,21 +112,22 @@ fn run_cli(cli: Cli) -> anyhow::Result<()> {
         print!("{}", Config::default_toml());
         return Ok(());
     }
-    init_logging(&config.log);
+    let mut command = command;
+    if let Command::Serve(args) = &mut command {
+        if let Some(host) = args.host.take() {
+            config.server.host = host;
+        }
+        if let Some(port) = args.port {
+            config.server.port = port;
+        }
+        config.monitoring |= args.monitoring;
+        config.auth.bootstrap_credentials &= !args.no_bootstrap;
+    }
+    init_logging(&config.log, config.monitoring);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         match command {
-            Command::Serve(args) => {
-                if let Some(host) = args.host {
-                    config.server.host = host;
-                }
-                if let Some(port) = args.port {
-                    config.server.port = port;
-                }
-                config.monitoring |= args.monitoring;
-                config.auth.bootstrap_credentials &= !args.no_bootstrap;
-                serve(config).await
-            }
+            Command::Serve(_) => serve(config).await,
             Command::GenerateCredentials { name, admin } => {
                 let (api_key, secret) = generate_credentials(&config, &name, admin).await?;
                 println!("API Key: {api_key}\nSecret: {secret}");
@@ -199,10 +201,23 @@ pub async fn create_token(config: &Config, user: &str, ttl: Option<Duration>, ad
     Ok(token)
 }
 
-fn init_logging(filter: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+/// Logs go to stderr, filtered by `log` (`RUST_LOG` syntax); with `monitoring`, the
+/// activity log (`monitor.rs`) goes to stdout, and only there.
+fn init_logging(filter: &str, monitoring: bool) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _, filter::Targets};
+
+    let quiet_activity = format!("{}=off", crate::monitor::TARGET);
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match quiet_activity.parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
+    let activity = monitoring
+        .then(|| crate::monitor::layer().with_filter(Targets::new().with_target(crate::monitor::TARGET, Level::INFO)));
+    let _ = tracing_subscriber::registry().with(logs).with(activity).try_init();
 }
 
 #[cfg(test)]

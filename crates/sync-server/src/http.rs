@@ -19,10 +19,10 @@ use yawc::{IncomingUpgrade, Options};
 
 use crate::app::AppState;
 use crate::auth::{AuthFailure, Principal};
-use crate::session::{PreAuth, Session};
+use crate::authenticated::PreAuth;
 
 /// The router of every HTTP route.
-pub fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -41,7 +41,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// An HTTP error with the shared error vocabulary.
-pub struct HttpError {
+pub(crate) struct HttpError {
     status: StatusCode,
     code: ErrorCode,
     message: String,
@@ -49,13 +49,13 @@ pub struct HttpError {
 
 impl HttpError {
     /// An error with the status that goes with `code`.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         Self { status, code, message: message.into() }
     }
 
     /// An error with an explicit status.
-    pub fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
 }
@@ -144,7 +144,7 @@ async fn not_found(method: Method, uri: Uri) -> HttpError {
 
 /// Who is calling: `Authorization: Bearer <jwt or token>`, or the HMAC headers
 /// `X-Api-Key`, `X-Email`, `X-Timestamp`, `X-Signature` over the raw body.
-pub async fn http_principal(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Principal, HttpError> {
+pub(crate) async fn http_principal(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Principal, HttpError> {
     let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(value) = header_str(header::AUTHORIZATION.as_str()) {
         let Some(token) = value.strip_prefix("Bearer ").map(str::trim) else {
@@ -171,13 +171,13 @@ async fn require_admin(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Re
 
 /// Query parameters accepted on the upgrade request.
 #[derive(Debug, Default, Deserialize)]
-pub struct UpgradeParams {
+pub(crate) struct UpgradeParams {
     /// A JWT (or bearer token) instead of the `Authorization` header.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// The replica id, for a session authenticated by the upgrade request.
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     /// Resume point, for a session authenticated by the upgrade request.
-    pub last_sequence: Option<u64>,
+    pub(crate) last_sequence: Option<u64>,
 }
 
 async fn upgrade(
@@ -242,14 +242,14 @@ async fn upgrade(
         // The session is built in its own statement, so that no temporary of the match
         // (the upgraded socket) stays in the task's future beside the session's.
         let session = match connection.await {
-            Ok(ws) => Session::new(ws, Arc::clone(&state), peer.to_string()),
+            Ok(ws) => crate::session::serve(ws, Arc::clone(&state), peer.to_string(), pre_auth),
             Err(e) => {
                 tracing::debug!(error = %e, %peer, "websocket upgrade did not complete");
                 return;
             }
         };
         state.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        session.serve(pre_auth).await;
+        session.await;
         state.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     });
     response.into_response()

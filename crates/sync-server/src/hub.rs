@@ -14,7 +14,7 @@
 //!   after registering is therefore a position from which live pushes start, gap-free.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -24,29 +24,29 @@ use crate::queue::{self, TrySendError};
 
 /// What a session's queue carries.
 #[derive(Clone, Debug)]
-pub struct Outbound {
+pub(crate) struct Outbound {
     /// The text of one WebSocket message (shared between recipients).
-    pub frame: Bytes,
+    pub(crate) frame: Bytes,
     /// The change's sequence, for pushes and successful change responses.
-    pub sequence: Option<u64>,
+    pub(crate) sequence: Option<u64>,
     /// Whether this answers one of the session's own change requests.
-    pub completes_write: bool,
+    pub(crate) completes_write: bool,
 }
 
 /// The sending side of a session's queue, and the switch that disconnects it.
 #[derive(Clone, Debug)]
-pub struct SessionLink {
+pub(crate) struct SessionLink {
     /// The session id.
-    pub id: u64,
+    pub(crate) id: u64,
     /// Its bounded queue.
-    pub tx: queue::Sender<Outbound>,
+    pub(crate) tx: queue::Sender<Outbound>,
     /// Cancelled when the session must go (too slow, or shut down).
-    pub kill: CancellationToken,
+    pub(crate) kill: CancellationToken,
 }
 
 impl SessionLink {
     /// Queues a message without waiting; a full queue disconnects the session.
-    pub fn offer(&self, outbound: Outbound) {
+    pub(crate) fn offer(&self, outbound: Outbound) {
         match self.tx.try_send(outbound) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -65,20 +65,20 @@ struct Member {
 
 /// A committed change, ready to deliver.
 #[derive(Debug)]
-pub struct Committed {
+pub(crate) struct Committed {
     /// Its sequence.
-    pub sequence: u64,
+    pub(crate) sequence: u64,
     /// The owner of the document: whose sessions may read it.
-    pub user_id: String,
+    pub(crate) user_id: String,
     /// The push for other sessions (`document_created`/`_updated`/`_deleted`).
-    pub push: Bytes,
+    pub(crate) push: Bytes,
     /// A `conflict_detected` for other sessions, when the change overwrote a concurrent one.
-    pub conflict: Option<Bytes>,
+    pub(crate) conflict: Option<Bytes>,
 }
 
 /// One item to deliver, in order.
 #[derive(Debug)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// A committed change, and the response for the session that made it (if it is here).
     Commit {
         /// The change.
@@ -99,14 +99,13 @@ pub enum Delivery {
 
 /// The registry of connected, authenticated sessions.
 #[derive(Default)]
-pub struct Hub {
+pub(crate) struct Hub {
     users: RwLock<HashMap<String, Vec<Member>>>,
-    sessions: AtomicUsize,
     delivered: AtomicU64,
 }
 
 /// Removes its session from the hub when dropped.
-pub struct Registration {
+pub(crate) struct Registration {
     hub: Arc<Hub>,
     user_id: String,
     session_id: u64,
@@ -120,13 +119,13 @@ impl Drop for Registration {
 
 impl Hub {
     /// A hub whose log position starts at `delivered` (the latest committed sequence).
-    pub fn new(delivered: u64) -> Self {
+    pub(crate) fn new(delivered: u64) -> Self {
         Self { delivered: AtomicU64::new(delivered), ..Self::default() }
     }
 
     /// Adds a session of `user_id`. Read [`Hub::delivered`] afterwards for the position
     /// its live pushes start after.
-    pub fn register(self: &Arc<Self>, user_id: &str, client_id: &str, link: SessionLink) -> Registration {
+    pub(crate) fn register(self: &Arc<Self>, user_id: &str, client_id: &str, link: SessionLink) -> Registration {
         let session_id = link.id;
         let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
         // Most users have one session: room for one, not the four a first push reserves.
@@ -134,7 +133,6 @@ impl Hub {
             .entry(user_id.to_owned())
             .or_insert_with(|| Vec::with_capacity(1))
             .push(Member { link, client_id: client_id.to_owned() });
-        self.sessions.fetch_add(1, Ordering::Relaxed);
         Registration { hub: Arc::clone(self), user_id: user_id.to_owned(), session_id }
     }
 
@@ -146,7 +144,6 @@ impl Hub {
             // not a scan and a shift.
             if let Some(position) = members.iter().position(|m| m.link.id == session_id) {
                 members.swap_remove(position);
-                self.sessions.fetch_sub(1, Ordering::Relaxed);
             }
             if members.is_empty() {
                 users.remove(user_id);
@@ -155,17 +152,18 @@ impl Hub {
     }
 
     /// The newest sequence delivered to sessions.
-    pub fn delivered(&self) -> u64 {
+    pub(crate) fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Acquire)
     }
 
     /// Authenticated sessions connected.
-    pub fn session_count(&self) -> usize {
-        self.sessions.load(Ordering::Relaxed)
+    #[cfg(test)]
+    fn session_count(&self) -> usize {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
     }
 
     /// Users with at least one session.
-    pub fn active_users(&self) -> Vec<String> {
+    pub(crate) fn active_users(&self) -> Vec<String> {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());
         let mut list: Vec<String> = users.keys().cloned().collect();
         list.sort_unstable();
@@ -173,21 +171,13 @@ impl Hub {
     }
 
     /// Distinct client ids connected.
-    pub fn client_count(&self) -> usize {
+    pub(crate) fn client_count(&self) -> usize {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());
         users.values().flatten().map(|m| m.client_id.as_str()).collect::<BTreeSet<_>>().len()
     }
 
-    /// Tells every session to go (server shutdown).
-    pub fn disconnect_all(&self) {
-        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
-        for member in users.values().flatten() {
-            member.link.kill.cancel();
-        }
-    }
-
     /// Delivers items in order. Must be called by one task at a time, in sequence order.
-    pub fn deliver(&self, items: Vec<Delivery>) {
+    pub(crate) fn deliver(&self, items: Vec<Delivery>) {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());
         for item in items {
             match item {

@@ -2,33 +2,42 @@
 //! change durably, merging concurrent edits with `sync-core`, and pushing changes to
 //! every session that may read them.
 //!
-//! Module map:
-//! - [`cli`]: the command line; [`config`]: configuration and its precedence.
-//! - [`app`]: start-up, shared state, graceful shutdown; [`http`]: HTTP routes and the
-//!   WebSocket upgrade; [`session`]: one connection; [`handlers`]: one file per message.
-//! - [`writer`]: the write path (decide, group commit, deliver); [`hub`]: sessions and
-//!   ordered fan-out; [`queue`]: each session's bounded outbound queue.
-//! - [`auth`]: credentials; [`ratelimit`]: per-user token buckets; [`monitor`]: the
-//!   colored activity log; [`backend`]: the configured store.
+//! Module map (the modules are private; `docs/ARCHITECTURE.md` draws their dependencies):
+//! - `cli`: the command line and logging; `config`: configuration and its precedence.
+//! - `app`: start-up, shared state, graceful shutdown; `http`: HTTP routes and the
+//!   WebSocket upgrade.
+//! - `session`: one connection's life; `connection`: its socket and ordered output;
+//!   `authenticated`: what authentication creates (identity, hub registration, queue);
+//!   `handlers`: one file per message that is not a change.
+//! - `writer`: the write path (decide, group commit, answers, delivery); `hub`: sessions
+//!   and ordered fan-out; `queue`: each session's bounded outbound queue.
+//! - `auth`: credentials; `ratelimit`: per-user token buckets; `monitor`: the activity
+//!   log as a `tracing` layer; `backend`: the configured store; `wire`: messages as frames.
 //!
-//! The binary is thin: `main` parses the command line and calls [`app::run`] with a
-//! listener and a shutdown token; tests call the same function on port 0.
+//! The binary is thin: `main` parses the command line and calls [`run`] with a listener
+//! and a shutdown token; tests call the same function on port 0. The public surface is
+//! what they use: [`run`], [`Config`] (and its sections in [`config`]), and the command
+//! line's entry points [`main`], [`generate_credentials`] and [`create_token`].
 
 #![forbid(unsafe_code)]
 
-pub mod app;
-pub mod auth;
-pub mod backend;
-pub mod cli;
+mod app;
+mod auth;
+mod authenticated;
+mod backend;
+mod cli;
 pub mod config;
-pub mod handlers;
-pub mod http;
-pub mod hub;
-pub mod monitor;
-pub mod queue;
-pub mod ratelimit;
-pub mod session;
-pub mod writer;
+mod connection;
+mod handlers;
+mod http;
+mod hub;
+mod monitor;
+mod queue;
+mod ratelimit;
+mod session;
+mod wire;
+mod writer;
 
 pub use app::run;
+pub use cli::{create_token, generate_credentials, main};
 pub use config::Config;

@@ -23,7 +23,7 @@ const KEEP_SLOTS: usize = 64;
 
 /// Why an item was not queued; the item comes back.
 #[derive(Debug, PartialEq, Eq)]
-pub enum TrySendError<T> {
+pub(crate) enum TrySendError<T> {
     /// The queue holds `capacity` items.
     Full(T),
     /// The receiver is gone.
@@ -31,7 +31,7 @@ pub enum TrySendError<T> {
 }
 
 /// A bounded queue with one receiver: `(sender, receiver)`. A capacity of 0 counts as 1.
-pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State { items: VecDeque::new(), senders: 1, receiver_alive: true }),
         ready: Notify::new(),
@@ -64,13 +64,13 @@ impl<T> Shared<T> {
 }
 
 /// The sending side; clones share the queue.
-pub struct Sender<T> {
+pub(crate) struct Sender<T> {
     shared: Arc<Shared<T>>,
 }
 
 impl<T> Sender<T> {
     /// Queues `item` without waiting.
-    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+    pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         {
             let mut state = self.shared.lock();
             if !state.receiver_alive {
@@ -113,7 +113,7 @@ impl<T> fmt::Debug for Sender<T> {
 }
 
 /// The receiving side.
-pub struct Receiver<T> {
+pub(crate) struct Receiver<T> {
     shared: Arc<Shared<T>>,
 }
 
@@ -126,7 +126,7 @@ enum Polled<T> {
 
 impl<T> Receiver<T> {
     /// The next item, if one is queued now.
-    pub fn try_recv(&mut self) -> Option<T> {
+    pub(crate) fn try_recv(&mut self) -> Option<T> {
         match self.poll() {
             Polled::Item(item) => Some(item),
             Polled::Empty | Polled::Finished => None,
@@ -134,7 +134,7 @@ impl<T> Receiver<T> {
     }
 
     /// Waits for the next item; `None` once every sender is gone and nothing is left.
-    pub async fn recv(&mut self) -> Option<T> {
+    pub(crate) async fn recv(&mut self) -> Option<T> {
         loop {
             match self.poll() {
                 Polled::Item(item) => return Some(item),

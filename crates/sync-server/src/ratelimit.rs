@@ -10,7 +10,7 @@ struct Bucket {
 }
 
 /// Token buckets by user id.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     per_second: f64,
     burst: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
@@ -18,12 +18,12 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// `per_second` tokens refill each second up to `burst`; 0 disables the limit.
-    pub fn new(per_second: u32, burst: u32) -> Self {
+    pub(crate) fn new(per_second: u32, burst: u32) -> Self {
         Self { per_second: f64::from(per_second), burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
     }
 
     /// Takes one token for `user`; `false` when the user is over the limit.
-    pub fn allow(&self, user: &str) -> bool {
+    pub(crate) fn allow(&self, user: &str) -> bool {
         self.allow_at(user, Instant::now())
     }
 

@@ -1,588 +1,195 @@
-//! One WebSocket connection: authentication, the resume catch-up, reading messages and
-//! dispatching them, and writing replies and pushes in order.
+//! One WebSocket connection's life: waiting for authentication, then reading messages
+//! and queued answers and pushes until the connection ends, then closing it.
 //!
 //! Guarantees:
 //! - nothing but `authenticate` is processed before authentication; anything else gets
 //!   `auth_error` and the connection closes (4001), as does 10 s of silence;
 //! - every recoverable error is answered and the connection stays open;
-//! - a resumed session receives every readable change after its `last_sequence` exactly
-//!   once, in order: first as `changes` pages, then live pushes, with pushes that arrive
-//!   during the catch-up held back and deduplicated by sequence (also pushes delivered
-//!   after the catch-up for changes it already returned); without `last_sequence`, live
-//!   pushes start after the `latest_sequence` of `auth_success`;
 //! - messages of one session are processed in order: a read that follows writes waits
 //!   until those writes are answered;
 //! - at shutdown, changes already handed to the write path are answered before the
 //!   1001 close, so none is committed without being acknowledged.
+//!
+//! The connection ([`Connection`]) exists from the start; the authenticated state
+//! ([`Authenticated`]) only from authentication on, created by `handlers::authenticate`.
+//! Changes go to the write path through one conversion (`WriteOp::try_from`), which the
+//! rate limit's refusals reuse; every other message goes to its handler.
 
-use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use sync_core::ErrorCode;
-use sync_core::protocol::{
-    AuthError, AuthSuccess, Changes, ClientEnvelope, ClientMessage, Credentials, PROTOCOL_VERSION, RequestId,
-    ServerMessage, decode_client_frame,
-};
-use sync_store::{ReadScope, Store};
-use tokio::time::Sleep;
-use tokio_util::sync::CancellationToken;
-use yawc::close::CloseCode;
+use sync_core::protocol::{AuthError, ClientEnvelope, ClientMessage, DecodeError, ServerMessage, decode_client_frame};
+use sync_core::{ErrorBody, ErrorCode};
+use tracing::Instrument as _;
 use yawc::{Frame, HttpWebSocket, OpCode};
 
 use crate::app::AppState;
-use crate::auth::{AuthFailure, Principal};
-use crate::handlers;
-use crate::hub::{Outbound, Registration, SessionLink};
-use crate::queue;
-use crate::writer::{WriteOp, WriteRequest, encode, refused_for};
+use crate::auth::AuthFailure;
+use crate::authenticated::{Authenticated, PreAuth};
+use crate::connection::{Connection, Ending};
+use crate::handlers::{self, Ctx, authenticate};
+use crate::hub::Outbound;
+use crate::monitor::activity;
+use crate::writer::WriteOp;
 
-/// Why a session ended, and the close frame it gets.
-#[derive(Debug)]
-pub enum Ending {
-    /// The client closed or the socket failed: nothing to send.
-    Gone,
-    /// The server is shutting down (1001).
-    ShuttingDown,
-    /// Authentication failed or never came (4001).
-    Unauthenticated(&'static str),
-    /// The session fell too far behind its pushes (1013): it resumes from its cursor.
-    TooSlow,
-    /// No frame from the client for too long (1001).
-    Idle,
-    /// A frame over the hard limit (1009) — yawc closes those itself.
-    Internal(String),
-}
-
-/// The authenticated identity of a session.
-#[derive(Clone, Debug)]
-pub struct Authed {
-    /// The user.
-    pub user_id: String,
-    /// The replica.
-    pub client_id: String,
-    /// Whether admin routes are open to it.
-    pub is_admin: bool,
-}
-
-/// Credentials that came with the upgrade request (`Authorization: Bearer` or `?token=`).
-#[derive(Debug)]
-pub struct PreAuth {
-    /// Who.
-    pub principal: Principal,
-    /// `?client_id=`, if given.
-    pub client_id: Option<String>,
-    /// `?last_sequence=`, if given.
-    pub last_sequence: Option<u64>,
-}
-
-/// A connection's state.
-pub struct Session {
-    /// Session id (also in `auth_success`).
-    pub id: u64,
-    /// Shared server state.
-    pub state: Arc<AppState>,
+/// Serves an upgraded connection until it ends. `pre_auth` is the outcome of credentials
+/// carried by the upgrade request, if it had any.
+///
+/// Everything awaited here but the idle wait of [`run`] is boxed: a task's future is as
+/// large as its largest state, and every idle connection holds one, so the futures of
+/// authentication, message handling, catch-up and closing are allocated only while they
+/// run. It is an `async` block, not an `async fn`, because an `async fn` keeps a copy of
+/// its arguments beside the body's, which would hold the connection twice.
+pub(crate) fn serve(
     ws: HttpWebSocket,
+    state: Arc<AppState>,
     peer: String,
-    /// Who, once authenticated.
-    pub authed: Option<Authed>,
-    out: Vec<Bytes>,
-    rx: Option<queue::Receiver<Outbound>>,
-    link: Option<SessionLink>,
-    _registration: Option<Registration>,
-    pending_writes: usize,
-    last_seen: Instant,
-    kill: CancellationToken,
-    /// Pushes held back while a long answer streams (catch-up, full sync).
-    held: Option<VecDeque<Outbound>>,
-    /// The newest sequence this session already has: the `latest_sequence` it was told at
-    /// authentication, or how far its catch-up reached. A push at or below it is a
-    /// duplicate — its change was committed (and so read by the catch-up) before the
-    /// write path got to deliver it — and is dropped.
-    pushed_through: u64,
+    pre_auth: Option<Result<PreAuth, AuthFailure>>,
+) -> impl Future<Output = ()> + Send {
+    let id = state.session_id();
+    // The session's span: the logs of everything it does carry its id (and, once known,
+    // its user).
+    let span = tracing::debug_span!("session", id, user = tracing::field::Empty);
+    async move {
+        activity!("CONNECT", session = id, "session {id} from {peer}");
+        let mut conn = Connection::new(ws, id, peer);
+        let started = match pre_auth {
+            Some(pre_auth) => {
+                Box::pin(authenticate::upgrade(&state, &mut conn, pre_auth)).await.map(|s| (s, Vec::new()))
+            }
+            None => Box::pin(await_authentication(&state, &mut conn)).await,
+        };
+        let (mut session, rest) = match started {
+            Ok(started) => started,
+            Err(ending) => return Box::pin(finish(&mut conn, None, ending)).await,
+        };
+        // The rest of the frame that carried `authenticate`, then the answers so far.
+        let first = async {
+            on_messages(&state, &mut conn, &mut session, rest).await?;
+            conn.flush().await
+        };
+        let ending = match Box::pin(first).await {
+            Ok(()) => run(&state, &mut conn, &mut session).await,
+            Err(ending) => ending,
+        };
+        Box::pin(finish(&mut conn, Some(&mut session), ending)).await;
+    }
+    .instrument(span)
 }
 
-/// Most pushes held back during one catch-up or full sync before the session gives up.
-const MAX_HELD: usize = 200_000;
+/// What one frame from the client holds.
+enum Read {
+    /// The messages of a text frame (one, or a batch), each decoded or not.
+    Messages(Vec<Result<ClientEnvelope, DecodeError>>),
+    /// A frame that could not be decoded at all.
+    Refused(ErrorCode, String),
+    /// The client closed.
+    Close,
+    /// A ping or pong (yawc answers pings itself).
+    Control,
+}
 
-impl Session {
-    /// A session for an upgraded connection; [`Session::serve`] runs it.
-    pub fn new(ws: HttpWebSocket, state: Arc<AppState>, peer: String) -> Self {
-        let id = state.session_id();
-        state.monitor.connected(id, &peer);
-        Session {
-            id,
-            state,
-            ws,
-            peer,
-            authed: None,
-            out: Vec::new(),
-            rx: None,
-            link: None,
-            _registration: None,
-            pending_writes: 0,
-            last_seen: Instant::now(),
-            kill: CancellationToken::new(),
-            held: None,
-            pushed_through: 0,
-        }
-    }
-
-    /// Serves the connection until it ends. `pre_auth` is the outcome of credentials
-    /// carried by the upgrade request, if it had any.
-    ///
-    /// Everything awaited here but the idle wait of [`Session::run`] is boxed: a task's
-    /// future is as large as its largest state, and every idle connection holds one, so
-    /// the futures of message handling, catch-up and closing are allocated only while
-    /// they run. It is an `async` block, not an `async fn`, because an `async fn` keeps
-    /// a copy of its arguments beside the body's, which would hold the session twice.
-    #[expect(clippy::manual_async_fn, reason = "an `async fn` would hold the session twice, as said above")]
-    pub fn serve(mut self, pre_auth: Option<Result<PreAuth, AuthFailure>>) -> impl Future<Output = ()> + Send {
-        async move {
-            let started = match pre_auth {
-                Some(pre_auth) => Box::pin(self.start_pre_authenticated(pre_auth)).await,
-                None => Ok(()),
-            };
-            let ending = match started {
-                Ok(()) => self.run().await,
-                Err(ending) => ending,
-            };
-            Box::pin(self.finish(ending)).await;
-        }
-    }
-
-    /// Authenticates with the credentials of the upgrade request.
-    async fn start_pre_authenticated(&mut self, pre_auth: Result<PreAuth, AuthFailure>) -> Result<(), Ending> {
-        let pre = match pre_auth {
-            Ok(pre) => pre,
-            Err(failure) => {
-                self.refuse_auth(failure).await?;
-                return Err(Ending::Unauthenticated("authentication failed"));
+fn read(state: &AppState, frame: Frame) -> Read {
+    match frame.opcode() {
+        OpCode::Text => {
+            let payload = frame.into_payload();
+            let limit = state.config.limits.max_frame_bytes;
+            if payload.len() > limit {
+                let message = format!("frame is {} bytes; the limit is {limit}", payload.len());
+                return Read::Refused(ErrorCode::PayloadTooLarge, message);
             }
+            let Ok(text) = std::str::from_utf8(&payload) else {
+                return Read::Refused(ErrorCode::InvalidMessage, "text frame is not valid UTF-8".into());
+            };
+            match decode_client_frame(text, &state.decode_limits) {
+                Ok(messages) => Read::Messages(messages),
+                Err(err) => Read::Refused(err.code, err.message),
+            }
+        }
+        OpCode::Binary => {
+            Read::Refused(ErrorCode::InvalidMessage, "binary frames are not supported; send JSON text".into())
+        }
+        OpCode::Close => Read::Close,
+        _ => Read::Control,
+    }
+}
+
+/// Reads frames until `authenticate` succeeds; returns the authenticated state and the
+/// messages that followed `authenticate` in its frame.
+async fn await_authentication(
+    state: &AppState,
+    conn: &mut Connection,
+) -> Result<(Authenticated, Vec<Result<ClientEnvelope, DecodeError>>), Ending> {
+    let timeout = tokio::time::sleep(Duration::from_secs(state.config.limits.auth_timeout_secs));
+    tokio::pin!(timeout);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = state.shutdown.cancelled() => return Err(Ending::ShuttingDown),
+            () = &mut timeout => return Err(Ending::Unauthenticated("authentication timeout")),
+            frame = conn.next_frame() => frame,
         };
-        let authed = Authed {
-            user_id: pre.principal.user_id,
-            client_id: pre.client_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            is_admin: pre.principal.is_admin,
+        let Some(frame) = frame else {
+            conn.drain_failed_read().await;
+            return Err(Ending::Gone);
         };
-        self.on_authenticated(authed, pre.last_sequence, "upgrade bearer", None).await?;
-        // The client sends nothing first here: `auth_success` must go out now, not
-        // after the client's first frame.
-        self.flush().await
-    }
-
-    /// Reads frames and queued pushes until the session ends.
-    async fn run(&mut self) -> Ending {
-        let limits = &self.state.config.limits;
-        // Boxed and dropped at authentication: a timer held inline would stay in the
-        // future of every idle session.
-        let mut auth_timer =
-            self.authed.is_none().then(|| Box::pin(tokio::time::sleep(Duration::from_secs(limits.auth_timeout_secs))));
-        let idle_timeout = Duration::from_secs(limits.idle_timeout_secs);
-        let mut ping = tokio::time::interval(Duration::from_secs(limits.ping_interval_secs.max(1)));
-        ping.tick().await;
-        loop {
-            if self.authed.is_some() {
-                auth_timer = None;
-            }
-            let event = tokio::select! {
-                biased;
-                () = self.state.shutdown.cancelled() => return Ending::ShuttingDown,
-                () = self.kill.cancelled() => return Ending::TooSlow,
-                () = expire(&mut auth_timer) => return Ending::Unauthenticated("authentication timeout"),
-                outbound = recv(&mut self.rx) => Event::Outbound(outbound),
-                frame = self.ws.next() => Event::Frame(frame),
-                _ = ping.tick() => Event::Ping,
-            };
-            let result = match event {
-                Event::Frame(None) => {
-                    // When a read fails (a frame over the hard limit, a protocol error),
-                    // yawc queues its close frame (1009, 1002, …) and only sends it on the
-                    // next poll: without this the client sees no close code at all.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.next()).await;
-                    return Ending::Gone;
-                }
-                Event::Frame(Some(frame)) => {
-                    self.last_seen = Instant::now();
-                    // Boxed: handling a message (catch-up, reads, writes) needs a large
-                    // future, for the length of one message only.
-                    Box::pin(self.on_frame(frame)).await
-                }
-                Event::Outbound(Some(outbound)) => {
-                    self.on_outbound(outbound);
-                    self.drain_ready();
-                    Ok(())
-                }
-                Event::Outbound(None) => Ok(()),
-                Event::Ping => {
-                    if self.last_seen.elapsed() > idle_timeout {
-                        return Ending::Idle;
-                    }
-                    match self.ws.send(Frame::ping(Bytes::new())).await {
-                        Ok(()) => Ok(()),
-                        Err(_) => return Ending::Gone,
-                    }
-                }
-            };
-            if let Err(ending) = result {
-                return ending;
-            }
-            if let Err(ending) = self.flush().await {
-                return ending;
-            }
-        }
-    }
-
-    async fn on_frame(&mut self, frame: Frame) -> Result<(), Ending> {
-        match frame.opcode() {
-            OpCode::Text => {
-                let payload = frame.into_payload();
-                if payload.len() > self.state.config.limits.max_frame_bytes {
-                    let message = format!(
-                        "frame is {} bytes; the limit is {}",
-                        payload.len(),
-                        self.state.config.limits.max_frame_bytes
-                    );
-                    return self.reject_frame(ErrorCode::PayloadTooLarge, message).await;
-                }
-                match std::str::from_utf8(&payload) {
-                    Ok(text) => self.on_text(text).await,
-                    Err(_) => {
-                        self.reject_frame(ErrorCode::InvalidMessage, "text frame is not valid UTF-8".into()).await
-                    }
-                }
-            }
-            OpCode::Binary => {
-                self.reject_frame(ErrorCode::InvalidMessage, "binary frames are not supported; send JSON text".into())
-                    .await
-            }
-            OpCode::Close => Err(Ending::Gone),
-            // Pings are answered by yawc; pongs only prove the client is alive.
-            _ => Ok(()),
-        }
-    }
-
-    /// Answers a frame that could not be decoded at all.
-    async fn reject_frame(&mut self, code: ErrorCode, message: String) -> Result<(), Ending> {
-        if self.authed.is_none() {
-            return self.refuse_auth(AuthFailure::Malformed).await;
-        }
-        self.state.monitor.error(self.id, &message);
-        self.send(ServerMessage::error(code, message), None);
-        Ok(())
-    }
-
-    async fn on_text(&mut self, text: &str) -> Result<(), Ending> {
-        let messages = match decode_client_frame(text, &self.state.decode_limits) {
-            Ok(messages) => messages,
-            Err(err) => return self.reject_frame(err.code, err.message).await,
+        let mut messages = match read(state, frame) {
+            Read::Messages(messages) => messages.into_iter(),
+            Read::Refused(..) => return Err(authenticate::refuse(conn, AuthFailure::Malformed)),
+            Read::Close => return Err(Ending::Gone),
+            Read::Control => continue,
         };
-        for message in messages {
-            match message {
-                Ok(envelope) => self.on_message(envelope).await?,
-                Err(err) => {
-                    if self.authed.is_none() {
-                        return self.refuse_auth(AuthFailure::Malformed).await;
-                    }
-                    self.state.monitor.error(self.id, &err.to_string());
-                    // A malformed change still gets a `*_response`-shaped error when its
-                    // type is known, so clients can match it like any other answer.
-                    self.send(ServerMessage::error(err.code, err.message), err.request_id);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn on_message(&mut self, envelope: ClientEnvelope) -> Result<(), Ending> {
-        let ClientEnvelope { message, request_id } = envelope;
-        self.state.monitor.message_in(self.id, message.type_name(), &describe(&message));
-        let Some(authed) = self.authed.clone() else {
-            let ClientMessage::Authenticate(auth) = message else {
-                self.send(ServerMessage::AuthError(AuthError { reason: "authentication required".into() }), request_id);
-                return Err(Ending::Unauthenticated("message before authentication"));
-            };
-            let method = match &auth.credentials {
-                Credentials::Hmac { .. } => "api key",
-                Credentials::Bearer { .. } => "bearer token",
-                Credentials::Jwt { .. } => "jwt",
-            };
-            return match self.state.auth.authenticate(&auth.credentials).await {
-                Ok(principal) => {
-                    let authed = Authed {
-                        user_id: principal.user_id,
-                        client_id: auth.client_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                        is_admin: principal.is_admin,
-                    };
-                    self.on_authenticated(authed, auth.last_sequence, method, request_id).await
-                }
-                Err(failure) => {
-                    self.out
-                        .push(encode(&ServerMessage::AuthError(AuthError { reason: failure.to_string() }), request_id));
-                    self.refuse_auth(failure).await
-                }
-            };
+        // An empty batch: nothing to answer yet.
+        let Some(first) = messages.next() else { continue };
+        let Ok(ClientEnvelope { message, request_id }) = first else {
+            return Err(authenticate::refuse(conn, AuthFailure::Malformed));
         };
-        if !matches!(message, ClientMessage::Ping) && !self.state.limiter.allow(&authed.user_id) {
-            let body = sync_core::ErrorBody::new(ErrorCode::RateLimitExceeded, "too many messages; slow down");
-            let reply = match message {
-                ClientMessage::CreateDocument(c) => refused_for(&WriteOp::Create(c), body),
-                ClientMessage::UpdateDocument(u) => refused_for(&WriteOp::Update(u.patch), body),
-                ClientMessage::DeleteDocument(d) => refused_for(&WriteOp::Delete(d), body),
-                _ => ServerMessage::error(body.code, body.message),
-            };
-            self.send(reply, request_id);
-            return Ok(());
-        }
-        handlers::dispatch(self, message, request_id).await
-    }
-
-    /// Sends `auth_error` (if not queued yet) and ends the session.
-    async fn refuse_auth(&mut self, failure: AuthFailure) -> Result<(), Ending> {
-        self.state.monitor.auth_failed(self.id, &failure.to_string());
-        if self.out.is_empty() {
-            self.out.push(encode(&ServerMessage::AuthError(AuthError { reason: failure.to_string() }), None));
-        }
-        Err(Ending::Unauthenticated("authentication failed"))
-    }
-
-    /// Registers with the hub, answers `auth_success`, and catches up from `last_sequence`.
-    async fn on_authenticated(
-        &mut self,
-        authed: Authed,
-        last_sequence: Option<u64>,
-        method: &str,
-        request_id: Option<RequestId>,
-    ) -> Result<(), Ending> {
-        let (tx, rx) = queue::channel(self.state.config.limits.session_queue.max(16));
-        let link = SessionLink { id: self.id, tx, kill: self.kill.clone() };
-        let registration = self.state.hub.register(&authed.user_id, &authed.client_id, link.clone());
-        // Read after registering: every change after this position reaches this session.
-        let delivered = self.state.hub.delivered();
-        self.rx = Some(rx);
-        self.link = Some(link);
-        self._registration = Some(registration);
-        self.state.monitor.authenticated(self.id, &authed.user_id, &authed.client_id, method);
-        self.send(
-            ServerMessage::AuthSuccess(AuthSuccess {
-                session_id: self.id.to_string(),
-                client_id: authed.client_id.clone(),
-                user_id: authed.user_id.clone(),
-                protocol_version: PROTOCOL_VERSION,
-                latest_sequence: delivered,
-            }),
-            request_id,
-        );
-        self.authed = Some(authed);
-        match last_sequence {
-            Some(after) => self.catch_up(after).await?,
-            None => self.pushed_through = delivered,
-        }
-        Ok(())
-    }
-
-    /// Pushes every readable change after `after` as `changes` pages, then lets the
-    /// held live pushes through (those not already sent).
-    async fn catch_up(&mut self, mut after: u64) -> Result<(), Ending> {
-        self.hold();
-        let page_size = self.state.config.limits.max_page.clamp(1, 5000);
-        loop {
-            let page = self
-                .state
-                .store
-                .changes_since(self.scope(), after, page_size, None)
-                .await
-                .map_err(|e| Ending::Internal(format!("catch-up read failed: {e}")))?;
-            let (reached, has_more) = self.send_changes(page, None);
-            after = after.max(reached);
-            self.flush().await?;
-            self.drain_ready();
-            if !has_more {
-                break;
-            }
-        }
-        self.release(after);
-        Ok(())
-    }
-
-    /// Starts holding pushes back (they queue in order until [`Session::release`]).
-    pub fn hold(&mut self) {
-        if self.held.is_none() {
-            self.held = Some(VecDeque::new());
-        }
-    }
-
-    /// Lets held pushes through, dropping those at or below `sent` (already sent).
-    pub fn release(&mut self, sent: u64) {
-        self.pushed_through = self.pushed_through.max(sent);
-        if let Some(held) = self.held.take() {
-            for outbound in held {
-                if outbound.completes_write || outbound.sequence.is_none_or(|s| s > sent) {
-                    self.on_outbound(outbound);
-                }
-            }
-        }
-    }
-
-    fn on_outbound(&mut self, outbound: Outbound) {
-        if !outbound.completes_write && outbound.sequence.is_some_and(|s| s <= self.pushed_through) {
-            return;
-        }
-        if let Some(held) = self.held.as_mut() {
-            if held.len() >= MAX_HELD {
-                self.kill.cancel();
-                return;
-            }
-            held.push_back(outbound);
-            return;
-        }
-        if outbound.completes_write {
-            self.pending_writes = self.pending_writes.saturating_sub(1);
-        }
-        self.out.push(outbound.frame);
-    }
-
-    /// Moves whatever is already queued for this session into the output.
-    pub fn drain_ready(&mut self) {
-        for _ in 0..256 {
-            let Some(rx) = self.rx.as_mut() else { return };
-            match rx.try_recv() {
-                Some(outbound) => self.on_outbound(outbound),
-                None => return,
-            }
-        }
-    }
-
-    /// Writes the queued output to the socket.
-    pub async fn flush(&mut self) -> Result<(), Ending> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        for frame in self.out.drain(..) {
-            if self.ws.feed(Frame::text(frame)).await.is_err() {
-                return Err(Ending::Gone);
-            }
-        }
-        self.ws.flush().await.map_err(|_| Ending::Gone)
-    }
-
-    /// Queues a `changes` message, cut short (with `has_more`) when it would exceed the
-    /// page byte budget, so no client meets a message larger than it accepts; one event
-    /// is always sent. Returns the position reached and whether more follow.
-    pub fn send_changes(&mut self, page: sync_store::ChangePage, request_id: Option<RequestId>) -> (u64, bool) {
-        let budget = self.state.config.limits.max_page_bytes.max(1);
-        let (mut events, mut reached, mut has_more) = (page.events, page.reached, page.has_more);
-        loop {
-            let message = ServerMessage::Changes(Changes { events, latest_sequence: reached, has_more });
-            let frame = encode(&message, request_id.clone());
-            let ServerMessage::Changes(Changes { events: back, .. }) = message else { unreachable!("built above") };
-            events = back;
-            if frame.len() <= budget || events.len() <= 1 {
-                self.out.push(frame);
-                return (reached, has_more);
-            }
-            // Keep the first half: everything up to the last kept event was sent.
-            events.truncate(events.len() / 2);
-            reached = events.last().map_or(reached, |e| e.sequence);
-            has_more = true;
-        }
-    }
-
-    /// Queues a message for the client.
-    pub fn send(&mut self, message: ServerMessage, request_id: Option<RequestId>) {
-        if let ServerMessage::Error(e) = &message {
-            self.state.monitor.error(self.id, &format!("{}: {}", e.code, e.message));
-        }
-        self.out.push(encode(&message, request_id));
-    }
-
-    /// Queues an `error` message.
-    pub fn send_error(&mut self, code: ErrorCode, message: impl Into<String>, request_id: Option<RequestId>) {
-        self.send(ServerMessage::error(code, message), request_id);
-    }
-
-    /// The authenticated identity (handlers run only after authentication).
-    pub fn user(&self) -> &Authed {
-        // Handlers are dispatched only for authenticated sessions.
-        self.authed.as_ref().expect("handlers run after authentication")
-    }
-
-    /// What this session may read.
-    pub fn scope(&self) -> ReadScope {
-        ReadScope { user_id: self.user().user_id.clone() }
-    }
-
-    /// Hands a change to the write path; its answer arrives through the session queue.
-    pub async fn submit(&mut self, op: WriteOp, request_id: Option<RequestId>) -> Result<(), Ending> {
-        let (Some(link), Some(authed)) = (self.link.clone(), self.authed.clone()) else {
-            return Err(Ending::Internal("write before authentication".into()));
+        log_message(conn, &message);
+        let ClientMessage::Authenticate(message) = message else {
+            let reply = AuthError { reason: "authentication required".into() };
+            conn.send(&ServerMessage::AuthError(reply), request_id);
+            return Err(Ending::Unauthenticated("message before authentication"));
         };
-        let request =
-            WriteRequest { op, user_id: authed.user_id, client_id: authed.client_id, reply_to: link, request_id };
-        self.pending_writes += 1;
-        if self.state.writes.send(request).await.is_err() {
-            return Err(Ending::ShuttingDown);
-        }
-        Ok(())
+        let session = authenticate::handle(state, conn, message, request_id).await?;
+        return Ok((session, messages.collect()));
     }
+}
 
-    /// Waits until this session's earlier writes are answered, so a read sees them.
-    pub async fn read_barrier(&mut self) -> Result<(), Ending> {
-        while self.pending_writes > 0 {
-            let outbound = tokio::select! {
-                biased;
-                () = self.state.shutdown.cancelled() => return Err(Ending::ShuttingDown),
-                () = self.kill.cancelled() => return Err(Ending::TooSlow),
-                outbound = recv(&mut self.rx) => outbound,
-            };
-            match outbound {
-                Some(outbound) => self.on_outbound(outbound),
-                None => return Err(Ending::Gone),
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits (bounded) for the answers to this session's changes already handed to the
-    /// write path. The write path keeps committing while sessions close, so without this
-    /// a change sent just before shutdown could be committed and never acknowledged.
-    async fn settle_writes(&mut self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while self.pending_writes > 0 {
-            match tokio::time::timeout_at(deadline, recv(&mut self.rx)).await {
-                Ok(Some(outbound)) => self.on_outbound(outbound),
-                Ok(None) | Err(_) => break,
-            }
-        }
-    }
-
-    async fn finish(&mut self, ending: Ending) {
-        let (code, reason): (u16, &str) = match &ending {
-            Ending::Gone => (0, ""),
-            Ending::ShuttingDown => (1001, "server shutting down"),
-            Ending::Unauthenticated(why) => (4001, why),
-            Ending::TooSlow => (1013, "too slow to keep up; reconnect and resume"),
-            Ending::Idle => (1001, "idle timeout"),
-            Ending::Internal(why) => {
-                tracing::error!(session = self.id, peer = %self.peer, "{why}");
-                (1011, "internal error")
-            }
+/// Reads frames and queued answers and pushes until the session ends.
+async fn run(state: &AppState, conn: &mut Connection, session: &mut Authenticated) -> Ending {
+    let limits = &state.config.limits;
+    let idle_timeout = Duration::from_secs(limits.idle_timeout_secs);
+    let mut ping = tokio::time::interval(Duration::from_secs(limits.ping_interval_secs.max(1)));
+    ping.tick().await;
+    let kill = session.kill_switch();
+    loop {
+        let event = tokio::select! {
+            biased;
+            () = state.shutdown.cancelled() => return Ending::ShuttingDown,
+            () = kill.cancelled() => return Ending::TooSlow,
+            outbound = session.recv() => Event::Outbound(outbound),
+            frame = conn.next_frame() => Event::Frame(frame),
+            _ = ping.tick() => Event::Ping,
         };
-        if matches!(ending, Ending::ShuttingDown) {
-            self.settle_writes().await;
+        let result = match event {
+            Event::Frame(None) => {
+                conn.drain_failed_read().await;
+                return Ending::Gone;
+            }
+            // Boxed: handling a message (catch-up, reads, writes) needs a large future,
+            // for the length of one message only.
+            Event::Frame(Some(frame)) => Box::pin(on_frame(state, conn, session, frame)).await,
+            Event::Outbound(Some(outbound)) => conn.deliver(outbound).and_then(|()| session.drain_into(conn)),
+            Event::Outbound(None) => Ok(()),
+            Event::Ping if conn.silent_for() > idle_timeout => return Ending::Idle,
+            Event::Ping => conn.ping().await,
+        };
+        if let Err(ending) = result {
+            return ending;
         }
-        if code != 0 {
-            let _ = self.flush().await;
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                let _ = self.ws.send(Frame::close(CloseCode::from(code), reason)).await;
-                let _ = self.ws.close().await;
-            })
-            .await;
+        if let Err(ending) = conn.flush().await {
+            return ending;
         }
-        self.state.monitor.disconnected(self.id, &format!("{ending:?}"));
     }
 }
 
@@ -592,20 +199,80 @@ enum Event {
     Ping,
 }
 
-/// Waits for `timer`, or forever without one.
-async fn expire(timer: &mut Option<Pin<Box<Sleep>>>) {
-    match timer {
-        Some(timer) => timer.await,
-        None => std::future::pending().await,
+async fn on_frame(
+    state: &AppState,
+    conn: &mut Connection,
+    session: &mut Authenticated,
+    frame: Frame,
+) -> Result<(), Ending> {
+    match read(state, frame) {
+        Read::Messages(messages) => on_messages(state, conn, session, messages).await,
+        Read::Refused(code, message) => {
+            activity!("ERROR", session = conn.id, "session {}: {message}", conn.id);
+            conn.send(&ServerMessage::error(code, message), None);
+            Ok(())
+        }
+        Read::Close => Err(Ending::Gone),
+        Read::Control => Ok(()),
     }
 }
 
-/// Receives from the session queue, or waits forever before authentication.
-async fn recv(rx: &mut Option<queue::Receiver<Outbound>>) -> Option<Outbound> {
-    match rx.as_mut() {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
+async fn on_messages(
+    state: &AppState,
+    conn: &mut Connection,
+    session: &mut Authenticated,
+    messages: Vec<Result<ClientEnvelope, DecodeError>>,
+) -> Result<(), Ending> {
+    for message in messages {
+        match message {
+            Ok(envelope) => on_message(state, conn, session, envelope).await?,
+            Err(err) => {
+                activity!("ERROR", session = conn.id, "session {}: {err}", conn.id);
+                conn.send(&ServerMessage::error(err.code, err.message), err.request_id);
+            }
+        }
     }
+    Ok(())
+}
+
+async fn on_message(
+    state: &AppState,
+    conn: &mut Connection,
+    session: &mut Authenticated,
+    envelope: ClientEnvelope,
+) -> Result<(), Ending> {
+    let ClientEnvelope { message, request_id } = envelope;
+    log_message(conn, &message);
+    let limited = !matches!(message, ClientMessage::Ping) && !state.limiter.allow(&session.identity.user_id);
+    let too_many = || ErrorBody::new(ErrorCode::RateLimitExceeded, "too many messages; slow down");
+    match WriteOp::try_from(message) {
+        Ok(op) if limited => conn.send(&op.refused(too_many()), request_id),
+        Ok(op) => session.submit(state, op, request_id).await?,
+        Err(_) if limited => {
+            let body = too_many();
+            activity!("ERROR", session = conn.id, "session {}: {}: {}", conn.id, body.code, body.message);
+            conn.send(&ServerMessage::error(body.code, body.message), request_id);
+        }
+        Err(message) => handlers::dispatch(Ctx { state, session, conn }, message, request_id).await?,
+    }
+    Ok(())
+}
+
+/// Closes the connection the way `ending` says.
+async fn finish(conn: &mut Connection, session: Option<&mut Authenticated>, ending: Ending) {
+    if let Ending::Internal(why) = &ending {
+        tracing::error!(session = conn.id, peer = %conn.peer, "{why}");
+    }
+    if let (Ending::ShuttingDown, Some(session)) = (&ending, session) {
+        session.settle_at_shutdown(conn).await;
+    }
+    conn.close(&ending).await;
+    activity!("CLOSE", session = conn.id, "session {}: {ending:?}", conn.id);
+}
+
+/// Logs an incoming message by its type and document, never its credentials.
+fn log_message(conn: &Connection, message: &ClientMessage) {
+    activity!("IN", session = conn.id, "session {} {} {}", conn.id, message.type_name(), describe(message));
 }
 
 fn describe(message: &ClientMessage) -> String {

@@ -112,68 +112,288 @@ pub struct AuthError {
     pub reason: String,
 }
 
-/// `document_created_response`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CreatedResponse {
-    /// The document id (generated when the request had none).
+/// The reply to a change — `document_created_response`, `document_updated_response` or
+/// `document_deleted_response`: committed (and durable), with what that kind of change
+/// reports, or refused with why.
+///
+/// On the wire the outcome is flat, as PROTOCOL.md §4 describes it: `success`, `error`
+/// (`null` when committed), and on success `sync_revision`, `sequence` and the kind's own
+/// fields. [`Created`], [`Updated`] and [`Deleted`] are those fields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChangeResponse<T> {
+    /// The document id (the generated one for a create that named none; empty for a
+    /// refused create that named none).
     pub document_id: String,
-    /// Whether the document was created (and is durable).
-    pub success: bool,
-    /// Why not, when `success` is false.
-    pub error: Option<ErrorBody>,
-    /// 1 on success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_revision: Option<u64>,
-    /// The change's sequence on success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sequence: Option<u64>,
-    /// The stored document, with the server's timestamps and hash.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub document: Option<Document>,
+    /// Committed, or refused and why.
+    pub outcome: Result<T, ErrorBody>,
 }
 
+/// `document_created_response`.
+pub type CreatedResponse = ChangeResponse<Created>;
 /// `document_updated_response`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct UpdatedResponse {
-    /// The document id.
-    pub document_id: String,
-    /// Whether the patch was applied (and is durable).
-    pub success: bool,
-    /// Why not, when `success` is false.
-    pub error: Option<ErrorBody>,
-    /// The new revision on success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_revision: Option<u64>,
-    /// The change's sequence on success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sequence: Option<u64>,
+pub type UpdatedResponse = ChangeResponse<Updated>;
+/// `document_deleted_response`.
+pub type DeletedResponse = ChangeResponse<Deleted>;
+
+impl<T> ChangeResponse<T> {
+    /// A refusal of a change to `document_id`.
+    pub fn refused(document_id: impl Into<String>, error: ErrorBody) -> Self {
+        Self { document_id: document_id.into(), outcome: Err(error) }
+    }
+}
+
+/// A committed create.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Created {
+    /// Always 1.
+    pub sync_revision: u64,
+    /// The change's sequence.
+    pub sequence: u64,
+    /// The stored document, with the server's timestamps and hash.
+    pub document: Document,
+}
+
+/// A committed update.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Updated {
+    /// The new revision.
+    pub sync_revision: u64,
+    /// The change's sequence.
+    pub sequence: u64,
     /// The patch as applied, when the server transformed it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_patch: Option<Patch>,
     /// Concurrent-edit conflicts found while rebasing (possibly empty).
-    #[serde(default)]
     pub conflicts: Vec<Conflict>,
-    /// Content hash after the change, on success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Content hash after the change.
     pub content_hash: Option<String>,
 }
 
-/// `document_deleted_response`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DeletedResponse {
-    /// The document id.
-    pub document_id: String,
-    /// Whether the document was deleted (and the tombstone is durable).
-    pub success: bool,
-    /// Why not, when `success` is false.
-    pub error: Option<ErrorBody>,
-    /// The tombstone's revision on success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_revision: Option<u64>,
-    /// The change's sequence on success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sequence: Option<u64>,
+/// A committed delete.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Deleted {
+    /// The tombstone's revision.
+    pub sync_revision: u64,
+    /// The change's sequence.
+    pub sequence: u64,
 }
+
+/// The flat wire shapes of the three change responses: serialized from borrowed fields
+/// (no copy of the document or patch), deserialized into owned ones and checked.
+mod wire {
+    use serde::{Deserialize, Serialize};
+
+    use super::{ChangeResponse, Created, Deleted, Updated};
+    use crate::error::ErrorBody;
+    use crate::model::Document;
+    use crate::patch::Patch;
+    use crate::transform::Conflict;
+
+    fn committed<T>(
+        document_id: String,
+        success: bool,
+        error: Option<ErrorBody>,
+        fields: impl FnOnce() -> Result<T, &'static str>,
+    ) -> Result<ChangeResponse<T>, String> {
+        let outcome = match (success, error) {
+            (true, _) => Ok(fields().map_err(|field| format!("a committed change response needs `{field}`"))?),
+            (false, Some(error)) => Err(error),
+            (false, None) => return Err("a refused change response needs `error`".into()),
+        };
+        Ok(ChangeResponse { document_id, outcome })
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct CreatedOut<'a> {
+        document_id: &'a str,
+        success: bool,
+        error: Option<&'a ErrorBody>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sync_revision: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sequence: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        document: Option<&'a Document>,
+    }
+
+    impl<'a> From<&'a ChangeResponse<Created>> for CreatedOut<'a> {
+        fn from(r: &'a ChangeResponse<Created>) -> Self {
+            let ok = r.outcome.as_ref().ok();
+            Self {
+                document_id: &r.document_id,
+                success: ok.is_some(),
+                error: r.outcome.as_ref().err(),
+                sync_revision: ok.map(|c| c.sync_revision),
+                sequence: ok.map(|c| c.sequence),
+                document: ok.map(|c| &c.document),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct CreatedIn {
+        document_id: String,
+        success: bool,
+        #[serde(default)]
+        error: Option<ErrorBody>,
+        #[serde(default)]
+        sync_revision: Option<u64>,
+        #[serde(default)]
+        sequence: Option<u64>,
+        #[serde(default)]
+        document: Option<Document>,
+    }
+
+    impl TryFrom<CreatedIn> for ChangeResponse<Created> {
+        type Error = String;
+        fn try_from(w: CreatedIn) -> Result<Self, String> {
+            let (sync_revision, sequence, document) = (w.sync_revision, w.sequence, w.document);
+            committed(w.document_id, w.success, w.error, || {
+                Ok(Created {
+                    sync_revision: sync_revision.ok_or("sync_revision")?,
+                    sequence: sequence.ok_or("sequence")?,
+                    document: document.ok_or("document")?,
+                })
+            })
+        }
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct UpdatedOut<'a> {
+        document_id: &'a str,
+        success: bool,
+        error: Option<&'a ErrorBody>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sync_revision: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sequence: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        applied_patch: Option<&'a Patch>,
+        /// Always present, empty for a refusal.
+        conflicts: &'a [Conflict],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content_hash: Option<&'a str>,
+    }
+
+    impl<'a> From<&'a ChangeResponse<Updated>> for UpdatedOut<'a> {
+        fn from(r: &'a ChangeResponse<Updated>) -> Self {
+            let ok = r.outcome.as_ref().ok();
+            Self {
+                document_id: &r.document_id,
+                success: ok.is_some(),
+                error: r.outcome.as_ref().err(),
+                sync_revision: ok.map(|u| u.sync_revision),
+                sequence: ok.map(|u| u.sequence),
+                applied_patch: ok.and_then(|u| u.applied_patch.as_ref()),
+                conflicts: ok.map_or(&[], |u| &u.conflicts),
+                content_hash: ok.and_then(|u| u.content_hash.as_deref()),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct UpdatedIn {
+        document_id: String,
+        success: bool,
+        #[serde(default)]
+        error: Option<ErrorBody>,
+        #[serde(default)]
+        sync_revision: Option<u64>,
+        #[serde(default)]
+        sequence: Option<u64>,
+        #[serde(default)]
+        applied_patch: Option<Patch>,
+        #[serde(default)]
+        conflicts: Vec<Conflict>,
+        #[serde(default)]
+        content_hash: Option<String>,
+    }
+
+    impl TryFrom<UpdatedIn> for ChangeResponse<Updated> {
+        type Error = String;
+        fn try_from(w: UpdatedIn) -> Result<Self, String> {
+            let UpdatedIn { sync_revision, sequence, applied_patch, conflicts, content_hash, .. } = w;
+            committed(w.document_id, w.success, w.error, || {
+                Ok(Updated {
+                    sync_revision: sync_revision.ok_or("sync_revision")?,
+                    sequence: sequence.ok_or("sequence")?,
+                    applied_patch,
+                    conflicts,
+                    content_hash,
+                })
+            })
+        }
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct DeletedOut<'a> {
+        document_id: &'a str,
+        success: bool,
+        error: Option<&'a ErrorBody>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sync_revision: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sequence: Option<u64>,
+    }
+
+    impl<'a> From<&'a ChangeResponse<Deleted>> for DeletedOut<'a> {
+        fn from(r: &'a ChangeResponse<Deleted>) -> Self {
+            let ok = r.outcome.as_ref().ok();
+            Self {
+                document_id: &r.document_id,
+                success: ok.is_some(),
+                error: r.outcome.as_ref().err(),
+                sync_revision: ok.map(|d| d.sync_revision),
+                sequence: ok.map(|d| d.sequence),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct DeletedIn {
+        document_id: String,
+        success: bool,
+        #[serde(default)]
+        error: Option<ErrorBody>,
+        #[serde(default)]
+        sync_revision: Option<u64>,
+        #[serde(default)]
+        sequence: Option<u64>,
+    }
+
+    impl TryFrom<DeletedIn> for ChangeResponse<Deleted> {
+        type Error = String;
+        fn try_from(w: DeletedIn) -> Result<Self, String> {
+            let (sync_revision, sequence) = (w.sync_revision, w.sequence);
+            committed(w.document_id, w.success, w.error, || {
+                Ok(Deleted {
+                    sync_revision: sync_revision.ok_or("sync_revision")?,
+                    sequence: sequence.ok_or("sequence")?,
+                })
+            })
+        }
+    }
+}
+
+macro_rules! change_response_serde {
+    ($kind:ty, $out:ident, $in:ident) => {
+        impl Serialize for ChangeResponse<$kind> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                wire::$out::from(self).serialize(serializer)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for ChangeResponse<$kind> {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let wire = wire::$in::deserialize(deserializer)?;
+                Self::try_from(wire).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+change_response_serde!(Created, CreatedOut, CreatedIn);
+change_response_serde!(Updated, UpdatedOut, UpdatedIn);
+change_response_serde!(Deleted, DeletedOut, DeletedIn);
 
 /// `changes`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

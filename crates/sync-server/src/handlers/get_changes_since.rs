@@ -4,26 +4,27 @@
 use sync_core::protocol::{GetChangesSince, RequestId};
 use sync_store::Store;
 
-use crate::session::{Ending, Session};
+use super::Ctx;
+use crate::connection::Ending;
 
 /// Page size when the client names none.
 const DEFAULT_LIMIT: usize = 500;
 
 /// Answers with `changes`.
 pub(super) async fn handle(
-    session: &mut Session,
+    ctx: &mut Ctx<'_>,
     message: GetChangesSince,
     request_id: Option<RequestId>,
 ) -> Result<(), Ending> {
-    session.read_barrier().await?;
-    let max = session.state.config.limits.max_page.clamp(1, 5000);
+    ctx.settle().await?;
+    let max = ctx.state.config.limits.max_page.clamp(1, 5000);
     let limit = message.limit.map_or(DEFAULT_LIMIT, |l| l as usize).clamp(1, max);
-    let scope = session.scope();
-    match session.state.store.changes_since(scope, message.last_sequence, limit, message.collections).await {
+    let scope = ctx.scope();
+    match ctx.state.store.changes_since(scope, message.last_sequence, limit, message.collections).await {
         Ok(page) => {
-            session.send_changes(page, request_id);
+            ctx.send_changes(page, request_id);
         }
-        Err(e) => super::storage_failed(session, e, request_id),
+        Err(e) => ctx.storage_failed(e, request_id),
     }
     Ok(())
 }

@@ -7,25 +7,26 @@ use sync_core::protocol::{GetDocument, RequestId, ServerMessage, SyncDocument};
 use sync_core::{ChangeKind, Document, ErrorCode};
 use sync_store::Store;
 
-use crate::session::{Ending, Session};
+use super::Ctx;
+use crate::connection::Ending;
 
 /// Answers with `sync_document`.
 pub(super) async fn handle(
-    session: &mut Session,
+    ctx: &mut Ctx<'_>,
     message: GetDocument,
     request_id: Option<RequestId>,
 ) -> Result<(), Ending> {
-    session.read_barrier().await?;
-    let docs = match session.state.store.load_documents(vec![message.document_id.clone()]).await {
+    ctx.settle().await?;
+    let docs = match ctx.state.store.load_documents(vec![message.document_id.clone()]).await {
         Ok(docs) => docs,
         Err(e) => {
-            super::storage_failed(session, e, request_id);
+            ctx.storage_failed(e, request_id);
             return Ok(());
         }
     };
-    let user = session.user().user_id.clone();
+    let user = ctx.session.identity.user_id.clone();
     let Some(doc) = docs.into_iter().find(|d| d.user_id == user) else {
-        session.send_error(ErrorCode::DocumentNotFound, format!("no document {:?}", message.document_id), request_id);
+        ctx.send_error(ErrorCode::DocumentNotFound, format!("no document {:?}", message.document_id), request_id);
         return Ok(());
     };
     let document = match message.at_revision {
@@ -33,26 +34,26 @@ pub(super) async fn handle(
         Some(r) if r == doc.sync_revision => doc,
         Some(r) if r == 0 || r > doc.sync_revision => {
             let text = format!("document {:?} has no revision {r} (latest is {})", doc.id, doc.sync_revision);
-            session.send_error(ErrorCode::DocumentNotFound, text, request_id);
+            ctx.send_error(ErrorCode::DocumentNotFound, text, request_id);
             return Ok(());
         }
         // Revision r's own event gives the time it was made; the later ones are undone.
-        Some(r) => match session.state.store.document_changes(doc.id.clone(), r - 1, Some(doc.sync_revision)).await {
+        Some(r) => match ctx.state.store.document_changes(doc.id.clone(), r - 1, Some(doc.sync_revision)).await {
             Ok(events) => match rewind(doc, r, &events) {
                 Ok(document) => document,
                 Err(message) => {
                     tracing::error!(%message, "rebuilding a past revision failed");
-                    session.send_error(ErrorCode::ServerError, "the document's history is unreadable", request_id);
+                    ctx.send_error(ErrorCode::ServerError, "the document's history is unreadable", request_id);
                     return Ok(());
                 }
             },
             Err(e) => {
-                super::storage_failed(session, e, request_id);
+                ctx.storage_failed(e, request_id);
                 return Ok(());
             }
         },
     };
-    session.send(ServerMessage::SyncDocument(SyncDocument { document }), request_id);
+    ctx.send(&ServerMessage::SyncDocument(SyncDocument { document }), request_id);
     Ok(())
 }
 

@@ -4,36 +4,37 @@ use sync_core::ErrorCode;
 use sync_core::protocol::{GetHistory, History, RequestId, ServerMessage};
 use sync_store::Store;
 
-use crate::session::{Ending, Session};
+use super::Ctx;
+use crate::connection::Ending;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
 /// Answers with `history`.
 pub(super) async fn handle(
-    session: &mut Session,
+    ctx: &mut Ctx<'_>,
     message: GetHistory,
     request_id: Option<RequestId>,
 ) -> Result<(), Ending> {
-    session.read_barrier().await?;
-    let user = session.user().user_id.clone();
-    let owned = match session.state.store.load_documents(vec![message.document_id.clone()]).await {
+    ctx.settle().await?;
+    let user = ctx.session.identity.user_id.clone();
+    let owned = match ctx.state.store.load_documents(vec![message.document_id.clone()]).await {
         Ok(docs) => docs.iter().any(|d| d.user_id == user),
         Err(e) => {
-            super::storage_failed(session, e, request_id);
+            ctx.storage_failed(e, request_id);
             return Ok(());
         }
     };
     if !owned {
-        session.send_error(ErrorCode::DocumentNotFound, format!("no document {:?}", message.document_id), request_id);
+        ctx.send_error(ErrorCode::DocumentNotFound, format!("no document {:?}", message.document_id), request_id);
         return Ok(());
     }
     let limit = message.limit.map_or(DEFAULT_LIMIT, |l| l as usize).clamp(1, MAX_LIMIT);
-    match session.state.store.history(message.document_id.clone(), message.before_revision, limit).await {
+    match ctx.state.store.history(message.document_id.clone(), message.before_revision, limit).await {
         Ok(events) => {
-            session.send(ServerMessage::History(History { document_id: message.document_id, events }), request_id)
+            ctx.send(&ServerMessage::History(History { document_id: message.document_id, events }), request_id)
         }
-        Err(e) => super::storage_failed(session, e, request_id),
+        Err(e) => ctx.storage_failed(e, request_id),
     }
     Ok(())
 }

@@ -1,54 +1,125 @@
-//! One handler per client message type (PROTOCOL.md §4), like mini-redis `cmd/`.
+//! One handler per client message that is not a change (PROTOCOL.md §4), like mini-redis
+//! `cmd/`; changes go to the write path straight from the session, through
+//! `WriteOp::try_from`. `authenticate` is here too: it is what creates the
+//! [`Authenticated`] state every other handler works with.
 //!
-//! Writes go to the write path and are answered through the session queue; reads wait
-//! for the session's earlier writes (so they see them) and answer directly.
+//! Reads wait for the session's earlier writes to be answered (so they see them) and
+//! answer directly, in order with everything else the session sends.
 
 mod ack_changes;
-mod create_document;
-mod delete_document;
+pub(crate) mod authenticate;
 mod get_changes_since;
 mod get_document;
 mod get_history;
-mod ping;
 mod request_full_sync;
 mod request_sync;
 mod topics;
-mod update_document;
 
 use sync_core::ErrorCode;
-use sync_core::protocol::{ClientMessage, RequestId};
+use sync_core::protocol::{Changes, ClientMessage, RequestId, ServerMessage};
+use sync_store::{ChangePage, ReadScope};
 
-use crate::session::{Ending, Session};
+use crate::app::AppState;
+use crate::authenticated::Authenticated;
+use crate::connection::{Connection, Ending};
+use crate::monitor::activity;
 
-/// Handles one message of an authenticated session.
-pub async fn dispatch(
-    session: &mut Session,
+/// What a handler works with: the server's shared state, the authenticated session, and
+/// the connection its answers go out on.
+pub(crate) struct Ctx<'a> {
+    pub(crate) state: &'a AppState,
+    pub(crate) session: &'a mut Authenticated,
+    pub(crate) conn: &'a mut Connection,
+}
+
+/// Handles one message of an authenticated session that is not a change.
+pub(crate) async fn dispatch(
+    mut ctx: Ctx<'_>,
     message: ClientMessage,
     request_id: Option<RequestId>,
 ) -> Result<(), Ending> {
+    let ctx = &mut ctx;
     match message {
         ClientMessage::Authenticate(_) => {
-            session.send_error(ErrorCode::InvalidMessage, "this connection is already authenticated", request_id);
+            ctx.send_error(ErrorCode::InvalidMessage, "this connection is already authenticated", request_id);
             Ok(())
         }
-        ClientMessage::CreateDocument(m) => create_document::handle(session, m, request_id).await,
-        ClientMessage::UpdateDocument(m) => update_document::handle(session, m, request_id).await,
-        ClientMessage::DeleteDocument(m) => delete_document::handle(session, m, request_id).await,
-        ClientMessage::GetChangesSince(m) => get_changes_since::handle(session, m, request_id).await,
-        ClientMessage::AckChanges(m) => ack_changes::handle(session, m, request_id).await,
-        ClientMessage::RequestSync(m) => request_sync::handle(session, m, request_id).await,
-        ClientMessage::RequestFullSync(m) => request_full_sync::handle(session, m, request_id).await,
-        ClientMessage::GetDocument(m) => get_document::handle(session, m, request_id).await,
-        ClientMessage::GetHistory(m) => get_history::handle(session, m, request_id).await,
-        ClientMessage::Subscribe(_) => topics::not_available(session, "subscribe", request_id),
-        ClientMessage::Unsubscribe(_) => topics::not_available(session, "unsubscribe", request_id),
-        ClientMessage::Publish(_) => topics::not_available(session, "publish", request_id),
-        ClientMessage::Ping => ping::handle(session, request_id),
+        ClientMessage::GetChangesSince(m) => get_changes_since::handle(ctx, m, request_id).await,
+        ClientMessage::AckChanges(m) => ack_changes::handle(ctx, m, request_id).await,
+        ClientMessage::RequestSync(m) => request_sync::handle(ctx, m, request_id).await,
+        ClientMessage::RequestFullSync(m) => request_full_sync::handle(ctx, m, request_id).await,
+        ClientMessage::GetDocument(m) => get_document::handle(ctx, m, request_id).await,
+        ClientMessage::GetHistory(m) => get_history::handle(ctx, m, request_id).await,
+        ClientMessage::Subscribe(_) => topics::not_available(ctx, "subscribe", request_id),
+        ClientMessage::Unsubscribe(_) => topics::not_available(ctx, "unsubscribe", request_id),
+        ClientMessage::Publish(_) => topics::not_available(ctx, "publish", request_id),
+        ClientMessage::Ping => {
+            ctx.send(&ServerMessage::Pong, request_id);
+            Ok(())
+        }
+        // Changes never get here: the session hands them to the write path.
+        ClientMessage::CreateDocument(_) | ClientMessage::UpdateDocument(_) | ClientMessage::DeleteDocument(_) => {
+            ctx.send_error(ErrorCode::ServerError, "a change reached a read handler", request_id);
+            Ok(())
+        }
     }
 }
 
-/// Maps a storage failure to the `server_error` the client sees.
-fn storage_failed(session: &mut Session, error: sync_store::StoreError, request_id: Option<RequestId>) {
-    tracing::error!(session = session.id, error = %error, "storage read failed");
-    session.send_error(ErrorCode::ServerError, "storage is unavailable; retry later", request_id);
+impl Ctx<'_> {
+    /// Queues a reply.
+    fn send(&mut self, message: &ServerMessage, request_id: Option<RequestId>) {
+        self.conn.send(message, request_id);
+    }
+
+    /// Queues an `error` reply.
+    fn send_error(&mut self, code: ErrorCode, message: impl Into<String>, request_id: Option<RequestId>) {
+        let message = message.into();
+        activity!("ERROR", session = self.conn.id, "session {}: {code}: {message}", self.conn.id);
+        self.conn.send(&ServerMessage::error(code, message), request_id);
+    }
+
+    /// Answers a storage failure with the `server_error` the client sees.
+    fn storage_failed(&mut self, error: sync_store::StoreError, request_id: Option<RequestId>) {
+        tracing::error!(session = self.conn.id, error = %error, "storage read failed");
+        self.send_error(ErrorCode::ServerError, "storage is unavailable; retry later", request_id);
+    }
+
+    /// What this session may read.
+    fn scope(&self) -> ReadScope {
+        ReadScope { user_id: self.session.identity.user_id.clone() }
+    }
+
+    /// Waits until the session's earlier writes are answered, so a read sees them.
+    async fn settle(&mut self) -> Result<(), Ending> {
+        self.session.settle(self.state, self.conn).await
+    }
+
+    /// Writes what is queued, then takes in what the session's queue already holds (held
+    /// back while an answer streams): between the pages of a long answer.
+    async fn flush_page(&mut self) -> Result<(), Ending> {
+        self.conn.flush().await?;
+        self.session.drain_into(self.conn)
+    }
+
+    /// Queues a `changes` message, cut short (with `has_more`) when it would exceed the
+    /// page byte budget, so no client meets a message larger than it accepts; one event
+    /// is always sent. Returns the position reached and whether more follow.
+    fn send_changes(&mut self, page: ChangePage, request_id: Option<RequestId>) -> (u64, bool) {
+        let budget = self.state.config.limits.max_page_bytes.max(1);
+        let (mut events, mut reached, mut has_more) = (page.events, page.reached, page.has_more);
+        loop {
+            let message = ServerMessage::Changes(Changes { events, latest_sequence: reached, has_more });
+            let frame = crate::wire::encode(&message, request_id.clone());
+            let ServerMessage::Changes(Changes { events: back, .. }) = message else { unreachable!("built above") };
+            events = back;
+            if frame.len() <= budget || events.len() <= 1 {
+                self.conn.send_frame(frame);
+                return (reached, has_more);
+            }
+            // Keep the first half: everything up to the last kept event was sent.
+            events.truncate(events.len() / 2);
+            reached = events.last().map_or(reached, |e| e.sequence);
+            has_more = true;
+        }
+    }
 }

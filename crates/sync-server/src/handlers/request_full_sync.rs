@@ -4,30 +4,30 @@
 use sync_core::protocol::{RequestFullSync, RequestId, ServerMessage, SyncComplete, SyncDocument};
 use sync_store::Store;
 
-use crate::session::{Ending, Session};
+use super::Ctx;
+use crate::connection::Ending;
 
 const PAGE: usize = 500;
 
 /// Streams the documents.
 pub(super) async fn handle(
-    session: &mut Session,
+    ctx: &mut Ctx<'_>,
     message: RequestFullSync,
     request_id: Option<RequestId>,
 ) -> Result<(), Ending> {
-    session.read_barrier().await?;
-    session.hold();
+    ctx.settle().await?;
+    ctx.conn.hold();
     // Every change up to here is reflected in what is about to be read.
-    let latest = session.state.hub.delivered();
+    let latest = ctx.state.hub.delivered();
     let mut after: Option<String> = None;
     let mut synced = 0u64;
     loop {
-        let page =
-            session.state.store.list_documents(session.scope(), message.collections.clone(), after.clone(), PAGE).await;
+        let page = ctx.state.store.list_documents(ctx.scope(), message.collections.clone(), after.clone(), PAGE).await;
         let page = match page {
             Ok(page) => page,
             Err(e) => {
-                super::storage_failed(session, e, request_id);
-                session.release(0);
+                ctx.storage_failed(e, request_id);
+                ctx.conn.release(0);
                 return Ok(());
             }
         };
@@ -35,19 +35,18 @@ pub(super) async fn handle(
         after = page.last().map(|d| d.id.clone());
         for document in page {
             synced += 1;
-            session.send(ServerMessage::SyncDocument(SyncDocument { document }), request_id.clone());
+            ctx.send(&ServerMessage::SyncDocument(SyncDocument { document }), request_id.clone());
         }
-        session.flush().await?;
-        session.drain_ready();
+        ctx.flush_page().await?;
         if !full {
             break;
         }
     }
-    session.send(
-        ServerMessage::SyncComplete(SyncComplete { synced_count: synced, latest_sequence: Some(latest) }),
+    ctx.send(
+        &ServerMessage::SyncComplete(SyncComplete { synced_count: synced, latest_sequence: Some(latest) }),
         request_id,
     );
     // Held pushes may repeat changes already in the states sent; clients drop those by revision.
-    session.release(0);
+    ctx.conn.release(0);
     Ok(())
 }

@@ -6,35 +6,36 @@ use sync_core::ErrorCode;
 use sync_core::protocol::{RequestId, RequestSync, ServerMessage, SyncComplete, SyncDocument};
 use sync_store::Store;
 
-use crate::session::{Ending, Session};
+use super::Ctx;
+use crate::connection::Ending;
 
 /// Most documents one request may name.
 const MAX_IDS: usize = 1000;
 
 /// One `sync_document` per readable document, an `error` per other id, then `sync_complete`.
 pub(super) async fn handle(
-    session: &mut Session,
+    ctx: &mut Ctx<'_>,
     message: RequestSync,
     request_id: Option<RequestId>,
 ) -> Result<(), Ending> {
     if message.document_ids.len() > MAX_IDS {
-        session.send_error(
+        ctx.send_error(
             ErrorCode::PayloadTooLarge,
             format!("request_sync names {} documents; the limit is {MAX_IDS}", message.document_ids.len()),
             request_id,
         );
         return Ok(());
     }
-    session.read_barrier().await?;
-    let latest = session.state.hub.delivered();
-    let docs = match session.state.store.load_documents(message.document_ids.clone()).await {
+    ctx.settle().await?;
+    let latest = ctx.state.hub.delivered();
+    let docs = match ctx.state.store.load_documents(message.document_ids.clone()).await {
         Ok(docs) => docs,
         Err(e) => {
-            super::storage_failed(session, e, request_id);
+            ctx.storage_failed(e, request_id);
             return Ok(());
         }
     };
-    let user = session.user().user_id.clone();
+    let user = ctx.session.identity.user_id.clone();
     let mut by_id: HashMap<String, sync_core::Document> =
         docs.into_iter().filter(|d| d.user_id == user).map(|d| (d.id.clone(), d)).collect();
     let mut synced = 0;
@@ -42,13 +43,13 @@ pub(super) async fn handle(
         match by_id.remove(id) {
             Some(document) => {
                 synced += 1;
-                session.send(ServerMessage::SyncDocument(SyncDocument { document }), request_id.clone());
+                ctx.send(&ServerMessage::SyncDocument(SyncDocument { document }), request_id.clone());
             }
-            None => session.send_error(ErrorCode::DocumentNotFound, format!("no document {id:?}"), request_id.clone()),
+            None => ctx.send_error(ErrorCode::DocumentNotFound, format!("no document {id:?}"), request_id.clone()),
         }
     }
-    session.send(
-        ServerMessage::SyncComplete(SyncComplete { synced_count: synced, latest_sequence: Some(latest) }),
+    ctx.send(
+        &ServerMessage::SyncComplete(SyncComplete { synced_count: synced, latest_sequence: Some(latest) }),
         request_id,
     );
     Ok(())

@@ -4,15 +4,16 @@
 use sync_core::ErrorCode;
 use sync_core::protocol::RequestId;
 
-use crate::session::{Ending, Session};
+use super::Ctx;
+use crate::connection::Ending;
 
 /// Answers that topics are not available yet.
 pub(super) fn not_available(
-    session: &mut Session,
+    ctx: &mut Ctx<'_>,
     message_type: &str,
     request_id: Option<RequestId>,
 ) -> Result<(), Ending> {
-    session.send_error(
+    ctx.send_error(
         ErrorCode::InvalidMessage,
         format!("`{message_type}` is not available yet: topics (pub/sub) arrive in a later release of this server"),
         request_id,

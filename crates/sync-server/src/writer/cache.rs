@@ -2,8 +2,12 @@
 //! revisions' patches, so most updates are decided (and most stale ones rebased) without
 //! reading the database.
 //!
-//! Only the write path touches it, and only committed state stays in it: when a batch
-//! fails to commit, every document it touched is evicted.
+//! Only the write path touches it. It holds decided state: a document is updated here
+//! when a change to it is decided, before its batch commits, so the next batch can be
+//! decided while this one is on its way to the store. What is not committed yet is
+//! marked so (and its history is never trimmed); when a batch fails to commit, every
+//! document it and the batches decided after it touched is evicted, so what stays is
+//! what the store has.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -13,13 +17,13 @@ use sync_core::{Document, Patch};
 /// Patches of one committed update, kept to rebase stale changes. Shared, not copied:
 /// a change a hundred revisions stale takes a hundred entries out of the cache.
 #[derive(Clone, Debug)]
-pub struct HistEntry {
+pub(crate) struct HistEntry {
     /// The revision the update produced.
-    pub revision: u64,
+    pub(crate) revision: u64,
     /// The patch as applied.
-    pub forward: Arc<Patch>,
+    pub(crate) forward: Arc<Patch>,
     /// The patch that undoes it.
-    pub reverse: Arc<Patch>,
+    pub(crate) reverse: Arc<Patch>,
 }
 
 /// Committed updates kept per document for rebasing. Updates not known to be committed
@@ -36,9 +40,9 @@ const HISTORY_MAX: usize = 1024;
 
 /// A cached document and its recent updates (contiguous, ending at its revision).
 #[derive(Clone, Debug)]
-pub struct CachedDoc {
+pub(crate) struct CachedDoc {
     /// The current state (shared with the change that produced it, on its way to the store).
-    pub doc: Arc<Document>,
+    pub(crate) doc: Arc<Document>,
     history: VecDeque<HistEntry>,
     /// The newest revision known to be committed; history above it is never trimmed.
     committed: u64,
@@ -63,7 +67,7 @@ impl CachedDoc {
 
 impl CachedDoc {
     /// The updates after `base` up to the current revision, if all are kept.
-    pub fn since(&self, base: u64) -> Option<Vec<HistEntry>> {
+    pub(crate) fn since(&self, base: u64) -> Option<Vec<HistEntry>> {
         let current = self.doc.sync_revision;
         if base >= current {
             return Some(Vec::new());
@@ -77,7 +81,7 @@ impl CachedDoc {
 }
 
 /// Documents by id, bounded, least recently used out first.
-pub struct DocCache {
+pub(crate) struct DocCache {
     docs: HashMap<String, CachedDoc>,
     capacity: usize,
     clock: u64,
@@ -85,17 +89,17 @@ pub struct DocCache {
 
 impl DocCache {
     /// A cache of at most `capacity` documents.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self { docs: HashMap::new(), capacity: capacity.max(16), clock: 0 }
     }
 
     /// Whether the document is cached (a cached `None` is never stored: absent means unknown).
-    pub fn contains(&self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.docs.contains_key(id)
     }
 
     /// The cached document, marking it used.
-    pub fn get(&mut self, id: &str) -> Option<&CachedDoc> {
+    pub(crate) fn get(&mut self, id: &str) -> Option<&CachedDoc> {
         self.clock += 1;
         let clock = self.clock;
         self.docs.get_mut(id).map(|entry| {
@@ -105,7 +109,7 @@ impl DocCache {
     }
 
     /// Records that `revision` of `id` is committed, so history up to it may be trimmed.
-    pub fn mark_committed(&mut self, id: &str, revision: u64) {
+    pub(crate) fn mark_committed(&mut self, id: &str, revision: u64) {
         if let Some(entry) = self.docs.get_mut(id) {
             entry.committed = entry.committed.max(revision);
             entry.trim();
@@ -113,7 +117,7 @@ impl DocCache {
     }
 
     /// Caches a document loaded from the store (no history yet).
-    pub fn insert_loaded(&mut self, doc: Document) {
+    pub(crate) fn insert_loaded(&mut self, doc: Document) {
         self.clock += 1;
         let id = doc.id.clone();
         let committed = doc.sync_revision;
@@ -126,7 +130,7 @@ impl DocCache {
 
     /// Adds history loaded from the store in front of what is kept, and keeps that much
     /// from now on (up to [`HISTORY_MAX`]): the next stale change will likely reach as far.
-    pub fn prepend_history(&mut self, id: &str, entries: Vec<HistEntry>) {
+    pub(crate) fn prepend_history(&mut self, id: &str, entries: Vec<HistEntry>) {
         if let Some(entry) = self.docs.get_mut(id) {
             // Read from the store, so committed. Not trimmed here: the caller needs them now.
             if let Some(last) = entries.last() {
@@ -144,7 +148,7 @@ impl DocCache {
     }
 
     /// Records a decided change: the new state, and for updates its patches.
-    pub fn apply(&mut self, doc: Arc<Document>, update: Option<HistEntry>) {
+    pub(crate) fn apply(&mut self, doc: Arc<Document>, update: Option<HistEntry>) {
         self.clock += 1;
         let clock = self.clock;
         let entry = self.docs.entry(doc.id.clone()).or_insert_with(|| CachedDoc {
@@ -168,20 +172,15 @@ impl DocCache {
     }
 
     /// Forgets documents (after a failed commit, or a concurrent writer elsewhere).
-    pub fn evict(&mut self, ids: impl IntoIterator<Item = impl AsRef<str>>) {
+    pub(crate) fn evict(&mut self, ids: impl IntoIterator<Item = impl AsRef<str>>) {
         for id in ids {
             self.docs.remove(id.as_ref());
         }
     }
 
-    /// Number of cached documents.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.docs.len()
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
     }
 
     fn evict_if_needed(&mut self) {

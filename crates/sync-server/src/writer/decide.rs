@@ -1,8 +1,10 @@
 //! Deciding one change against the current document: validation, the merge rules of
 //! PROTOCOL.md §7 through `sync_core::transform`, and the new state and event to store.
 //!
-//! Pure functions: no I/O, no clock (the caller passes the time), so every rule is
-//! tested here directly and the write path only orchestrates.
+//! No I/O and no reading of the clock (the caller passes the commit time), so every
+//! rule is tested here directly and the write path only orchestrates. The one thing
+//! not determined by the arguments is the id of a create that names none: a new random
+//! UUID ([`create_id`]).
 
 use std::sync::Arc;
 
@@ -20,35 +22,35 @@ use super::cache::HistEntry;
 
 /// Who is writing, when, and under which limits.
 #[derive(Clone, Copy, Debug)]
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     /// The writing user.
-    pub user_id: &'a str,
+    pub(crate) user_id: &'a str,
     /// The writing replica.
-    pub client_id: &'a str,
+    pub(crate) client_id: &'a str,
     /// The commit time.
-    pub now: Timestamp,
+    pub(crate) now: Timestamp,
     /// Largest serialized content accepted.
-    pub max_document_bytes: usize,
+    pub(crate) max_document_bytes: usize,
     /// Deepest nesting of the content accepted. Decoding checks each patch value, but a
     /// patch of shallow values can still nest the document deeper, so the result is
     /// checked too: a document deeper than the limit could not be sent back to clients
     /// that enforce it.
-    pub max_depth: usize,
+    pub(crate) max_depth: usize,
 }
 
 /// A change decided and ready to store.
 #[derive(Clone, Debug)]
-pub struct Decided {
+pub(crate) struct Decided {
     /// What to store.
-    pub change: NewChange,
+    pub(crate) change: NewChange,
     /// For updates: the patch as applied and its inverse.
-    pub update: Option<HistEntry>,
+    pub(crate) update: Option<HistEntry>,
     /// The applied patch, when it differs from the one sent (it was rebased).
-    pub transformed: Option<Patch>,
+    pub(crate) transformed: Option<Patch>,
     /// Conflicts met while rebasing.
-    pub conflicts: Vec<Conflict>,
+    pub(crate) conflicts: Vec<Conflict>,
     /// The merge policy that decided them.
-    pub policy: Policy,
+    pub(crate) policy: Policy,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
@@ -82,7 +84,7 @@ fn checked_hash(content: &Value, ctx: &Ctx<'_>) -> Result<String, ErrorBody> {
 /// numbers as decimals, which have no sign of zero, so the content would come back with
 /// another hash). The rule holds on every backend, so that data moves between them and
 /// a change accepted on one is accepted on all.
-pub fn check_storable(change: &NewChange) -> Result<(), ErrorBody> {
+pub(crate) fn check_storable(change: &NewChange) -> Result<(), ErrorBody> {
     let texts = [
         Some(change.event.user_id.as_str()),
         Some(change.event.client_id.as_str()),
@@ -137,12 +139,12 @@ fn event(doc: &Document, ctx: &Ctx<'_>, kind: ChangeKind, client_change_id: Opti
 }
 
 /// The document id a create will use (validated later by [`create`]).
-pub fn create_id(request: &CreateDocument) -> String {
+pub(crate) fn create_id(request: &CreateDocument) -> String {
     request.document.id.clone().unwrap_or_else(new_document_id)
 }
 
 /// Decides a `create_document`. `existing` is whatever the store has under the id.
-pub fn create(
+pub(crate) fn create(
     id: &str,
     existing: Option<&Document>,
     request: &CreateDocument,
@@ -201,7 +203,7 @@ fn live<'d>(doc: Option<&'d Document>, id: &str, ctx: &Ctx<'_>) -> Result<&'d Do
 }
 
 /// What an update needs besides the document: the updates committed after its base.
-pub enum Intervening {
+pub(crate) enum Intervening {
     /// Nothing to rebase over (base is current, or no base revision).
     None,
     /// The updates after the base revision, in order.
@@ -209,7 +211,7 @@ pub enum Intervening {
 }
 
 /// The revision whose successors an update must be rebased over, if any.
-pub fn rebase_base(doc: &Document, request: &DocumentPatch) -> Option<u64> {
+pub(crate) fn rebase_base(doc: &Document, request: &DocumentPatch) -> Option<u64> {
     match request.base_revision {
         Some(base) if base >= 1 && base < doc.sync_revision => Some(base),
         _ => None,
@@ -217,7 +219,7 @@ pub fn rebase_base(doc: &Document, request: &DocumentPatch) -> Option<u64> {
 }
 
 /// Decides an `update_document` (rules 1–7 of PROTOCOL.md §7).
-pub fn update(
+pub(crate) fn update(
     doc: Option<&Document>,
     intervening: Intervening,
     request: &DocumentPatch,
@@ -332,7 +334,7 @@ fn rebase_in_full(
 }
 
 /// Decides a `delete_document`: a tombstone that keeps the last content.
-pub fn delete(
+pub(crate) fn delete(
     doc: Option<&Document>,
     request: &DeleteDocument,
     ctx: &Ctx<'_>,

@@ -6,14 +6,18 @@
 //! - a change is acknowledged only after its batch is durable;
 //! - a `client_change_id` already committed is answered with the original result and
 //!   not applied again (also when the repeat is in the same batch);
-//! - the cache holds committed state only: a failed commit evicts what the batch touched;
+//! - the cache holds decided state — committed, or in a batch on its way to the store —
+//!   so a batch can be decided while earlier ones commit; when a commit fails, what that
+//!   batch and every batch decided after it touched is evicted;
 //! - if another server process changed a document underneath, or took an id (the store
 //!   reports a conflict or a duplicate), the batch is decided again from fresh state;
 //! - batches reach the store in the order they were decided, so sequences follow that
 //!   order and deliveries go out in sequence order.
 
+mod answers;
 mod cache;
-pub mod decide;
+mod decide;
+mod request;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -22,84 +26,46 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 
-use bytes::Bytes;
 use sync_core::patch::parse_patch;
-use sync_core::protocol::{
-    ConflictDetected, CreateDocument, CreatedResponse, DeleteDocument, DeletedResponse, DocumentCreated,
-    DocumentDeleted, DocumentPatch, DocumentUpdated, PushedPatch, RequestId, ResolutionStrategy, ServerMessage,
-    UpdatedResponse,
-};
+use sync_core::protocol::ServerMessage;
 use sync_core::transform::Policy;
-use sync_core::{ChangeEvent, ChangeKind, Document, ErrorBody, ErrorCode, Timestamp};
+use sync_core::{ChangeEvent, ChangeKind, ErrorBody, ErrorCode, Timestamp};
 use sync_store::{NewChange, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
-pub use cache::{DocCache, HistEntry};
+use answers::{Made, Summary};
+use cache::{DocCache, HistEntry};
 use decide::{Ctx, Decided, Intervening};
+pub(crate) use request::{WriteOp, WriteRequest};
 
 use crate::backend::AnyStore;
 use crate::config::Config;
-use crate::hub::{Committed, Delivery, Hub, SessionLink};
-use crate::monitor::Monitor;
+use crate::hub::{Committed, Delivery, Hub};
+use crate::monitor::{activity, describe_ops};
+use crate::wire::encode;
 
-/// A change to commit.
-#[derive(Debug)]
-pub enum WriteOp {
-    /// `create_document`.
-    Create(CreateDocument),
-    /// `update_document`.
-    Update(DocumentPatch),
-    /// `delete_document`.
-    Delete(DeleteDocument),
-}
-
-impl WriteOp {
-    fn client_change_id(&self) -> Option<&str> {
-        match self {
-            WriteOp::Create(c) => c.client_change_id.as_deref(),
-            WriteOp::Update(u) => u.client_change_id.as_deref(),
-            WriteOp::Delete(d) => d.client_change_id.as_deref(),
-        }
-    }
-}
-
-/// A change request from a session.
-#[derive(Debug)]
-pub struct WriteRequest {
-    /// The change.
-    pub op: WriteOp,
-    /// The writing user.
-    pub user_id: String,
-    /// The writing replica.
-    pub client_id: String,
-    /// Where the answer goes.
-    pub reply_to: SessionLink,
-    /// Echoed in the answer.
-    pub request_id: Option<RequestId>,
-}
-
-/// Counters of the write path, for `/stats` and `/metrics`.
+/// Counters of the write path, kept as it goes. The server logs them when it stops; they
+/// are what an operator's view of the write path (the metrics and dashboard to come)
+/// reads, rather than counting the activity events again.
 #[derive(Debug, Default)]
-pub struct WriteStats {
-    /// Changes committed.
-    pub committed: AtomicU64,
-    /// Changes refused.
-    pub refused: AtomicU64,
+pub(crate) struct WriteStats {
+    pub(crate) committed: AtomicU64,
+    pub(crate) refused: AtomicU64,
     /// Transactions committed.
-    pub batches: AtomicU64,
-    /// Batches that failed to commit.
-    pub failed_batches: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    /// Batches whose commit failed (nothing of them was applied).
+    pub(crate) failed_batches: AtomicU64,
 }
 
 /// Runs the write path until `shutdown` is cancelled, then commits what is queued and returns.
-pub async fn run(
+pub(crate) async fn run(
     mut rx: mpsc::Receiver<WriteRequest>,
     store: AnyStore,
     hub: Arc<Hub>,
     config: Arc<Config>,
     stats: Arc<WriteStats>,
-    monitor: Monitor,
     shutdown: CancellationToken,
 ) {
     // Another server process may write to a shared database. A batch decided on the
@@ -109,7 +75,7 @@ pub async fn run(
     // check passes, and the later batch would commit on content that never existed.
     // So there, a batch that touches a document of a batch in flight waits for it.
     let shared = store.shared_with_other_processes();
-    let mut writer = Writer { store, hub, cache: DocCache::new(config.write.cache_documents), config, stats, monitor };
+    let mut writer = Writer { store, hub, cache: DocCache::new(config.write.cache_documents), config, stats };
     let max_batch = writer.config.write.max_batch.max(1);
     let depth = writer.config.write.pipeline.max(1);
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
@@ -178,14 +144,7 @@ fn overlaps(batch: &[WriteRequest], in_flight: &VecDeque<InFlight>) -> bool {
         return false;
     }
     let pending: HashSet<&str> = in_flight.iter().flat_map(|f| f.prepared.touched.iter().map(String::as_str)).collect();
-    batch.iter().any(|request| {
-        let id = match &request.op {
-            WriteOp::Create(c) => c.document.id.as_deref(),
-            WriteOp::Update(u) => Some(u.document_id.as_str()),
-            WriteOp::Delete(d) => Some(d.document_id.as_str()),
-        };
-        id.is_some_and(|id| pending.contains(id))
-    })
+    batch.iter().any(|request| request.op.document_id().is_some_and(|id| pending.contains(id)))
 }
 
 /// A store append, polled by the write path's own task.
@@ -202,6 +161,7 @@ struct InFlight {
     /// The commit's result once it finished (a later batch may finish first).
     result: Option<Result<Vec<u64>, StoreError>>,
     attempt: usize,
+    span: tracing::Span,
 }
 
 /// Drives every commit in flight and returns the oldest one's result once it is in.
@@ -226,7 +186,6 @@ struct Writer {
     cache: DocCache,
     config: Arc<Config>,
     stats: Arc<WriteStats>,
-    monitor: Monitor,
 }
 
 /// A decided batch: the requests, what became of each, and the documents it touched.
@@ -257,7 +216,9 @@ const MAX_ATTEMPTS: usize = 20;
 impl Writer {
     /// Decides a batch and starts its commit (queued behind the commits in flight).
     async fn start(&mut self, batch: Vec<WriteRequest>, attempt: usize, in_flight: &mut VecDeque<InFlight>) {
-        match self.prepare(batch).await {
+        // A batch's span covers its decision here and its delivery in `settle`.
+        let span = tracing::debug_span!("batch", changes = batch.len(), attempt);
+        match self.prepare(batch).instrument(span.clone()).await {
             Ok((prepared, changes)) => {
                 let store = self.store.clone();
                 let mut commit: Commit = Box::pin(async move {
@@ -269,9 +230,9 @@ impl Writer {
                     Poll::Ready(result) => Some(result),
                     Poll::Pending => None,
                 };
-                in_flight.push_back(InFlight { prepared, commit, result, attempt });
+                in_flight.push_back(InFlight { prepared, commit, result, attempt, span });
             }
-            Err((batch, err)) => self.refuse_all(&batch, &err),
+            Err((batch, err)) => span.in_scope(|| self.refuse_all(&batch, &err)),
         }
     }
 
@@ -283,6 +244,8 @@ impl Writer {
         in_flight: &mut VecDeque<InFlight>,
         retry: &mut VecDeque<(Vec<WriteRequest>, usize)>,
     ) {
+        let span = flight.span.clone();
+        let _entered = span.enter();
         match result {
             Ok(sequences) => {
                 let deliveries = self.deliveries(flight.prepared, &sequences);
@@ -412,20 +375,20 @@ impl Writer {
                     let sequence = sequences.get(index).copied().unwrap_or_default();
                     self.cache.mark_committed(&summary.document_id, summary.revision);
                     self.stats.committed.fetch_add(1, Ordering::Relaxed);
-                    self.monitor.committed(request, &summary, sequence);
-                    let answer = committed_response(&summary, sequence);
+                    log_commit(request, &summary, sequence);
+                    let answer = summary.response(sequence);
                     let reply = encode(&answer, request.request_id.clone());
                     answers[i] = Some((answer, sequence));
                     let change = Arc::new(Committed {
                         sequence,
                         user_id: summary.user_id.clone(),
-                        push: encode(&push(&summary, sequence), None),
-                        conflict: conflict_push(&summary),
+                        push: encode(&summary.push(sequence), None),
+                        conflict: summary.conflict_push(),
                     });
                     deliveries.push(Delivery::Commit { change, reply: Some((request.reply_to.clone(), reply)) });
                 }
                 Outcome::Repeat(event) => {
-                    let message = repeated_response(request, &event);
+                    let message = answers::repeated(&request.op, &event);
                     let frame = encode(&message, request.request_id.clone());
                     deliveries.push(Delivery::Reply {
                         to: request.reply_to.clone(),
@@ -437,13 +400,10 @@ impl Writer {
                     let (message, sequence) = match &answers[first] {
                         Some((answer, sequence)) => (answer.clone(), Some(*sequence)),
                         None => (
-                            refused_message(
-                                request,
-                                ErrorBody::new(
-                                    ErrorCode::InvalidMessage,
-                                    "repeats the client_change_id of a refused change",
-                                ),
-                            ),
+                            request.op.refused(ErrorBody::new(
+                                ErrorCode::InvalidMessage,
+                                "repeats the client_change_id of a refused change",
+                            )),
                             None,
                         ),
                     };
@@ -452,7 +412,7 @@ impl Writer {
                 }
                 Outcome::Refused(body) => {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    self.monitor.refused(request, &body);
+                    activity!("REFUSED", "{} from {}: {body}", request.user_id, request.client_id);
                     deliveries.push(refusal(request, body));
                 }
             }
@@ -548,255 +508,40 @@ impl Writer {
     }
 }
 
-/// Serializes a message with its request id, once, as shared bytes.
-pub fn encode(message: &ServerMessage, request_id: Option<RequestId>) -> Bytes {
-    #[derive(serde::Serialize)]
-    struct EnvelopeRef<'a> {
-        #[serde(flatten)]
-        message: &'a ServerMessage,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        request_id: Option<RequestId>,
-    }
-    Bytes::from(serde_json::to_vec(&EnvelopeRef { message, request_id }).unwrap_or_default())
-}
-
-/// What the answers to a committed change need, kept while the change itself goes to
-/// the store.
-pub struct Summary {
-    kind: ChangeKind,
-    /// The document id.
-    pub document_id: String,
-    /// The owner.
-    pub user_id: String,
-    /// The writing replica.
-    pub client_id: String,
-    /// The new revision.
-    pub revision: u64,
-    content_hash: String,
-    client_change_id: Option<String>,
-    /// The full document, for creates (answer and push) and conflicts (sent with them).
-    document: Option<Document>,
-    /// The applied patch of an update (shared with the cache's history; copied once,
-    /// into the push).
-    pub forward: Option<Arc<sync_core::Patch>>,
-    transformed: Option<sync_core::Patch>,
-    /// Conflicts met while rebasing.
-    pub conflicts: Vec<sync_core::Conflict>,
-    /// The policy that resolved them.
-    pub policy: Policy,
-}
-
-impl Summary {
-    fn of(decided: &Decided) -> Self {
-        let doc = &decided.change.document;
-        let kind = decided.change.event.event_type.clone();
-        let needs_document = kind == ChangeKind::Create || !decided.conflicts.is_empty();
-        Self {
-            kind,
-            document_id: doc.id.clone(),
-            user_id: doc.user_id.clone(),
-            client_id: decided.change.event.client_id.clone(),
-            revision: doc.sync_revision,
-            content_hash: doc.content_hash.clone(),
-            client_change_id: decided.change.event.client_change_id.clone(),
-            document: needs_document.then(|| Document::clone(doc)),
-            forward: decided.update.as_ref().map(|u| Arc::clone(&u.forward)),
-            transformed: decided.transformed.clone(),
-            conflicts: decided.conflicts.clone(),
-            policy: decided.policy,
-        }
-    }
-
-    /// `create`, `update` or `delete`.
-    pub fn kind(&self) -> &str {
-        self.kind.as_str()
-    }
-}
-
-fn committed_response(summary: &Summary, sequence: u64) -> ServerMessage {
-    let document_id = summary.document_id.clone();
-    match summary.kind {
-        ChangeKind::Create => ServerMessage::DocumentCreatedResponse(CreatedResponse {
-            document_id,
-            success: true,
-            error: None,
-            sync_revision: Some(summary.revision),
-            sequence: Some(sequence),
-            document: summary.document.clone(),
-        }),
-        ChangeKind::Delete => ServerMessage::DocumentDeletedResponse(DeletedResponse {
-            document_id,
-            success: true,
-            error: None,
-            sync_revision: Some(summary.revision),
-            sequence: Some(sequence),
-        }),
-        _ => ServerMessage::DocumentUpdatedResponse(UpdatedResponse {
-            document_id,
-            success: true,
-            error: None,
-            sync_revision: Some(summary.revision),
-            sequence: Some(sequence),
-            applied_patch: summary.transformed.clone(),
-            conflicts: summary.conflicts.clone(),
-            content_hash: Some(summary.content_hash.clone()),
-        }),
-    }
-}
-
-fn push(summary: &Summary, sequence: u64) -> ServerMessage {
-    let client_change_id = summary.client_change_id.clone();
-    let document_id = summary.document_id.clone();
-    match summary.kind {
-        ChangeKind::Create => ServerMessage::DocumentCreated(DocumentCreated {
-            document: summary.document.clone().unwrap_or_else(|| unreachable_document(&document_id)),
-            sequence,
-            client_change_id,
-        }),
-        ChangeKind::Delete => ServerMessage::DocumentDeleted(DocumentDeleted {
-            document_id,
-            sync_revision: summary.revision,
-            sequence,
-            client_change_id,
-        }),
-        _ => ServerMessage::DocumentUpdated(DocumentUpdated {
-            patch: PushedPatch {
-                document_id,
-                patch: summary.forward.as_deref().cloned().unwrap_or_default(),
-                sync_revision: summary.revision,
-                content_hash: summary.content_hash.clone(),
-            },
-            sequence,
-            client_change_id,
-        }),
-    }
-}
-
-/// `Summary::of` keeps the document of every create, so this is never used; it exists
-/// so that a broken invariant degrades to an empty document rather than a panic.
-fn unreachable_document(id: &str) -> Document {
-    tracing::error!(document = id, "create without its document in the summary");
-    Document {
-        id: id.to_owned(),
-        user_id: String::new(),
-        collection: String::new(),
-        title: None,
-        content: serde_json::Value::Null,
-        sync_revision: 1,
-        vector_clock: Default::default(),
-        content_hash: String::new(),
-        created_at: Timestamp::from_unix_millis(0),
-        updated_at: Timestamp::from_unix_millis(0),
-        deleted_at: None,
-    }
-}
-
-/// The `conflict_detected` other sessions get when this change overwrote concurrent edits.
-fn conflict_push(summary: &Summary) -> Option<Bytes> {
-    if summary.conflicts.is_empty() {
-        return None;
-    }
-    let resolution_strategy = match summary.policy {
-        Policy::LastWriterWins => ResolutionStrategy::LastWriterWins,
-        Policy::ServerWins => ResolutionStrategy::ServerWins,
+/// Logs a committed change and the conflicts it met.
+fn log_commit(request: &WriteRequest, summary: &Summary, sequence: u64) {
+    let ops = match &summary.made {
+        Made::Update { forward, .. } => forward.as_slice(),
+        _ => &[],
     };
-    let message = ServerMessage::ConflictDetected(ConflictDetected {
-        document_id: summary.document_id.clone(),
-        resolution_strategy,
-        conflicts: summary.conflicts.clone(),
-        server_document: summary.document.clone(),
-    });
-    Some(encode(&message, None))
-}
-
-/// The answer to a change whose `client_change_id` was already committed: the original result.
-fn repeated_response(request: &WriteRequest, event: &ChangeEvent) -> ServerMessage {
-    let document_id = event.document_id.clone();
-    match &request.op {
-        WriteOp::Create(_) => {
-            let content = event.forward_patch.clone().unwrap_or_default();
-            let mut document = Document {
-                id: document_id.clone(),
-                user_id: event.user_id.clone(),
-                collection: event.collection.clone(),
-                title: None,
-                content,
-                sync_revision: event.sync_revision,
-                vector_clock: Default::default(),
-                content_hash: String::new(),
-                created_at: event.created_at,
-                updated_at: event.created_at,
-                deleted_at: None,
-            };
-            document.refresh_derived();
-            document.vector_clock.increment(&event.client_id);
-            ServerMessage::DocumentCreatedResponse(CreatedResponse {
-                document_id,
-                success: true,
-                error: None,
-                sync_revision: Some(event.sync_revision),
-                sequence: Some(event.sequence),
-                document: Some(document),
-            })
+    activity!(
+        "COMMIT",
+        sequence,
+        "#{sequence} {} {} r{} by {} {}",
+        summary.kind(),
+        summary.document_id,
+        summary.revision,
+        request.client_id,
+        describe_ops(ops)
+    );
+    if let Some(conflicts) = summary.conflicts() {
+        for conflict in &conflicts.list {
+            activity!(
+                "CONFLICT",
+                sequence,
+                "{} {} {} at #{sequence}: {:?}, {:?} ({:?})",
+                summary.document_id,
+                conflict.op,
+                conflict.path,
+                conflict.reason,
+                conflict.resolution,
+                conflicts.policy
+            );
         }
-        WriteOp::Update(_) => ServerMessage::DocumentUpdatedResponse(UpdatedResponse {
-            document_id,
-            success: true,
-            error: None,
-            sync_revision: Some(event.sync_revision),
-            sequence: Some(event.sequence),
-            applied_patch: event.forward_patch.clone().and_then(|v| parse_patch(v).ok()),
-            conflicts: Vec::new(),
-            content_hash: event.content_hash.clone(),
-        }),
-        WriteOp::Delete(_) => ServerMessage::DocumentDeletedResponse(DeletedResponse {
-            document_id,
-            success: true,
-            error: None,
-            sync_revision: Some(event.sync_revision),
-            sequence: Some(event.sequence),
-        }),
-    }
-}
-
-/// The `*_response` of a refused change.
-pub fn refused_message(request: &WriteRequest, body: ErrorBody) -> ServerMessage {
-    refused_for(&request.op, body)
-}
-
-/// The `*_response` refusing `op` with `body`.
-pub fn refused_for(op: &WriteOp, body: ErrorBody) -> ServerMessage {
-    let error = Some(body);
-    match op {
-        WriteOp::Create(c) => ServerMessage::DocumentCreatedResponse(CreatedResponse {
-            document_id: c.document.id.clone().unwrap_or_default(),
-            success: false,
-            error,
-            sync_revision: None,
-            sequence: None,
-            document: None,
-        }),
-        WriteOp::Update(u) => ServerMessage::DocumentUpdatedResponse(UpdatedResponse {
-            document_id: u.document_id.clone(),
-            success: false,
-            error,
-            sync_revision: None,
-            sequence: None,
-            applied_patch: None,
-            conflicts: Vec::new(),
-            content_hash: None,
-        }),
-        WriteOp::Delete(d) => ServerMessage::DocumentDeletedResponse(DeletedResponse {
-            document_id: d.document_id.clone(),
-            success: false,
-            error,
-            sync_revision: None,
-            sequence: None,
-        }),
     }
 }
 
 fn refusal(request: &WriteRequest, body: ErrorBody) -> Delivery {
-    let frame = encode(&refused_message(request, body), request.request_id.clone());
+    let frame = encode(&request.op.refused(body), request.request_id.clone());
     Delivery::Reply { to: request.reply_to.clone(), frame, sequence: None }
 }

@@ -5,11 +5,11 @@
 //! `get_changes_since` paging (`limit`, `latest_sequence`, `has_more`) and that it is a
 //! pure query.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{Backend, Client, TestServer, assert_ok};
+use crate::common::{Backend, Client, TestServer, assert_ok};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 

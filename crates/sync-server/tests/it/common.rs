@@ -5,8 +5,6 @@
 //! Tests written as `async fn name(backend: Backend)` and listed in [`backend_tests!`]
 //! run once per backend, from one source.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,24 +16,24 @@ use tokio_util::sync::CancellationToken;
 use yawc::{Frame, MaybeTlsStream, OpCode, Options, WebSocket};
 
 /// A hex server secret key shared by tests, so API secrets can be derived.
-pub const SECRET_KEY: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+pub(crate) const SECRET_KEY: &str = "0101010101010101010101010101010101010101010101010101010101010101";
 
 /// A running server and what a test needs to reach it.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub config: Config,
-    pub shutdown: CancellationToken,
-    pub task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    pub dir: tempfile::TempDir,
-    pub api_key: String,
-    pub secret: String,
-    pub admin_key: String,
-    pub admin_secret: String,
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) config: Config,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) api_key: String,
+    pub(crate) secret: String,
+    pub(crate) admin_key: String,
+    pub(crate) admin_secret: String,
 }
 
 /// Which store a test server keeps its data in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     /// A file in the test's temporary directory.
     Sqlite,
     /// A fresh database on the test kit's PostgreSQL (one server per test binary).
@@ -45,7 +43,7 @@ pub enum Backend {
 impl Backend {
     /// Whether the backend can run here. Without PostgreSQL the test kit says so loudly
     /// and this is `false`; under `SYNC_REQUIRE_POSTGRES=1` it panics instead.
-    pub fn available(self) -> bool {
+    pub(crate) fn available(self) -> bool {
         match self {
             Backend::Sqlite => true,
             Backend::Postgres => sync_testkit::PgServer::shared().is_some(),
@@ -53,7 +51,7 @@ impl Backend {
     }
 
     /// A new, empty database: a file in `dir`, or a new PostgreSQL database.
-    pub async fn database_url(self, dir: &std::path::Path) -> String {
+    pub(crate) async fn database_url(self, dir: &std::path::Path) -> String {
         match self {
             Backend::Sqlite => format!("sqlite://{}", dir.join("sync.db").display()),
             Backend::Postgres => {
@@ -67,7 +65,6 @@ impl Backend {
 /// Runs each listed test — an `async fn(Backend)` of the calling file — once per backend,
 /// as `sqlite::<name>` and `postgres::<name>`. The PostgreSQL variant returns at once when
 /// there is no PostgreSQL (the test kit has said why, loudly).
-#[allow(unused_macros)]
 macro_rules! backend_tests {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -90,12 +87,10 @@ macro_rules! backend_tests {
         }
     };
 }
-// Not every test file runs tests on both backends.
-#[allow(unused_imports)]
 pub(crate) use backend_tests;
 
 /// A config for tests: SQLite in `dir`, no first-start banner, fixed secret key.
-pub fn test_config(dir: &std::path::Path) -> Config {
+pub(crate) fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.database.url = format!("sqlite://{}", dir.join("sync.db").display());
     config.auth.secret_key = Some(SECRET_KEY.to_owned());
@@ -105,30 +100,25 @@ pub fn test_config(dir: &std::path::Path) -> Config {
 }
 
 /// A config for tests on `backend`: a new, empty database, otherwise as [`test_config`].
-pub async fn test_config_on(backend: Backend, dir: &std::path::Path) -> Config {
+pub(crate) async fn test_config_on(backend: Backend, dir: &std::path::Path) -> Config {
     let mut config = test_config(dir);
     config.database.url = backend.database_url(dir).await;
     config
 }
 
 impl TestServer {
-    /// Starts a server on SQLite with the default test config.
-    pub async fn start() -> Self {
-        Self::start_on(Backend::Sqlite).await
-    }
-
     /// Starts a server on SQLite after `adjust` edits the config.
-    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         Self::start_on_with(Backend::Sqlite, adjust).await
     }
 
     /// Starts a server on `backend` with the default test config.
-    pub async fn start_on(backend: Backend) -> Self {
+    pub(crate) async fn start_on(backend: Backend) -> Self {
         Self::start_on_with(backend, |_| {}).await
     }
 
     /// Starts a server on `backend` after `adjust` edits the config.
-    pub async fn start_on_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) async fn start_on_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config_on(backend, dir.path()).await;
         adjust(&mut config);
@@ -136,11 +126,10 @@ impl TestServer {
     }
 
     /// Starts a server on an existing directory and config (for restarts).
-    pub async fn start_in(dir: tempfile::TempDir, config: Config) -> Self {
-        let (api_key, secret) =
-            sync_server::cli::generate_credentials(&config, "tests", false).await.expect("credentials");
+    pub(crate) async fn start_in(dir: tempfile::TempDir, config: Config) -> Self {
+        let (api_key, secret) = sync_server::generate_credentials(&config, "tests", false).await.expect("credentials");
         let (admin_key, admin_secret) =
-            sync_server::cli::generate_credentials(&config, "admin", true).await.expect("admin credentials");
+            sync_server::generate_credentials(&config, "admin", true).await.expect("admin credentials");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
@@ -149,7 +138,7 @@ impl TestServer {
     }
 
     /// Stops the server and waits for it.
-    pub async fn stop(mut self) -> (tempfile::TempDir, Config) {
+    pub(crate) async fn stop(mut self) -> (tempfile::TempDir, Config) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             task.await.expect("server task").expect("server run");
@@ -158,22 +147,17 @@ impl TestServer {
     }
 
     /// The WebSocket URL.
-    pub fn ws_url(&self) -> String {
+    pub(crate) fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
 
-    /// The HTTP base URL.
-    pub fn http_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
     /// A connected, not yet authenticated client.
-    pub async fn connect(&self) -> Client {
+    pub(crate) async fn connect(&self) -> Client {
         Client::connect(&self.ws_url()).await
     }
 
     /// A client authenticated with HMAC credentials as `email`.
-    pub async fn client(&self, email: &str) -> Client {
+    pub(crate) async fn client(&self, email: &str) -> Client {
         let mut client = self.connect().await;
         let reply = client.authenticate(&self.api_key, &self.secret, email, None, None).await;
         assert_eq!(reply["type"], "auth_success", "{reply}");
@@ -182,7 +166,7 @@ impl TestServer {
 }
 
 /// The `authenticate` message for HMAC credentials, signed now.
-pub fn hmac_auth(
+pub(crate) fn hmac_auth(
     api_key: &str,
     secret: &str,
     email: &str,
@@ -204,33 +188,33 @@ pub fn hmac_auth(
 }
 
 /// A raw protocol client.
-pub struct Client {
+pub(crate) struct Client {
     ws: WebSocket<MaybeTlsStream<TcpStream>>,
     /// Messages read while looking for a reply (pushes, other replies), still to be
     /// returned by [`Client::recv`] in arrival order.
     backlog: std::collections::VecDeque<Value>,
     next_id: u64,
-    pub user_id: Option<String>,
-    pub client_id: Option<String>,
+    pub(crate) user_id: Option<String>,
+    pub(crate) client_id: Option<String>,
 }
 
 /// How long a test waits for an expected message.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 impl Client {
     /// Connects to `url`.
-    pub async fn connect(url: &str) -> Self {
+    pub(crate) async fn connect(url: &str) -> Self {
         Self::connect_with(url, Options::default()).await
     }
 
     /// Connects with explicit WebSocket options (compression, limits).
-    pub async fn connect_with(url: &str, options: Options) -> Self {
+    pub(crate) async fn connect_with(url: &str, options: Options) -> Self {
         let ws = WebSocket::connect(url.parse().expect("url")).with_options(options).await.expect("connect");
         Self { ws, backlog: Default::default(), next_id: 0, user_id: None, client_id: None }
     }
 
     /// Sends HMAC `authenticate` and returns the reply.
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &mut self,
         api_key: &str,
         secret: &str,
@@ -248,28 +232,28 @@ impl Client {
     }
 
     /// Sends a message (or a batch) as one text frame.
-    pub async fn send(&mut self, message: Value) {
+    pub(crate) async fn send(&mut self, message: Value) {
         self.send_text(message.to_string()).await;
     }
 
     /// Sends raw text.
-    pub async fn send_text(&mut self, text: String) {
+    pub(crate) async fn send_text(&mut self, text: String) {
         self.ws.send(Frame::text(text)).await.expect("send");
     }
 
     /// Sends a message, reporting failure instead of panicking (for tests that expect the
     /// connection to die, such as the crash test).
-    pub async fn try_send(&mut self, message: Value) -> bool {
+    pub(crate) async fn try_send(&mut self, message: Value) -> bool {
         self.ws.send(Frame::text(message.to_string())).await.is_ok()
     }
 
     /// Sends a binary frame.
-    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+    pub(crate) async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.ws.send(Frame::binary(bytes)).await.expect("send");
     }
 
     /// The next text message (fails the test after [`WAIT`]).
-    pub async fn recv(&mut self) -> Value {
+    pub(crate) async fn recv(&mut self) -> Value {
         match self.try_recv(WAIT).await {
             Some(v) => v,
             None => panic!("no message within {WAIT:?}"),
@@ -277,7 +261,7 @@ impl Client {
     }
 
     /// The next text message within `wait`, or `None`.
-    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+    pub(crate) async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
         if let Some(message) = self.backlog.pop_front() {
             return Some(message);
         }
@@ -302,7 +286,7 @@ impl Client {
 
     /// The close code the server sent, waiting up to `wait`; `None` if the socket ended
     /// without a close frame (or did not end).
-    pub async fn close_code(&mut self, wait: Duration) -> Option<u16> {
+    pub(crate) async fn close_code(&mut self, wait: Duration) -> Option<u16> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let frame = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
@@ -313,7 +297,7 @@ impl Client {
     }
 
     /// Skips messages until one of type `kind` arrives.
-    pub async fn recv_type(&mut self, kind: &str) -> Value {
+    pub(crate) async fn recv_type(&mut self, kind: &str) -> Value {
         loop {
             let message = self.recv().await;
             if message["type"] == kind {
@@ -322,14 +306,9 @@ impl Client {
         }
     }
 
-    /// Whether nothing arrives within `wait`.
-    pub async fn quiet(&mut self, wait: Duration) -> Option<Value> {
-        self.try_recv(wait).await
-    }
-
     /// Sends a message with a fresh `request_id` and returns the reply carrying it
     /// (messages without it, such as pushes, are skipped).
-    pub async fn request(&mut self, mut message: Value) -> Value {
+    pub(crate) async fn request(&mut self, mut message: Value) -> Value {
         self.next_id += 1;
         let id = format!("r{}", self.next_id);
         message["request_id"] = json!(id);
@@ -343,7 +322,7 @@ impl Client {
     /// The first message (from the backlog, then the socket) that `matches`; every other
     /// message read meanwhile stays in the backlog, in order. `None` after `wait` or
     /// when the connection ends.
-    pub async fn find(&mut self, matches: impl Fn(&Value) -> bool, wait: Duration) -> Option<Value> {
+    pub(crate) async fn find(&mut self, matches: impl Fn(&Value) -> bool, wait: Duration) -> Option<Value> {
         if let Some(i) = self.backlog.iter().position(&matches) {
             return self.backlog.remove(i);
         }
@@ -359,12 +338,12 @@ impl Client {
     }
 
     /// Creates a document and returns the response.
-    pub async fn create(&mut self, id: &str, content: Value) -> Value {
+    pub(crate) async fn create(&mut self, id: &str, content: Value) -> Value {
         self.request(json!({"type": "create_document", "document": {"id": id, "content": content}})).await
     }
 
     /// Sends an update and returns the response.
-    pub async fn update(&mut self, id: &str, ops: Value, base: Option<u64>) -> Value {
+    pub(crate) async fn update(&mut self, id: &str, ops: Value, base: Option<u64>) -> Value {
         let mut patch = json!({"document_id": id, "patch": ops});
         if let Some(base) = base {
             patch["base_revision"] = json!(base);
@@ -373,21 +352,21 @@ impl Client {
     }
 
     /// Fetches a document's current state.
-    pub async fn get(&mut self, id: &str) -> Value {
+    pub(crate) async fn get(&mut self, id: &str) -> Value {
         self.request(json!({"type": "get_document", "document_id": id})).await
     }
 }
 
 impl Client {
     /// A fresh request id (`r<n>`), for messages sent by hand.
-    pub fn next_request_id(&mut self) -> String {
+    pub(crate) fn next_request_id(&mut self) -> String {
         self.next_id += 1;
         format!("r{}", self.next_id)
     }
 
     /// Like [`Client::request`], but `None` when the connection ends or nothing answers
     /// within `wait` (for tests that expect the connection to die).
-    pub async fn try_request(&mut self, mut message: Value, wait: Duration) -> Option<Value> {
+    pub(crate) async fn try_request(&mut self, mut message: Value, wait: Duration) -> Option<Value> {
         let id = self.next_request_id();
         message["request_id"] = json!(id);
         if !self.try_send(message).await {
@@ -401,7 +380,7 @@ impl Client {
     /// The session drains its push queue before it reads the next frame, so whatever was
     /// queued for this session before the ping was read comes out before the pong: an
     /// empty answer proves that nothing was pushed to it, without waiting on a timer.
-    pub async fn until_pong(&mut self) -> Vec<Value> {
+    pub(crate) async fn until_pong(&mut self) -> Vec<Value> {
         let id = self.next_request_id();
         self.send(json!({"type": "ping", "request_id": id})).await;
         let mut before = Vec::new();
@@ -416,22 +395,22 @@ impl Client {
 
     /// Asserts that nothing was pushed to this session (see [`Client::until_pong`]).
     #[track_caller]
-    pub fn assert_nothing(before_pong: &[Value], who: &str) {
+    pub(crate) fn assert_nothing(before_pong: &[Value], who: &str) {
         assert!(before_pong.is_empty(), "{who} received unexpected messages: {before_pong:?}");
     }
 
     /// Sends an `update_document` with an explicit `patch` object and returns the response.
-    pub async fn update_raw(&mut self, patch: Value) -> Value {
+    pub(crate) async fn update_raw(&mut self, patch: Value) -> Value {
         self.request(json!({"type": "update_document", "patch": patch})).await
     }
 
     /// Deletes a document and returns the response.
-    pub async fn delete(&mut self, id: &str) -> Value {
+    pub(crate) async fn delete(&mut self, id: &str) -> Value {
         self.request(json!({"type": "delete_document", "document_id": id})).await
     }
 
     /// Creates a document in `collection` and returns the response.
-    pub async fn create_in(&mut self, collection: &str, id: &str, content: Value) -> Value {
+    pub(crate) async fn create_in(&mut self, collection: &str, id: &str, content: Value) -> Value {
         self.request(
             json!({"type": "create_document", "document": {"id": id, "collection": collection, "content": content}}),
         )
@@ -439,7 +418,7 @@ impl Client {
     }
 
     /// The document's current content (fails the test if it cannot be read).
-    pub async fn content(&mut self, id: &str) -> Value {
+    pub(crate) async fn content(&mut self, id: &str) -> Value {
         let reply = self.get(id).await;
         assert_eq!(reply["type"], "sync_document", "{reply}");
         reply["document"]["content"].clone()
@@ -447,7 +426,7 @@ impl Client {
 
     /// Sends several messages as one batch frame, each with a fresh `request_id`, and
     /// returns the ids in order.
-    pub async fn send_batch(&mut self, messages: Vec<Value>) -> Vec<String> {
+    pub(crate) async fn send_batch(&mut self, messages: Vec<Value>) -> Vec<String> {
         let mut ids = Vec::with_capacity(messages.len());
         let batch: Vec<Value> = messages
             .into_iter()
@@ -464,7 +443,7 @@ impl Client {
 
     /// Waits for one reply to each of `ids` (messages with other ids, and pushes, are
     /// skipped) and returns them in the order of `ids`.
-    pub async fn replies(&mut self, ids: &[String]) -> Vec<Value> {
+    pub(crate) async fn replies(&mut self, ids: &[String]) -> Vec<Value> {
         let mut replies = Vec::with_capacity(ids.len());
         for id in ids {
             match self.find(|m| m["request_id"] == json!(id), WAIT).await {
@@ -476,7 +455,7 @@ impl Client {
     }
 
     /// Pages through `get_changes_since` from `after` and returns every event.
-    pub async fn all_changes_since(&mut self, mut after: u64, limit: u64) -> Vec<Value> {
+    pub(crate) async fn all_changes_since(&mut self, mut after: u64, limit: u64) -> Vec<Value> {
         let mut events = Vec::new();
         for _ in 0..100_000 {
             let page = self.request(json!({"type": "get_changes_since", "last_sequence": after, "limit": limit})).await;
@@ -492,13 +471,13 @@ impl Client {
 }
 
 /// The error code of a reply: `error.code` of a `*_response`, or `code` of an `error`.
-pub fn error_code(reply: &Value) -> &str {
+pub(crate) fn error_code(reply: &Value) -> &str {
     reply["error"]["code"].as_str().or_else(|| reply["code"].as_str()).unwrap_or("")
 }
 
 /// Asserts that `reply` is an `error` message with `code`.
 #[track_caller]
-pub fn assert_error(reply: &Value, code: &str) {
+pub(crate) fn assert_error(reply: &Value, code: &str) {
     assert_eq!(reply["type"], "error", "{reply}");
     assert_eq!(reply["code"], code, "{reply}");
     assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()), "an error says what went wrong: {reply}");
@@ -506,7 +485,7 @@ pub fn assert_error(reply: &Value, code: &str) {
 
 /// Asserts that `reply` is a refused `*_response` with `code`.
 #[track_caller]
-pub fn assert_refused(reply: &Value, kind: &str, code: &str) {
+pub(crate) fn assert_refused(reply: &Value, kind: &str, code: &str) {
     assert_eq!(reply["type"], kind, "{reply}");
     assert_eq!(reply["success"], false, "{reply}");
     assert_eq!(reply["error"]["code"], code, "{reply}");
@@ -515,7 +494,7 @@ pub fn assert_refused(reply: &Value, kind: &str, code: &str) {
 
 /// Asserts that `reply` is a successful `*_response`.
 #[track_caller]
-pub fn assert_ok(reply: &Value, kind: &str) {
+pub(crate) fn assert_ok(reply: &Value, kind: &str) {
     assert_eq!(reply["type"], kind, "{reply}");
     assert_eq!(reply["success"], true, "{reply}");
     assert!(reply["error"].is_null(), "{reply}");
@@ -524,7 +503,7 @@ pub fn assert_ok(reply: &Value, kind: &str) {
 impl TestServer {
     /// A client authenticated as `email` that resumes from `last_sequence`; returns the
     /// client and its `auth_success`.
-    pub async fn client_resuming(&self, email: &str, last_sequence: u64) -> (Client, Value) {
+    pub(crate) async fn client_resuming(&self, email: &str, last_sequence: u64) -> (Client, Value) {
         let mut client = self.connect().await;
         let reply = client.authenticate(&self.api_key, &self.secret, email, None, Some(last_sequence)).await;
         assert_eq!(reply["type"], "auth_success", "{reply}");
@@ -533,7 +512,7 @@ impl TestServer {
 
     /// A connected client authenticated with the `?token=` query parameter; returns the
     /// client and the first message the server sent.
-    pub async fn connect_with_token(&self, token: &str) -> (Client, Value) {
+    pub(crate) async fn connect_with_token(&self, token: &str) -> (Client, Value) {
         let mut client = Client::connect(&format!("{}?token={token}", self.ws_url())).await;
         let first = client.recv().await;
         if first["type"] == "auth_success" {
@@ -544,12 +523,12 @@ impl TestServer {
     }
 
     /// An HTTP GET without credentials.
-    pub async fn http_get(&self, path: &str) -> HttpResponse {
+    pub(crate) async fn http_get(&self, path: &str) -> HttpResponse {
         http_request(self.addr, "GET", path, &[], b"").await
     }
 
     /// An HTTP GET signed with the HMAC headers of `api_key`/`secret` as `email`.
-    pub async fn http_get_signed(&self, path: &str, api_key: &str, secret: &str, email: &str) -> HttpResponse {
+    pub(crate) async fn http_get_signed(&self, path: &str, api_key: &str, secret: &str, email: &str) -> HttpResponse {
         let headers = hmac_headers(api_key, secret, email, now_secs(), b"");
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         http_request(self.addr, "GET", path, &headers, b"").await
@@ -557,12 +536,12 @@ impl TestServer {
 }
 
 /// Unix seconds now.
-pub fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     sync_core::Timestamp::now().unix_millis() / 1000
 }
 
 /// The HMAC headers of an HTTP request (`X-Api-Key`, `X-Email`, `X-Timestamp`, `X-Signature`).
-pub fn hmac_headers(
+pub(crate) fn hmac_headers(
     api_key: &str,
     secret: &str,
     email: &str,
@@ -579,21 +558,21 @@ pub fn hmac_headers(
 
 /// An HTTP response: status, headers (lowercased names) and body.
 #[derive(Debug)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+pub(crate) struct HttpResponse {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl HttpResponse {
     /// The body as JSON (fails the test if it is not JSON).
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// A header's value.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == &name.to_ascii_lowercase()).map(|(_, v)| v.as_str())
     }
 }
@@ -601,7 +580,7 @@ impl HttpResponse {
 /// A minimal HTTP/1.1 client over a TCP stream: one request per connection
 /// (`Connection: close`), fixed-length or chunked bodies. Enough for the server's JSON
 /// routes without another HTTP client crate.
-pub async fn http_request(
+pub(crate) async fn http_request(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -656,7 +635,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 /// base64url without padding (RFC 4648 §5), as JWTs use it.
-pub fn base64url(bytes: &[u8]) -> String {
+pub(crate) fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -670,7 +649,7 @@ pub fn base64url(bytes: &[u8]) -> String {
 }
 
 /// HMAC-SHA256 of `message` under `key`.
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
     use hmac::{Hmac, KeyInit, Mac};
     let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("hmac takes any key length");
     mac.update(message);
@@ -679,7 +658,7 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
 
 /// A JWT built by hand: base64url(header).base64url(claims).signature, where the
 /// signature is HS256 under `key`, or empty when `key` is `None` (an unsigned token).
-pub fn jwt(header: &Value, claims: &Value, key: Option<&[u8]>) -> String {
+pub(crate) fn jwt(header: &Value, claims: &Value, key: Option<&[u8]>) -> String {
     let signing_input =
         format!("{}.{}", base64url(header.to_string().as_bytes()), base64url(claims.to_string().as_bytes()));
     let signature = key.map(|k| base64url(&hmac_sha256(k, signing_input.as_bytes()))).unwrap_or_default();
@@ -688,7 +667,7 @@ pub fn jwt(header: &Value, claims: &Value, key: Option<&[u8]>) -> String {
 
 /// A free TCP port on 127.0.0.1 (bound and released; for child processes that need a
 /// port number up front).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
@@ -696,7 +675,7 @@ pub fn free_port() -> u16 {
 impl Client {
     /// Every message until the server closes the connection, and the close code (`None`
     /// when the socket ended without a close frame). Fails the test after `wait`.
-    pub async fn recv_until_close(&mut self, wait: Duration) -> (Vec<Value>, Option<u16>) {
+    pub(crate) async fn recv_until_close(&mut self, wait: Duration) -> (Vec<Value>, Option<u16>) {
         let deadline = tokio::time::Instant::now() + wait;
         let mut messages: Vec<Value> = self.backlog.drain(..).collect();
         loop {

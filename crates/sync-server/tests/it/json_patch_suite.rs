@@ -3,9 +3,9 @@
 //! and the stored document must equal `expected` — or, for an `error` case, the update
 //! is refused and the document is unchanged.
 
-mod common;
+use crate::common;
 
-use common::{Backend, Client, TestServer};
+use crate::common::{Backend, Client, TestServer};
 use serde_json::{Value, json};
 
 fn cases(file: &str) -> Vec<Value> {

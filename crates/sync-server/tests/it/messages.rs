@@ -2,9 +2,9 @@
 //! `request_full_sync`, `get_document` (also `at_revision`), `get_history`,
 //! `ack_changes`, `ping`, and the `request_id` echo on every direct reply.
 
-mod common;
+use crate::common;
 
-use common::{Backend, Client, TestServer, assert_error, assert_ok};
+use crate::common::{Backend, Client, TestServer, assert_error, assert_ok};
 use serde_json::{Value, json};
 
 async fn a_batch_is_processed_in_order_and_every_message_answered(backend: Backend) {

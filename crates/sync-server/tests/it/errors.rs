@@ -3,9 +3,9 @@
 //! limit — is answered with the right code, applies nothing, and leaves the connection
 //! usable (each test ends with a request that must still be answered).
 
-mod common;
+use crate::common;
 
-use common::{Backend, Client, TestServer, assert_error, assert_ok, assert_refused};
+use crate::common::{Backend, Client, TestServer, assert_error, assert_ok, assert_refused};
 use serde_json::{Value, json};
 
 /// Proves the connection is still open and in order after an error.

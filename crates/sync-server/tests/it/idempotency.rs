@@ -2,9 +2,9 @@
 //! — later, from another session, after a reconnect, or twice in one batch frame — is
 //! answered with the original result and applied once.
 
-mod common;
+use crate::common;
 
-use common::{Backend, Client, TestServer, assert_ok};
+use crate::common::{Backend, Client, TestServer, assert_ok};
 use serde_json::{Value, json};
 
 fn create(id: &str, content: Value, ccid: &str) -> Value {

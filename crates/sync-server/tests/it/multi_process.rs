@@ -7,14 +7,12 @@
 //!
 //! PostgreSQL only, by nature; skipped loudly without PostgreSQL.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Backend, Client, assert_ok, hmac_auth};
+use crate::common::{Backend, Client, assert_ok, hmac_auth};
 use serde_json::{Value, json};
 use sync_testkit::{PgServer, ServerProcess};
 

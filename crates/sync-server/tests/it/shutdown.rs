@@ -3,11 +3,11 @@
 //! acknowledged and absent — never acknowledged and lost, never applied behind the
 //! client's back. A retry with its `client_change_id` then settles it exactly once.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{Backend, TestServer, assert_ok};
+use crate::common::{Backend, TestServer, assert_ok};
 use serde_json::{Value, json};
 
 const EMAIL: &str = "shutdown@example.com";

@@ -1,9 +1,7 @@
 //! `changes` messages stay under the page byte budget: a page that would be larger is
 //! cut short with `has_more`, and paging still returns every change exactly once.
 
-mod common;
-
-use common::TestServer;
+use crate::common::TestServer;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,9 @@
 //! answer (`applied_patch`, `conflicts`, errors), the final document, and the pushes the
 //! other session receives are checked.
 
-mod common;
+use crate::common;
 
-use common::{Backend, Client, TestServer, assert_ok, assert_refused};
+use crate::common::{Backend, Client, TestServer, assert_ok, assert_refused};
 use serde_json::{Value, json};
 use sync_server::Config;
 use sync_server::config::CollectionSection;

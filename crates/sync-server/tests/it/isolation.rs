@@ -2,9 +2,9 @@
 //! user's documents, learns nothing from a colliding id beyond `document_exists`, and
 //! never receives the user's pushes — live, through catch-up, or through a full sync.
 
-mod common;
+use crate::common;
 
-use common::{Backend, Client, TestServer, assert_error, assert_ok, assert_refused};
+use crate::common::{Backend, Client, TestServer, assert_error, assert_ok, assert_refused};
 use serde_json::{Value, json};
 
 const SECRET_TEXT: &str = "alice's private note";

@@ -1,8 +1,8 @@
 //! Smoke test: one create, update, push and read back through a real server.
 
-mod common;
+use crate::common;
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 use serde_json::json;
 
 async fn create_update_push_and_read_back(backend: Backend) {

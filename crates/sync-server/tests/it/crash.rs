@@ -3,7 +3,7 @@
 //! the same database every acknowledged change is present with its revision and
 //! sequence, the change log is gap-free from 1, and new changes continue the sequence.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Backend, Client, SECRET_KEY, assert_ok, hmac_auth};
+use crate::common::{Backend, Client, SECRET_KEY, assert_ok, hmac_auth};
 use serde_json::json;
 
 const EMAIL: &str = "crash@example.com";
@@ -144,7 +144,7 @@ async fn writer(mut client: Client, w: usize, total: Arc<AtomicUsize>) -> Vec<Ac
 async fn sigkill_mid_load_loses_no_acknowledged_change(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = common::test_config_on(backend, dir.path()).await;
-    let (api_key, secret) = sync_server::cli::generate_credentials(&config, "crash", false).await.expect("credentials");
+    let (api_key, secret) = sync_server::generate_credentials(&config, "crash", false).await.expect("credentials");
 
     let mut server = ServerProcess::start(dir.path(), &config.database.url).await;
     let total = Arc::new(AtomicUsize::new(0));

@@ -6,14 +6,14 @@
 //!
 //! PostgreSQL only, by nature (it stops the database server); skipped loudly without it.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Client, TestServer, assert_ok, error_code};
+use crate::common::{Client, TestServer, assert_ok, error_code};
 use serde_json::{Value, json};
 use sync_testkit::{PgServer, PgSettings};
 

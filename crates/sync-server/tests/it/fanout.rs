@@ -2,9 +2,9 @@
 //! sequence order, never the session that made it (which gets only its `*_response`),
 //! and never another user's sessions.
 
-mod common;
+use crate::common;
 
-use common::{Backend, Client, TestServer, assert_ok};
+use crate::common::{Backend, Client, TestServer, assert_ok};
 use serde_json::json;
 
 async fn every_change_reaches_every_other_session_of_the_user_and_no_one_else(backend: Backend) {

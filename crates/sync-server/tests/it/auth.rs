@@ -4,11 +4,11 @@
 //! Every refusal is an `auth_error` followed by close code 4001, and says no more than
 //! "invalid credentials", "expired" or "malformed".
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{Backend, Client, TestServer, WAIT, hmac_auth, jwt, now_secs};
+use crate::common::{Backend, Client, TestServer, WAIT, hmac_auth, jwt, now_secs};
 use serde_json::{Value, json};
 
 const JWT_SECRET: &str = "integration-test-jwt-secret";
@@ -164,7 +164,7 @@ async fn client_id_is_echoed_or_generated(backend: Backend) {
 async fn bearer_tokens_from_create_token(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     let user = "token-user-1";
-    let token = sync_server::cli::create_token(&server.config, user, None, false).await.expect("create token");
+    let token = sync_server::create_token(&server.config, user, None, false).await.expect("create token");
     assert!(token.starts_with("sts_"), "{token}");
 
     let bearer = |user_id: &str, token: &str| json!({"type": "authenticate", "user_id": user_id, "auth_token": token});
@@ -188,7 +188,7 @@ async fn bearer_tokens_from_create_token(backend: Backend) {
     refused(&server, bearer(user, "not-a-token")).await;
 
     // An expired token: issued with a 1 s lifetime, used after it ran out.
-    let short = sync_server::cli::create_token(&server.config, "token-user-2", Some(Duration::from_secs(1)), false)
+    let short = sync_server::create_token(&server.config, "token-user-2", Some(Duration::from_secs(1)), false)
         .await
         .expect("create token");
     tokio::time::sleep(Duration::from_millis(1300)).await;

@@ -3,9 +3,9 @@
 //! non-admin key, 200 for an admin key via the HMAC headers), JSON errors for unknown
 //! routes, and 501 JSON errors for routes not built yet.
 
-mod common;
+use crate::common;
 
-use common::{Backend, TestServer, assert_ok, hmac_headers, http_request, now_secs};
+use crate::common::{Backend, TestServer, assert_ok, hmac_headers, http_request, now_secs};
 use serde_json::{Value, json};
 
 #[track_caller]
@@ -90,11 +90,11 @@ async fn admin_routes_require_admin_credentials(backend: Backend) {
     assert!(body["timestamp"].is_string(), "{body}");
 
     // An admin bearer token works as well.
-    let token = sync_server::cli::create_token(&server.config, "ops", None, true).await.expect("token");
+    let token = sync_server::create_token(&server.config, "ops", None, true).await.expect("token");
     let auth = format!("Bearer {token}");
     let response = http_request(server.addr, "GET", "/stats", &[("Authorization", auth.as_str())], b"").await;
     assert_eq!(response.status, 200, "{response:?}");
-    let token = sync_server::cli::create_token(&server.config, "not-ops", None, false).await.expect("token");
+    let token = sync_server::create_token(&server.config, "not-ops", None, false).await.expect("token");
     let auth = format!("Bearer {token}");
     let response = http_request(server.addr, "GET", "/stats", &[("Authorization", auth.as_str())], b"").await;
     assert_json_error(&response, 403, "forbidden");

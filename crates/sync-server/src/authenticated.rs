@@ -1,0 +1,152 @@
+//! A session once it has authenticated: who it is, its place in the hub, the bounded
+//! queue its answers and pushes arrive on, and the writes it has handed to the write
+//! path. Only authentication creates one, so everything here is always set.
+//!
+//! Guarantees:
+//! - from registration on, every change delivered to the hub that this session may read
+//!   reaches its queue (or the session is told it is too slow and ends);
+//! - [`Authenticated::settle`] returns once every write handed over before it is
+//!   answered, so a read that follows writes sees them.
+
+use std::time::Duration;
+
+use sync_core::protocol::RequestId;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::connection::{Connection, Ending};
+use crate::hub::{Outbound, Registration, SessionLink};
+use crate::queue;
+use crate::writer::{WriteOp, WriteRequest};
+
+/// Who a session acts for.
+#[derive(Clone, Debug)]
+pub(crate) struct Identity {
+    pub(crate) user_id: String,
+    /// The replica (device) it speaks for.
+    pub(crate) client_id: String,
+}
+
+impl Identity {
+    /// The identity of `principal` on replica `client_id` (a new one when absent).
+    pub(crate) fn new(principal: Principal, client_id: Option<String>) -> Self {
+        Self { user_id: principal.user_id, client_id: client_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()) }
+    }
+}
+
+/// Credentials that came with the upgrade request (`Authorization: Bearer` or `?token=`),
+/// checked before the upgrade.
+#[derive(Debug)]
+pub(crate) struct PreAuth {
+    pub(crate) principal: Principal,
+    /// `?client_id=`, if given.
+    pub(crate) client_id: Option<String>,
+    /// `?last_sequence=`, if given.
+    pub(crate) last_sequence: Option<u64>,
+}
+
+/// The authenticated state of a session.
+pub(crate) struct Authenticated {
+    pub(crate) identity: Identity,
+    link: SessionLink,
+    rx: queue::Receiver<Outbound>,
+    /// Removes the session from the hub when dropped.
+    _registration: Registration,
+    /// Writes handed to the write path and not answered yet.
+    pending_writes: usize,
+}
+
+impl Authenticated {
+    /// Registers the session with the hub. Returns the position its live pushes start
+    /// after: read after registering, so every change after it reaches this session.
+    pub(crate) fn register(state: &AppState, session_id: u64, identity: Identity) -> (Self, u64) {
+        let (tx, rx) = queue::channel(state.config.limits.session_queue.max(16));
+        let link = SessionLink { id: session_id, tx, kill: CancellationToken::new() };
+        let registration = state.hub.register(&identity.user_id, &identity.client_id, link.clone());
+        let delivered = state.hub.delivered();
+        (Self { identity, link, rx, _registration: registration, pending_writes: 0 }, delivered)
+    }
+
+    /// The switch the hub pulls when this session must go (its queue overflowed).
+    pub(crate) fn kill_switch(&self) -> CancellationToken {
+        self.link.kill.clone()
+    }
+
+    /// The next item of the session's queue.
+    pub(crate) async fn recv(&mut self) -> Option<Outbound> {
+        let outbound = self.rx.recv().await;
+        self.count(outbound.as_ref());
+        outbound
+    }
+
+    fn count(&mut self, outbound: Option<&Outbound>) {
+        if outbound.is_some_and(|o| o.completes_write) {
+            self.pending_writes = self.pending_writes.saturating_sub(1);
+        }
+    }
+
+    /// Moves what is already queued for this session into its output (a bounded number
+    /// at a time, so a busy queue cannot starve the socket).
+    pub(crate) fn drain_into(&mut self, conn: &mut Connection) -> Result<(), Ending> {
+        for _ in 0..256 {
+            let Some(outbound) = self.rx.try_recv() else { return Ok(()) };
+            self.count(Some(&outbound));
+            conn.deliver(outbound)?;
+        }
+        Ok(())
+    }
+
+    /// Hands a change to the write path; its answer arrives through the session queue.
+    pub(crate) async fn submit(
+        &mut self,
+        state: &AppState,
+        op: WriteOp,
+        request_id: Option<RequestId>,
+    ) -> Result<(), Ending> {
+        let request = WriteRequest {
+            op,
+            user_id: self.identity.user_id.clone(),
+            client_id: self.identity.client_id.clone(),
+            reply_to: self.link.clone(),
+            request_id,
+        };
+        self.pending_writes += 1;
+        state.writes.send(request).await.map_err(|_| Ending::ShuttingDown)
+    }
+
+    /// Waits until this session's earlier writes are answered, so a read sees them.
+    pub(crate) async fn settle(&mut self, state: &AppState, conn: &mut Connection) -> Result<(), Ending> {
+        let kill = self.kill_switch();
+        while self.pending_writes > 0 {
+            let outbound = tokio::select! {
+                biased;
+                () = state.shutdown.cancelled() => return Err(Ending::ShuttingDown),
+                () = kill.cancelled() => return Err(Ending::TooSlow),
+                outbound = self.recv() => outbound,
+            };
+            match outbound {
+                Some(outbound) => conn.deliver(outbound)?,
+                None => return Err(Ending::Gone),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) for the answers to this session's changes already handed to the
+    /// write path. The write path keeps committing while sessions close, so without this
+    /// a change sent just before shutdown could be committed and never acknowledged.
+    pub(crate) async fn settle_at_shutdown(&mut self, conn: &mut Connection) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.pending_writes > 0 {
+            match tokio::time::timeout_at(deadline, self.recv()).await {
+                Ok(Some(outbound)) => {
+                    if conn.deliver(outbound).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! `authenticate` (or credentials on the upgrade request): checks the credentials,
+//! registers the session with the hub, answers `auth_success`, and sends a resuming
+//! client every readable change after its `last_sequence` before live pushes resume.
+//!
+//! Guarantees: a failure is answered with `auth_error` and ends the session (4001); a
+//! resumed session receives every readable change after `last_sequence` exactly once,
+//! in order — first as `changes` pages, then live pushes, with pushes that arrive during
+//! the catch-up held back and those the catch-up already sent dropped; without
+//! `last_sequence`, live pushes start after the `latest_sequence` of `auth_success`.
+
+use sync_core::protocol::{
+    AuthError, AuthSuccess, Authenticate, Credentials, PROTOCOL_VERSION, RequestId, ServerMessage,
+};
+use sync_store::Store;
+
+use super::Ctx;
+use crate::app::AppState;
+use crate::auth::AuthFailure;
+use crate::authenticated::{Authenticated, Identity, PreAuth};
+use crate::connection::{Connection, Ending};
+use crate::monitor::activity;
+
+/// Authenticates with an `authenticate` message.
+pub(crate) async fn handle(
+    state: &AppState,
+    conn: &mut Connection,
+    message: Authenticate,
+    request_id: Option<RequestId>,
+) -> Result<Authenticated, Ending> {
+    let method = match &message.credentials {
+        Credentials::Hmac { .. } => "api key",
+        Credentials::Bearer { .. } => "bearer token",
+        Credentials::Jwt { .. } => "jwt",
+    };
+    match state.auth.authenticate(&message.credentials).await {
+        Ok(principal) => {
+            let identity = Identity::new(principal, message.client_id);
+            start(state, conn, identity, message.last_sequence, method, request_id).await
+        }
+        Err(failure) => {
+            conn.send(&ServerMessage::AuthError(AuthError { reason: failure.to_string() }), request_id);
+            Err(refuse(conn, failure))
+        }
+    }
+}
+
+/// Authenticates with the credentials of the upgrade request.
+pub(crate) async fn upgrade(
+    state: &AppState,
+    conn: &mut Connection,
+    pre_auth: Result<PreAuth, AuthFailure>,
+) -> Result<Authenticated, Ending> {
+    let pre = pre_auth.map_err(|failure| refuse(conn, failure))?;
+    let identity = Identity::new(pre.principal, pre.client_id);
+    let session = start(state, conn, identity, pre.last_sequence, "upgrade bearer", None).await?;
+    // The client sends nothing first here: `auth_success` must go out now, not after
+    // the client's first frame.
+    conn.flush().await?;
+    Ok(session)
+}
+
+/// Queues `auth_error` (unless a reply is queued already) and says how the session ends.
+pub(crate) fn refuse(conn: &mut Connection, failure: AuthFailure) -> Ending {
+    activity!("AUTH FAIL", session = conn.id, "session {}: {failure}", conn.id);
+    if conn.nothing_queued() {
+        conn.send(&ServerMessage::AuthError(AuthError { reason: failure.to_string() }), None);
+    }
+    Ending::Unauthenticated("authentication failed")
+}
+
+/// Registers with the hub, answers `auth_success`, and catches up from `last_sequence`.
+async fn start(
+    state: &AppState,
+    conn: &mut Connection,
+    identity: Identity,
+    last_sequence: Option<u64>,
+    method: &str,
+    request_id: Option<RequestId>,
+) -> Result<Authenticated, Ending> {
+    let (mut session, delivered) = Authenticated::register(state, conn.id, identity);
+    let identity = &session.identity;
+    tracing::Span::current().record("user", identity.user_id.as_str());
+    activity!(
+        "AUTH",
+        session = conn.id,
+        "session {} user {} client {} via {method}",
+        conn.id,
+        identity.user_id,
+        identity.client_id
+    );
+    conn.send(
+        &ServerMessage::AuthSuccess(AuthSuccess {
+            session_id: conn.id.to_string(),
+            client_id: identity.client_id.clone(),
+            user_id: identity.user_id.clone(),
+            protocol_version: PROTOCOL_VERSION,
+            latest_sequence: delivered,
+        }),
+        request_id,
+    );
+    match last_sequence {
+        Some(after) => catch_up(&mut Ctx { state, session: &mut session, conn }, after).await?,
+        None => conn.pushed_through(delivered),
+    }
+    Ok(session)
+}
+
+/// Pushes every readable change after `after` as `changes` pages, then lets the held
+/// live pushes through (those not already sent).
+async fn catch_up(ctx: &mut Ctx<'_>, mut after: u64) -> Result<(), Ending> {
+    ctx.conn.hold();
+    let page_size = ctx.state.config.limits.max_page.clamp(1, 5000);
+    loop {
+        let page = ctx
+            .state
+            .store
+            .changes_since(ctx.scope(), after, page_size, None)
+            .await
+            .map_err(|e| Ending::Internal(format!("catch-up read failed: {e}")))?;
+        let (reached, has_more) = ctx.send_changes(page, None);
+        after = after.max(reached);
+        ctx.flush_page().await?;
+        if !has_more {
+            break;
+        }
+    }
+    ctx.conn.release(after);
+    Ok(())
+}
