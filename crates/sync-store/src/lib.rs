@@ -3,12 +3,18 @@
 //! must pass.
 //!
 //! Module map:
-//! - this file: the trait and its record types;
-//! - [`sqlite`]: the embedded default (rusqlite, WAL, one writer thread, `synchronous=FULL`);
-//! - [`postgres`]: PostgreSQL through sqlx (JSONB, one committer task per process that
-//!   writes queued appends as one statement, sequences from a counter row locked until
-//!   commit, so several server processes can share one database);
-//! - [`conformance`]: one behavioural suite, generic over [`Store`], run on every backend.
+//! - this file: the trait, its record types and [`StoreError`];
+//! - `sqlite` (feature `sqlite`): the embedded default (rusqlite, WAL, one writer thread,
+//!   `synchronous=FULL`);
+//! - `postgres` (feature `postgres`): PostgreSQL through sqlx (JSONB, one committer task
+//!   per process that writes queued appends as one statement, sequences from a counter
+//!   row locked until commit, so several server processes can share one database);
+//! - `rows`: decoding documents and events, shared by both backends;
+//! - `conformance` (feature `testing`): one behavioural suite, generic over [`Store`], run
+//!   on every backend.
+//!
+//! Both backends are default features; without them the crate is the trait and its
+//! records, and needs no database driver.
 //!
 //! Architecture invariant: storage never merges. The write path decides every change
 //! with `sync-core` and hands the store a batch of decided changes; the store writes the
@@ -18,9 +24,13 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "testing")]
 pub mod conformance;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod rows;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use std::future::Future;
