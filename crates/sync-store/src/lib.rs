@@ -3,7 +3,8 @@
 //! must pass.
 //!
 //! Module map:
-//! - this file: the trait, its record types and [`StoreError`];
+//! - this file: the trait and its record types;
+//! - `error`: [`StoreError`], which keeps the error underneath as its source ([`Cause`]);
 //! - `sqlite` (feature `sqlite`): the embedded default (rusqlite, WAL, one writer thread,
 //!   `synchronous=FULL`);
 //! - `postgres` (feature `postgres`): PostgreSQL through sqlx (JSONB, one committer task
@@ -26,6 +27,7 @@
 
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod error;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -38,29 +40,7 @@ use std::sync::Arc;
 
 use sync_core::{ChangeEvent, Document};
 
-/// What went wrong in storage.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database could not be opened or migrated.
-    #[error("cannot open the database: {0}")]
-    Open(String),
-    /// A query failed (connection lost, disk full, constraint, …).
-    #[error("database error: {0}")]
-    Database(String),
-    /// A document in the batch was changed by someone else since it was loaded: its
-    /// stored revision is not the expected one. Nothing of the batch was written.
-    #[error("documents changed concurrently: {0:?}")]
-    Conflict(Vec<String>),
-    /// A document or change id that must be new already exists.
-    #[error("already exists: {0}")]
-    Duplicate(String),
-    /// Stored data could not be decoded (corruption or a bug).
-    #[error("corrupt stored data: {0}")]
-    Corrupt(String),
-}
-
-/// Result of store operations.
-pub type StoreResult<T> = Result<T, StoreError>;
+pub use error::{Cause, StoreError, StoreResult};
 
 /// A change the write path decided, ready to be stored. The store assigns its sequence.
 #[derive(Clone, Debug)]

@@ -43,9 +43,10 @@ fn update(previous: &Document, content: Value) -> NewChange {
     conformance::update(previous, content)
 }
 
+/// The message of the `Open` error that opening `path` fails with.
 fn open_error(path: &Path) -> Result<String> {
     match SqliteStore::open(path) {
-        Err(StoreError::Open(message)) => Ok(message),
+        Err(error @ StoreError::Open { .. }) => Ok(error.to_string()),
         Err(other) => bail!("expected StoreError::Open, got {other:?}"),
         Ok(_) => bail!("{} opened", path.display()),
     }

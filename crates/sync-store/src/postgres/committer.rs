@@ -54,11 +54,11 @@ enum Failure {
     /// These documents did not hold their expected revisions (or their ids were taken).
     Moved(Vec<String>),
     /// Deadlock or serialization failure: nothing was written; try again.
-    Transient(String),
+    Transient(StoreError),
     /// A value or a constraint was refused; some append of the group is at fault.
     Refused(StoreError),
     /// The connection or the server failed; the outcome of the statement is unknown.
-    Broken(String),
+    Broken(StoreError),
 }
 
 impl Committer {
@@ -114,15 +114,15 @@ impl Committer {
                     return;
                 }
                 Err(Failure::Moved(ids)) => plan.refusals(&ids),
-                Err(Failure::Transient(message)) if transient < TRANSIENT_RETRIES => {
+                Err(Failure::Transient(error)) if transient < TRANSIENT_RETRIES => {
                     transient += 1;
-                    tracing::debug!(error = %message, attempt = transient, "an append group is tried again");
+                    tracing::debug!(error = %error, attempt = transient, "an append group is tried again");
                     continue;
                 }
-                Err(Failure::Transient(message)) | Err(Failure::Broken(message)) => {
-                    tracing::warn!(error = %message, "an append group failed");
+                Err(Failure::Transient(error)) | Err(Failure::Broken(error)) => {
+                    tracing::warn!(error = %error, "an append group failed");
                     for command in pending.drain(..) {
-                        command.answer(Err(StoreError::Database(message.clone())));
+                        command.answer(Err(error.clone()));
                     }
                     return;
                 }
@@ -155,13 +155,13 @@ impl Committer {
                         Err(plan.refusals(&ids).into_iter().next().map_or_else(|| moved_error(ids), |(_, e)| e))
                     }
                     Err(Failure::Refused(error)) => Err(error),
-                    Err(Failure::Transient(message)) => Err(StoreError::Database(message)),
-                    Err(Failure::Broken(message)) => {
+                    Err(Failure::Transient(error)) => Err(error),
+                    Err(Failure::Broken(error)) => {
                         // The server is gone: the rest would fail the same way.
-                        tracing::warn!(error = %message, "an append failed");
-                        command.answer(Err(StoreError::Database(message.clone())));
+                        tracing::warn!(error = %error, "an append failed");
+                        command.answer(Err(error.clone()));
                         for rest in pending {
-                            rest.answer(Err(StoreError::Database(message.clone())));
+                            rest.answer(Err(error.clone()));
                         }
                         return;
                     }
@@ -179,8 +179,11 @@ impl Committer {
                 let connecting = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&self.connect));
                 let conn = match connecting.await {
                     Ok(Ok(conn)) => conn,
-                    Ok(Err(e)) => return Err(Failure::Broken(format!("cannot connect: {e}"))),
-                    Err(_) => return Err(Failure::Broken(format!("cannot connect within {ACQUIRE_TIMEOUT:?}"))),
+                    Ok(Err(e)) => return Err(Failure::Broken(StoreError::database("cannot connect", e))),
+                    Err(_) => {
+                        let context = format!("cannot connect within {ACQUIRE_TIMEOUT:?}");
+                        return Err(Failure::Broken(StoreError::database_message(context)));
+                    }
                 };
                 self.conn.insert(conn)
             }
@@ -190,7 +193,8 @@ impl Committer {
             Ok(result) => result,
             Err(_) => {
                 self.discard_connection();
-                return Err(Failure::Broken(format!("the database did not answer within {STATEMENT_TIMEOUT:?}")));
+                let context = format!("the database did not answer within {STATEMENT_TIMEOUT:?}");
+                return Err(Failure::Broken(StoreError::database_message(context)));
             }
         };
         match result {
@@ -213,35 +217,39 @@ impl Committer {
 
 /// Sorts a failed group statement into what the committer does next.
 fn classify(error: sqlx::Error, plan: &Plan<'_>) -> Failure {
+    let appending = |error| StoreError::database("appending changes", error);
     let sqlx::Error::Database(database) = &error else {
         // I/O, TLS, protocol, pool: the connection is not usable, the outcome unknown.
-        return Failure::Broken(format!("appending changes: {error}"));
+        return Failure::Broken(appending(error));
     };
     let Some(pg) = database.try_downcast_ref::<PgDatabaseError>() else {
-        return Failure::Broken(format!("appending changes: {error}"));
+        return Failure::Broken(appending(error));
     };
     let code = pg.code();
     if code == MOVED_SQLSTATE {
         return match pg.detail().and_then(|d| serde_json::from_str::<Vec<String>>(d).ok()) {
             Some(ids) => Failure::Moved(ids),
-            None => Failure::Broken(format!("appending changes: unreadable refusal: {error}")),
+            None => Failure::Broken(StoreError::database("appending changes: unreadable refusal", error)),
         };
     }
     match code.get(..2).unwrap_or_default() {
         // Serialization failure, deadlock: rolled back, nothing written.
-        "40" => Failure::Transient(format!("appending changes: {error}")),
+        "40" => Failure::Transient(appending(error)),
         // Data exceptions (a value PostgreSQL cannot store), integrity violations,
         // program limits: one of the appends is at fault.
-        "22" | "23" | "54" => Failure::Refused(constraint_error(pg, plan)),
+        "22" | "23" | "54" => Failure::Refused(
+            constraint_error(pg, plan).unwrap_or_else(|| StoreError::database("cannot store the change", error)),
+        ),
         // Everything else — connection exceptions (08), shutdown (57), resources (53),
         // … — says nothing about the appends.
-        _ => Failure::Broken(format!("appending changes: {error}")),
+        _ => Failure::Broken(appending(error)),
     }
 }
 
-/// The error an append gets for a refused value or a broken unique constraint, naming
-/// the id involved, like the SQLite backend.
-fn constraint_error(pg: &PgDatabaseError, plan: &Plan<'_>) -> StoreError {
+/// The error an append gets for a broken unique constraint, naming the id involved, like
+/// the SQLite backend; `None` for any other refused value (the caller reports the
+/// driver's error).
+fn constraint_error(pg: &PgDatabaseError, plan: &Plan<'_>) -> Option<StoreError> {
     let detail = pg.detail().unwrap_or_default();
     let find = |key: &dyn Fn(&ChangeEvent) -> Option<String>| {
         plan.events.iter().filter_map(|e| key(e.event)).find(|k| detail.contains(&format!("=({k})")))
@@ -250,18 +258,18 @@ fn constraint_error(pg: &PgDatabaseError, plan: &Plan<'_>) -> StoreError {
         Some("change_events_client_change") => {
             let found = find(&|e| e.client_change_id.as_ref().map(|c| format!("{}, {c}", e.user_id)));
             let ccid = found.and_then(|k| k.rsplit_once(", ").map(|(_, c)| c.to_owned()));
-            StoreError::Duplicate(ccid.unwrap_or_else(|| detail.to_owned()))
+            Some(StoreError::Duplicate(ccid.unwrap_or_else(|| detail.to_owned())))
         }
         Some("change_events_event_id_key") => {
-            StoreError::Duplicate(find(&|e| Some(e.event_id.clone())).unwrap_or_else(|| detail.to_owned()))
+            Some(StoreError::Duplicate(find(&|e| Some(e.event_id.clone())).unwrap_or_else(|| detail.to_owned())))
         }
         Some("change_events_document_revision") => {
             // Another change already produced this revision of the document.
             let found = find(&|e| Some(format!("{}, {}", e.document_id, e.sync_revision)));
             let id = found.and_then(|k| k.rsplit_once(", ").map(|(id, _)| id.to_owned()));
-            StoreError::Conflict(vec![id.unwrap_or_else(|| detail.to_owned())])
+            Some(StoreError::Conflict(vec![id.unwrap_or_else(|| detail.to_owned())]))
         }
-        _ => StoreError::Database(format!("cannot store the change: {}", pg.message())),
+        _ => None,
     }
 }
 

@@ -112,7 +112,7 @@ impl Store for PgStore {
         match tokio::time::timeout(PING_TIMEOUT, ping).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(db("ping")(e)),
-            Err(_) => Err(StoreError::Database(format!("ping: no answer within {PING_TIMEOUT:?}"))),
+            Err(_) => Err(StoreError::database_message(format!("ping: no answer within {PING_TIMEOUT:?}"))),
         }
     }
 
@@ -165,7 +165,7 @@ impl Store for PgStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let stopped = || StoreError::Database("the committer has stopped".to_owned());
+        let stopped = || StoreError::database_message("the committer has stopped");
         let (reply, answer) = oneshot::channel();
         // A bounded queue with fair waiting: appends keep the order in which they were
         // first polled, which is the order the write path hands them over.
@@ -428,7 +428,7 @@ impl Store for PgStore {
 
 /// Maps an sqlx error to [`StoreError::Database`] with what was being done.
 fn db(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
-    move |e| StoreError::Database(format!("{context}: {e}"))
+    move |e| StoreError::database(context, e)
 }
 
 /// A stored count or sequence, which is never negative.
@@ -438,7 +438,7 @@ fn unsigned(value: i64, what: &str) -> StoreResult<u64> {
 
 /// A `u64` as PostgreSQL's BIGINT.
 fn sql_int(value: u64, what: &str) -> StoreResult<i64> {
-    i64::try_from(value).map_err(|_| StoreError::Database(format!("{what} {value} is beyond the stored range")))
+    i64::try_from(value).map_err(|_| StoreError::database_message(format!("{what} {value} is beyond the stored range")))
 }
 
 /// A page size as a SQL LIMIT (larger than any table can hold becomes "no limit").
@@ -448,5 +448,5 @@ fn sql_limit(limit: usize) -> i64 {
 
 /// JSON text of a value, for a JSONB parameter.
 fn to_json<T: Serialize + ?Sized>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Database(format!("encoding JSON: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::database("encoding JSON", e))
 }

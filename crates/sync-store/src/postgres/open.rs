@@ -36,25 +36,27 @@ impl PgStore {
     /// reached, is older than PostgreSQL 14, or holds a schema newer than this build
     /// knows. Error messages never contain the password.
     pub async fn open(url: &str, options: PgOptions) -> StoreResult<PgStore> {
+        // The driver's error is not kept as the source: its message may hold the URL, and
+        // with it the password.
         let mut connect = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Open(format!("invalid PostgreSQL URL: {}", without_url(&e.to_string()))))?
+            .map_err(|e| StoreError::open_message(format!("invalid PostgreSQL URL: {}", without_url(&e.to_string()))))?
             .application_name("sync-server");
         let target =
             format!("{}:{}/{}", connect.get_host(), connect.get_port(), connect.get_database().unwrap_or_default());
-        let open_error = |cause: String| StoreError::Open(format!("{target}: {cause}"));
+        let failed = |doing: &str, e: sqlx::Error| StoreError::open(format!("{target}: {doing}"), e);
 
         let mut conn = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&connect))
             .await
-            .map_err(|_| open_error(format!("no answer within {ACQUIRE_TIMEOUT:?}")))?
-            .map_err(|e| open_error(format!("cannot connect: {e}")))?;
-        check_server_version(&mut conn).await.map_err(open_error)?;
+            .map_err(|_| StoreError::open_message(format!("{target}: no answer within {ACQUIRE_TIMEOUT:?}")))?
+            .map_err(|e| failed("cannot connect", e))?;
+        check_server_version(&mut conn, &target).await?;
         // An acknowledgement promises durability; a server configured to acknowledge
         // commits before they are flushed would break that promise, so this store's
         // sessions override it. Stronger settings (remote_apply, …) are kept.
         let synchronous_commit: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
             .fetch_one(&mut conn)
             .await
-            .map_err(|e| open_error(format!("reading synchronous_commit: {e}")))?;
+            .map_err(|e| failed("reading synchronous_commit", e))?;
         if synchronous_commit == "off" {
             tracing::info!(%target, "synchronous_commit is off on the server; this store's sessions turn it on");
             connect = connect.options([("synchronous_commit", "on")]);
@@ -62,11 +64,11 @@ impl PgStore {
         let fsync: String = sqlx::query_scalar("SELECT current_setting('fsync')")
             .fetch_one(&mut conn)
             .await
-            .map_err(|e| open_error(format!("reading fsync: {e}")))?;
+            .map_err(|e| failed("reading fsync", e))?;
         if fsync == "off" {
             tracing::warn!(%target, "PostgreSQL runs with fsync=off: committed changes may be lost if the machine crashes");
         }
-        let applied = migrate(&mut conn).await.map_err(open_error)?;
+        let applied = migrate(&mut conn, &target).await?;
         if applied > 0 {
             tracing::info!(%target, applied, version = MIGRATIONS.len(), "migrated the database");
         }
@@ -91,14 +93,15 @@ impl PgStore {
 }
 
 /// Refuses servers older than [`MIN_SERVER_VERSION`]; the error names both versions.
-async fn check_server_version(conn: &mut PgConnection) -> Result<(), String> {
+async fn check_server_version(conn: &mut PgConnection, target: &str) -> StoreResult<()> {
+    let failed = |e| StoreError::open(format!("{target}: reading the server version"), e);
     let row = sqlx::query("SELECT current_setting('server_version_num')::int8, current_setting('server_version')")
         .fetch_one(&mut *conn)
         .await
-        .map_err(|e| format!("reading the server version: {e}"))?;
-    let number: i64 = row.try_get(0).map_err(|e| format!("reading the server version: {e}"))?;
-    let text: String = row.try_get(1).map_err(|e| format!("reading the server version: {e}"))?;
-    version_supported(number, &text)
+        .map_err(failed)?;
+    let number: i64 = row.try_get(0).map_err(failed)?;
+    let text: String = row.try_get(1).map_err(failed)?;
+    version_supported(number, &text).map_err(|message| StoreError::open_message(format!("{target}: {message}")))
 }
 
 /// Whether `server_version_num` is new enough; the error is for a human.
@@ -124,24 +127,27 @@ fn migrator() -> Migrator {
     Migrator::with_migrations(migrations)
 }
 
-/// Applies the migrations the database lacks; returns how many ran.
-async fn migrate(conn: &mut PgConnection) -> Result<usize, String> {
+/// Applies the migrations the database lacks; returns how many ran. Errors name `target`.
+async fn migrate(conn: &mut PgConnection, target: &str) -> StoreResult<usize> {
     let migrator = migrator();
     // Counted before and after, under the migrator's own lock for the run itself.
-    conn.ensure_migrations_table("_sqlx_migrations").await.map_err(|e| format!("cannot prepare migrations: {e}"))?;
-    let before = conn.list_applied_migrations("_sqlx_migrations").await.map_err(|e| e.to_string())?.len();
+    conn.ensure_migrations_table("_sqlx_migrations")
+        .await
+        .map_err(|e| StoreError::open(format!("{target}: cannot prepare migrations"), e))?;
+    let listing = |e| StoreError::open(target.to_owned(), e);
+    let before = conn.list_applied_migrations("_sqlx_migrations").await.map_err(listing)?.len();
     // `run_direct` is `run` without the generic `Acquire` parameter, which keeps callers'
     // futures from being proven `Send` ("implementation of `Acquire` is not general
     // enough" where the server is spawned); it takes the same advisory lock.
     migrator.run_direct(None, &mut *conn, false).await.map_err(|e| match e {
-        MigrateError::VersionMissing(version) => format!(
-            "the database schema has migration {version}, which this build does not know \
+        MigrateError::VersionMissing(version) => StoreError::open_message(format!(
+            "{target}: the database schema has migration {version}, which this build does not know \
              (it knows {}); use a newer release",
             MIGRATIONS.len()
-        ),
-        other => format!("migration failed: {other}"),
+        )),
+        other => StoreError::open(format!("{target}: migration failed"), other),
     })?;
-    let after = conn.list_applied_migrations("_sqlx_migrations").await.map_err(|e| e.to_string())?.len();
+    let after = conn.list_applied_migrations("_sqlx_migrations").await.map_err(listing)?.len();
     Ok(after.saturating_sub(before))
 }
 

@@ -87,7 +87,7 @@ impl SqliteStore {
     ///
     /// If the caller stops waiting, the command still runs: it is already queued.
     async fn write<T>(&self, request: Request, responder: impl FnOnce(Reply<T>) -> Responder) -> StoreResult<T> {
-        let stopped = || StoreError::Database("the writer thread has stopped".to_owned());
+        let stopped = || StoreError::database_message("the writer thread has stopped");
         let commands = self.commands.as_ref().ok_or_else(stopped)?;
         let permit = Arc::clone(&self.write_slots).acquire_owned().await.map_err(|_| stopped())?;
         let (reply, answer) = oneshot::channel();
@@ -96,9 +96,9 @@ impl SqliteStore {
             mpsc::TrySendError::Disconnected(_) => stopped(),
             // Unreachable while every queued command holds a slot permit; failing is
             // better than blocking a runtime thread if that ever breaks.
-            mpsc::TrySendError::Full(_) => StoreError::Database("the write queue is full".to_owned()),
+            mpsc::TrySendError::Full(_) => StoreError::database_message("the write queue is full"),
         })?;
-        answer.await.map_err(|_| StoreError::Database("the writer thread stopped before answering".to_owned()))?
+        answer.await.map_err(|_| StoreError::database_message("the writer thread stopped before answering"))?
     }
 
     /// Runs `read` on a pooled read-only connection, off the async runtime.
@@ -111,7 +111,7 @@ impl SqliteStore {
         let slot = Arc::clone(&pool.slots)
             .acquire_owned()
             .await
-            .map_err(|_| StoreError::Database("the reader pool is closed".to_owned()))?;
+            .map_err(|_| StoreError::database_message("the reader pool is closed"))?;
         tokio::task::spawn_blocking(move || {
             // The slot moves here so that connections in use never exceed the pool size,
             // even when the caller stops waiting.
@@ -122,7 +122,7 @@ impl SqliteStore {
             result
         })
         .await
-        .map_err(|e| StoreError::Database(format!("a read task failed: {e}")))?
+        .map_err(|e| StoreError::database("a read task failed", e))?
     }
 }
 
@@ -401,12 +401,12 @@ impl Store for SqliteStore {
 
 /// Maps a rusqlite error to [`StoreError::Database`] with what was being done.
 fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |e| StoreError::Database(format!("{context}: {e}"))
+    move |e| StoreError::database(context, e)
 }
 
 /// A `u64` as SQLite's signed 64-bit integer.
 fn sql_int(value: u64, what: &str) -> StoreResult<i64> {
-    i64::try_from(value).map_err(|_| StoreError::Database(format!("{what} {value} is beyond the stored range")))
+    i64::try_from(value).map_err(|_| StoreError::database_message(format!("{what} {value} is beyond the stored range")))
 }
 
 /// A page size as a SQL LIMIT (larger than any table can hold becomes "no limit").
@@ -416,5 +416,5 @@ fn sql_limit(limit: usize) -> i64 {
 
 /// A list of strings as one JSON array parameter, unpacked in SQL by `json_each`.
 fn json_list(items: &[String]) -> StoreResult<String> {
-    serde_json::to_string(items).map_err(|e| StoreError::Database(format!("encoding a list parameter: {e}")))
+    serde_json::to_string(items).map_err(|e| StoreError::database("encoding a list parameter", e))
 }

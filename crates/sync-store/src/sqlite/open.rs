@@ -43,18 +43,24 @@ impl SqliteStore {
     /// be opened for writing, is not a SQLite database, or has a schema newer than this
     /// build knows.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
-        let open_error = |cause: String| StoreError::Open(format!("{}: {cause}", path.display()));
-
-        let mut conn = open_writer(path).map_err(open_error)?;
-        let applied = migrate(&mut conn).map_err(open_error)?;
+        let mut conn = open_writer(path)?;
+        let applied = migrate(&mut conn).map_err(|e| e.opening(path))?;
         if applied > 0 {
             tracing::info!(path = %path.display(), applied, version = MIGRATIONS.len(), "migrated the database");
         }
-        let latest = latest_sequence(&conn).map_err(|e| open_error(e.to_string()))?;
+        let latest = latest_sequence(&conn).map_err(|e| match e {
+            StoreError::Database { context, source } => {
+                StoreError::Open { context: format!("{}: {context}", path.display()), source }
+            }
+            other => StoreError::open_message(format!("{}: {other}", path.display())),
+        })?;
 
         let mut idle = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            idle.push(open_reader(path).map_err(open_error)?);
+            idle.push(
+                open_reader(path)
+                    .map_err(|e| StoreError::open(format!("{}: cannot open a reader", path.display()), e))?,
+            );
         }
         let readers = Arc::new(ReadPool {
             path: path.to_owned(),
@@ -67,7 +73,7 @@ impl SqliteStore {
         let writer = std::thread::Builder::new()
             .name("sync-store-writer".to_owned())
             .spawn(move || writer.run(queue))
-            .map_err(|e| open_error(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| StoreError::open(format!("{}: cannot start the writer thread", path.display()), e))?;
 
         Ok(SqliteStore {
             path: path.to_owned(),
@@ -86,48 +92,52 @@ impl SqliteStore {
     }
 }
 
-/// Opens the write connection and sets it up; the error is the cause, without the path.
-fn open_writer(path: &Path) -> Result<Connection, String> {
+/// Opens the write connection and sets it up; every error names the path.
+fn open_writer(path: &Path) -> StoreResult<Connection> {
+    let failed = |e| StoreError::open(path.display().to_string(), e);
     // No URI flag: the path is taken literally, even one that starts with `file:`.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| e.to_string())?;
+    let conn = Connection::open_with_flags(path, flags).map_err(failed)?;
     // SQLite silently falls back to read-only when the file is not writable; a store
     // that cannot write must say so now, not at the first change.
-    if conn.is_readonly(rusqlite::MAIN_DB).map_err(|e| e.to_string())? {
-        return Err("the file is read-only".to_owned());
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(failed)? {
+        return Err(StoreError::open_message(format!("{}: the file is read-only", path.display())));
     }
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| e.to_string())?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
     // The first statement that reads the file: a file that is not a database fails here.
     // 2 KiB pages (SQLite's default is 4 KiB), for a database created now; an existing
     // one keeps its size. Each commit writes every page it dirtied to the WAL, and a batch
     // of changes to many documents dirties one leaf per document in the per-user and
     // per-document indexes: smaller pages halve those bytes. Measured: about +20%
     // acknowledged updates/s with 100 writers (docs/BENCHMARKS.md).
-    conn.pragma_update(None, "page_size", PAGE_SIZE).map_err(|e| e.to_string())?;
+    conn.pragma_update(None, "page_size", PAGE_SIZE).map_err(failed)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .map_err(|e| format!("cannot switch to WAL mode: {e}"))?;
+        .map_err(|e| StoreError::open(format!("{}: cannot switch to WAL mode", path.display()), e))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(format!("cannot switch to WAL mode (the journal mode stays {mode:?})"));
+        return Err(StoreError::open_message(format!(
+            "{}: cannot switch to WAL mode (the journal mode stays {mode:?})",
+            path.display()
+        )));
     }
-    set_common_pragmas(&conn).map_err(|e| e.to_string())?;
+    set_common_pragmas(&conn).map_err(failed)?;
     // A larger page cache for the writer, which walks the indexes of every insert.
-    conn.pragma_update(None, "cache_size", -16_384).map_err(|e| e.to_string())?;
+    conn.pragma_update(None, "cache_size", -16_384).map_err(failed)?;
     // Checkpoint every ~40 MB of WAL instead of SQLite's 4 MB: index pages that many
     // commits touch are copied back once instead of ten times. Checkpoints had been a
     // fifth of the writer's time with 1 KB documents. The size limit trims the file
     // after a burst.
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES).map_err(|e| e.to_string())?;
-    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT).map_err(|e| e.to_string())?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES).map_err(failed)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT).map_err(failed)?;
     Ok(conn)
 }
 
-/// Opens one read-only connection; the error is the cause, without the path.
-pub(super) fn open_reader(path: &Path) -> Result<Connection, String> {
+/// Opens one read-only connection; the caller says what it was for.
+pub(super) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| format!("cannot open a reader: {e}"))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| e.to_string())?;
-    set_common_pragmas(&conn).map_err(|e| e.to_string())?;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    set_common_pragmas(&conn)?;
     Ok(conn)
 }
 
@@ -139,19 +149,41 @@ fn set_common_pragmas(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Why the schema could not be brought up to date.
+#[derive(Debug, PartialEq)]
+pub(super) enum MigrationError {
+    /// `PRAGMA user_version` could not be read.
+    Version(rusqlite::Error),
+    /// The file's schema is newer than this build knows: it was written by a newer release.
+    TooNew { version: i64, known: usize },
+    /// A step failed; its transaction was rolled back.
+    Step { step: usize, error: rusqlite::Error },
+}
+
+impl MigrationError {
+    /// The error `open` answers, naming the file.
+    fn opening(self, path: &Path) -> StoreError {
+        let path = path.display();
+        match self {
+            MigrationError::Version(e) => StoreError::open(format!("{path}: cannot read the schema version"), e),
+            MigrationError::TooNew { version, known } => StoreError::open_message(format!(
+                "{path}: the schema version is {version}, newer than this build knows ({known}); use a newer release"
+            )),
+            MigrationError::Step { step, error } => StoreError::open(format!("{path}: migration {step} failed"), error),
+        }
+    }
+}
+
 /// Applies the migrations the database lacks, each in its own transaction together with
 /// its `user_version` bump; returns how many ran.
-pub(super) fn migrate(conn: &mut Connection) -> Result<usize, String> {
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| format!("cannot read the schema version: {e}"))?;
+pub(super) fn migrate(conn: &mut Connection) -> Result<usize, MigrationError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(MigrationError::Version)?;
     let known = MIGRATIONS.len();
-    let current = usize::try_from(version).ok().filter(|&v| v <= known).ok_or_else(|| {
-        format!("the schema version is {version}, newer than this build knows ({known}); use a newer release")
-    })?;
+    let current =
+        usize::try_from(version).ok().filter(|&v| v <= known).ok_or(MigrationError::TooNew { version, known })?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let step = index + 1;
-        apply_migration(conn, sql, step).map_err(|e| format!("migration {step} failed: {e}"))?;
+        apply_migration(conn, sql, step).map_err(|error| MigrationError::Step { step, error })?;
     }
     Ok(known - current)
 }
@@ -169,12 +201,14 @@ fn path_from_url(url: &str) -> StoreResult<PathBuf> {
     let path = if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
         rest.split_once('?').map_or(rest, |(path, _query)| path)
     } else if url.contains("://") {
-        return Err(StoreError::Open(format!("{url}: not a SQLite URL (use sqlite://PATH, sqlite:PATH or a path)")));
+        return Err(StoreError::open_message(format!(
+            "{url}: not a SQLite URL (use sqlite://PATH, sqlite:PATH or a path)"
+        )));
     } else {
         url
     };
     if path.is_empty() {
-        return Err(StoreError::Open(format!("{url}: the URL names no file")));
+        return Err(StoreError::open_message(format!("{url}: the URL names no file")));
     }
     Ok(PathBuf::from(path))
 }
@@ -201,7 +235,7 @@ mod tests {
     #[test]
     fn urls_that_name_no_sqlite_file_are_refused() {
         for url in ["postgres://user@host/db", "sqlite://", "sqlite:?mode=rwc", ""] {
-            assert!(matches!(path_from_url(url), Err(StoreError::Open(_))), "{url}");
+            assert!(matches!(path_from_url(url), Err(StoreError::Open { .. })), "{url}");
         }
     }
 

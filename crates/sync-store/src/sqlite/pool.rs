@@ -27,7 +27,7 @@ impl ReadPool {
         match conn {
             Some(conn) => Ok(conn),
             // A connection is lost when a read task panics; open a replacement.
-            None => open_reader(&self.path).map_err(StoreError::Database),
+            None => open_reader(&self.path).map_err(|e| StoreError::database("cannot open a reader", e)),
         }
     }
 

@@ -95,7 +95,7 @@ enum GroupFailure {
     /// transaction was rolled back, and the other commands may run again without it.
     Refused(usize, StoreError),
     /// The transaction could not begin or commit; no command of the group is written.
-    Broken(String),
+    Broken(StoreError),
 }
 
 /// The writer thread's state: the only write connection and the sequence counter.
@@ -158,10 +158,10 @@ impl Writer {
                     let (_, responder) = pending.remove(index);
                     responder.send(Err(error));
                 }
-                Err(GroupFailure::Broken(message)) => {
-                    tracing::warn!(error = %message, "a write transaction failed");
+                Err(GroupFailure::Broken(error)) => {
+                    tracing::warn!(error = %error, "a write transaction failed");
                     for (_, responder) in pending {
-                        responder.send(Err(StoreError::Database(message.clone())));
+                        responder.send(Err(error.clone()));
                     }
                     return;
                 }
@@ -173,7 +173,8 @@ impl Writer {
     /// written and the sequence counter is back where it was.
     fn try_group(&mut self, pending: &[(Request, Responder)]) -> Result<Vec<Vec<u64>>, GroupFailure> {
         let start = self.next_sequence;
-        self.exec("BEGIN IMMEDIATE").map_err(|e| GroupFailure::Broken(format!("cannot begin a write: {e}")))?;
+        self.exec("BEGIN IMMEDIATE")
+            .map_err(|e| GroupFailure::Broken(StoreError::database("cannot begin a write", e)))?;
         let mut results = Vec::with_capacity(pending.len());
         for (index, (request, _)) in pending.iter().enumerate() {
             let result = match request {
@@ -190,7 +191,7 @@ impl Writer {
         }
         if let Err(e) = self.exec("COMMIT") {
             self.abandon(start);
-            return Err(GroupFailure::Broken(format!("commit failed: {e}")));
+            return Err(GroupFailure::Broken(StoreError::database("commit failed", e)));
         }
         Ok(results)
     }
@@ -374,14 +375,15 @@ fn event_insert_error(error: rusqlite::Error, event: &ChangeEvent) -> StoreError
             return StoreError::Conflict(vec![event.document_id.clone()]);
         }
     }
-    StoreError::Database(format!("inserting a change event: {error}"))
+    StoreError::database("inserting a change event", error)
 }
 
 /// Serialises `value` into `buffer` (reused across rows) and returns it as text.
 fn encode<'b, T: Serialize + ?Sized>(buffer: &'b mut Vec<u8>, value: &T) -> StoreResult<&'b str> {
     buffer.clear();
-    serde_json::to_writer(&mut *buffer, value).map_err(|e| StoreError::Database(format!("encoding JSON: {e}")))?;
-    std::str::from_utf8(buffer).map_err(|e| StoreError::Database(format!("encoding JSON: {e}")))
+    serde_json::to_writer(&mut *buffer, value).map_err(|e| StoreError::database("encoding JSON", e))?;
+    // serde_json writes UTF-8, so this never fails; the message is enough if it does.
+    std::str::from_utf8(buffer).map_err(|e| StoreError::database_message(format!("encoding JSON: {e}")))
 }
 
 /// Drops a buffer that grew for one unusually large value, so it is not kept forever.
