@@ -7,6 +7,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::url::UrlError;
+
 /// What went wrong in storage.
 ///
 /// `Open` and `Database` show their cause in their own message as well as returning it
@@ -80,6 +82,9 @@ pub enum Cause {
     #[cfg(feature = "sqlite")]
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),
+    /// The database URL names no database.
+    #[error(transparent)]
+    Url(#[from] UrlError),
 }
 
 impl StoreError {

@@ -5,6 +5,8 @@
 //! Module map:
 //! - this file: the trait and its record types;
 //! - `error`: [`StoreError`], which keeps the error underneath as its source ([`Cause`]);
+//! - `url`: [`DatabaseUrl`], which backend a database URL names (built without the
+//!   backend features too);
 //! - `sqlite` (feature `sqlite`): the embedded default (rusqlite, WAL, one writer thread,
 //!   `synchronous=FULL`);
 //! - `postgres` (feature `postgres`): PostgreSQL through sqlx (JSONB, one committer task
@@ -14,8 +16,8 @@
 //! - `conformance` (feature `testing`): one behavioural suite, generic over [`Store`], run
 //!   on every backend.
 //!
-//! Both backends are default features; without them the crate is the trait and its
-//! records, and needs no database driver.
+//! Both backends are default features; without them the crate is the trait, its records
+//! and [`DatabaseUrl`], and needs no database driver.
 //!
 //! Architecture invariant: storage never merges. The write path decides every change
 //! with `sync-core` and hands the store a batch of decided changes; the store writes the
@@ -34,6 +36,7 @@ pub mod postgres;
 mod rows;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+mod url;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,6 +44,7 @@ use std::sync::Arc;
 use sync_core::{ChangeEvent, Document};
 
 pub use error::{Cause, StoreError, StoreResult};
+pub use url::{DatabaseUrl, UrlError};
 
 /// A change the write path decided, ready to be stored. The store assigns its sequence.
 #[derive(Clone, Debug)]

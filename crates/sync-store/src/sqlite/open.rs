@@ -1,7 +1,7 @@
 //! Opening an SQLite store: the file and its connections, their pragmas, and the
 //! migrations, which bring any older schema up to this build's before the store answers.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use super::SqliteStore;
 use super::pool::ReadPool;
 use super::queries::latest_sequence;
 use super::writer::Writer;
-use crate::{StoreError, StoreResult};
+use crate::{DatabaseUrl, StoreError, StoreResult};
 
 /// The schema, one step per entry; entry `i` moves the database to `user_version = i + 1`.
 /// Steps are appended, never edited: a database that ran a step must never see it change.
@@ -86,9 +86,18 @@ impl SqliteStore {
 
     /// Opens the database named by a URL: `sqlite://PATH`, `sqlite:PATH` (query parameters
     /// such as `?mode=rwc` are ignored; the file is always created when missing) or a plain
-    /// path.
+    /// path; see [`DatabaseUrl`].
+    ///
+    /// Fails with [`StoreError::Open`] as [`SqliteStore::open`] does, and for a URL that
+    /// names no SQLite file.
     pub fn open_url(url: &str) -> StoreResult<SqliteStore> {
-        SqliteStore::open(&path_from_url(url)?)
+        match DatabaseUrl::parse(url) {
+            Ok(DatabaseUrl::Sqlite(path)) => SqliteStore::open(&path),
+            Ok(DatabaseUrl::Postgres(_)) => Err(StoreError::open_message(
+                "a PostgreSQL URL names no SQLite file (use sqlite://PATH, sqlite:PATH or a path)",
+            )),
+            Err(e) => Err(StoreError::open("invalid database URL", e)),
+        }
     }
 }
 
@@ -196,46 +205,14 @@ fn apply_migration(conn: &mut Connection, sql: &str, step: usize) -> rusqlite::R
     tx.commit()
 }
 
-/// Turns a database URL into a file path; see [`SqliteStore::open_url`].
-fn path_from_url(url: &str) -> StoreResult<PathBuf> {
-    let path = if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-        rest.split_once('?').map_or(rest, |(path, _query)| path)
-    } else if url.contains("://") {
-        return Err(StoreError::open_message(format!(
-            "{url}: not a SQLite URL (use sqlite://PATH, sqlite:PATH or a path)"
-        )));
-    } else {
-        url
-    };
-    if path.is_empty() {
-        return Err(StoreError::open_message(format!("{url}: the URL names no file")));
-    }
-    Ok(PathBuf::from(path))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn urls_name_files() {
-        for (url, path) in [
-            ("sqlite://sync.db", "sync.db"),
-            ("sqlite:///var/lib/sync/sync.db", "/var/lib/sync/sync.db"),
-            ("sqlite:./data/sync.db", "./data/sync.db"),
-            ("sqlite:sync.db?mode=rwc", "sync.db"),
-            ("sqlite://sync.db?mode=rwc&cache=shared", "sync.db"),
-            ("/tmp/plain.db", "/tmp/plain.db"),
-            ("relative.db", "relative.db"),
-        ] {
-            assert_eq!(path_from_url(url).ok(), Some(PathBuf::from(path)), "{url}");
-        }
-    }
-
-    #[test]
     fn urls_that_name_no_sqlite_file_are_refused() {
         for url in ["postgres://user@host/db", "sqlite://", "sqlite:?mode=rwc", ""] {
-            assert!(matches!(path_from_url(url), Err(StoreError::Open { .. })), "{url}");
+            assert!(matches!(SqliteStore::open_url(url), Err(StoreError::Open { .. })), "{url}");
         }
     }
 
