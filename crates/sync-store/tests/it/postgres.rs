@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::Connection;
-use sync_core::Document;
 use sync_store::postgres::{PgOptions, PgStore};
-use sync_store::{NewChange, ReadScope, Store, StoreError, conformance};
+use sync_store::{ReadScope, Store, StoreError, conformance};
 use sync_testkit::{PgServer, PgSettings};
+
+use crate::common::{create, update};
 
 /// A fresh database on the shared test server, or `None` when there is no PostgreSQL.
 async fn fresh_database() -> Result<Option<String>> {
@@ -35,14 +36,6 @@ async fn open(url: &str) -> Result<PgStore> {
 /// A raw connection, to look at or change what the store wrote.
 async fn raw(url: &str) -> Result<sqlx::PgConnection> {
     sqlx::PgConnection::connect(url).await.context("raw connection")
-}
-
-fn create(user: &str, id: &str, content: Value) -> NewChange {
-    conformance::create(user, "default", id, content)
-}
-
-fn update(previous: &Document, content: Value) -> NewChange {
-    conformance::update(previous, content)
 }
 
 fn unique() -> String {
