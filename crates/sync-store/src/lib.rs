@@ -5,16 +5,21 @@
 //! Module map:
 //! - this file: the trait and its record types;
 //! - `error`: [`StoreError`], which keeps the error underneath as its source ([`Cause`]);
-//! - `url`: [`DatabaseUrl`], which backend a database URL names (built without the
-//!   backend features too);
-//! - `sqlite` (feature `sqlite`): the embedded default (rusqlite, WAL, one writer thread,
-//!   `synchronous=FULL`);
-//! - `postgres` (feature `postgres`): PostgreSQL through sqlx (JSONB, one committer task
+//! - `url`: [`DatabaseUrl`], the one place that says which backend a database URL names
+//!   (the server and the client use it too; it needs no backend feature);
+//! - `sqlite/` (feature `sqlite`): the embedded default (rusqlite, WAL, one writer thread,
+//!   `synchronous=FULL`): `mod.rs` the store and its `Store` methods, `open.rs` opening,
+//!   pragmas and migrations, `pool.rs` the read connections, `queries.rs` document and
+//!   event queries and their rows, `writer.rs` the writer thread and group commit;
+//! - `postgres/` (feature `postgres`): PostgreSQL through sqlx (JSONB, one committer task
 //!   per process that writes queued appends as one statement, sequences from a counter
-//!   row locked until commit, so several server processes can share one database);
+//!   row locked until commit, so several server processes can share one database):
+//!   `mod.rs` the store and its `Store` methods, `open.rs` connecting, the version check
+//!   and migrations, `committer.rs` group commit, `plan.rs` a group as the arrays of one
+//!   statement, `decode.rs` rows;
 //! - `rows`: decoding documents and events, shared by both backends;
 //! - `conformance` (feature `testing`): one behavioural suite, generic over [`Store`], run
-//!   on every backend.
+//!   on every backend by `tests/it/`.
 //!
 //! Both backends are default features; without them the crate is the trait, its records
 //! and [`DatabaseUrl`], and needs no database driver.

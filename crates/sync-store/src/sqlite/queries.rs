@@ -32,11 +32,11 @@ pub(super) fn query_events(conn: &Connection, sql: &str, params: impl Params) ->
     Ok(events)
 }
 
-fn document_from_row(row: &Row<'_>) -> StoreResult<Document> {
+pub(super) fn document_from_row(row: &Row<'_>) -> StoreResult<Document> {
     rows::document(row)
 }
 
-fn event_from_row(row: &Row<'_>) -> StoreResult<ChangeEvent> {
+pub(super) fn event_from_row(row: &Row<'_>) -> StoreResult<ChangeEvent> {
     rows::event(row, 0)
 }
 
