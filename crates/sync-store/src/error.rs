@@ -1,8 +1,9 @@
 //! What can go wrong in storage: [`StoreError`], and the [`Cause`] underneath it.
 //!
-//! Guarantee: an error that comes from below (the database driver, the JSON encoder, the
-//! runtime) is kept as the error's `source`, typed, next to a context that says what was
-//! being done; it is never flattened into a string.
+//! Guarantee: when `Open` or `Database` comes from an error below (the database driver,
+//! the JSON encoder, the runtime), that error is kept as its `source`, typed, next to a
+//! context that says what was being done. `Corrupt` is a message naming the record and
+//! the column, because the server builds it too.
 
 use std::fmt;
 use std::sync::Arc;
