@@ -14,6 +14,7 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension, Statement, Transa
 use serde_json::Value;
 use sync_core::replica::Replica;
 use sync_core::transform::Policy;
+use sync_store::DatabaseUrl;
 
 use crate::error::{Result, SyncError};
 
@@ -115,14 +116,16 @@ CREATE INDEX IF NOT EXISTS documents_collection ON documents(collection, id);
 CREATE INDEX IF NOT EXISTS documents_pending ON documents(pending) WHERE pending > 0;
 ";
 
-/// Turns `sqlite:path?mode=rwc`, `sqlite://path` or a plain path into a path.
+/// Turns `sqlite:path?mode=rwc`, `sqlite://path` or a plain path into a path (see
+/// `sync_store::DatabaseUrl`); a PostgreSQL URL names no local file and is refused.
 pub fn database_path(url: &str) -> Result<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
-    let path = rest.split('?').next().unwrap_or(rest).trim();
-    if path.is_empty() {
-        return Err(SyncError::InvalidInput(format!("no database path in {url:?}")));
+    match DatabaseUrl::parse(url) {
+        Ok(DatabaseUrl::Sqlite(path)) => Ok(path),
+        Ok(DatabaseUrl::Postgres(_)) => {
+            Err(SyncError::InvalidInput("a PostgreSQL URL names no local database file".to_owned()))
+        }
+        Err(e) => Err(SyncError::InvalidInput(e.to_string())),
     }
-    Ok(PathBuf::from(path))
 }
 
 impl LocalStore {
@@ -436,13 +439,5 @@ mod tests {
         let store = LocalStore::open(&url).unwrap();
         assert_eq!(store.client_id().unwrap(), id);
         assert_eq!(store.pending_count().unwrap(), 1);
-    }
-
-    #[test]
-    fn paths_from_urls() {
-        assert_eq!(database_path("sqlite:client.db?mode=rwc").unwrap(), PathBuf::from("client.db"));
-        assert_eq!(database_path("sqlite:///tmp/x.db").unwrap(), PathBuf::from("/tmp/x.db"));
-        assert_eq!(database_path("plain.db").unwrap(), PathBuf::from("plain.db"));
-        assert!(database_path("sqlite:").is_err());
     }
 }

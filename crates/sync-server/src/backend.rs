@@ -8,7 +8,9 @@ use std::sync::Arc;
 use sync_core::{ChangeEvent, Document};
 use sync_store::postgres::{PgOptions, PgStore};
 use sync_store::sqlite::SqliteStore;
-use sync_store::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreResult, StoreStats, TokenRecord};
+use sync_store::{
+    ApiCredential, ChangePage, DatabaseUrl, NewChange, ReadScope, Store, StoreResult, StoreStats, TokenRecord,
+};
 
 use crate::config::DatabaseSection;
 
@@ -22,17 +24,17 @@ pub enum AnyStore {
 }
 
 impl AnyStore {
-    /// Opens the store the database URL names: `postgres://…` or `postgresql://…` for
-    /// PostgreSQL (checking the server version and applying migrations), anything else
-    /// an SQLite file (`sqlite://path`, `sqlite:path`, or a plain path).
+    /// Opens the store the database URL names (see [`DatabaseUrl`]): `postgres://…` or
+    /// `postgresql://…` for PostgreSQL (checking the server version and applying
+    /// migrations), an SQLite file for `sqlite://path`, `sqlite:path` or a plain path.
     pub async fn open(database: &DatabaseSection) -> anyhow::Result<Self> {
-        let url = database.url.as_str();
-        if is_postgres_url(url) {
-            let store = PgStore::open(url, PgOptions { pool_size: database.pool_size }).await?;
-            return Ok(AnyStore::Postgres(Arc::new(store)));
+        match DatabaseUrl::parse(&database.url)? {
+            DatabaseUrl::Postgres(url) => {
+                let store = PgStore::open(&url, PgOptions { pool_size: database.pool_size }).await?;
+                Ok(AnyStore::Postgres(Arc::new(store)))
+            }
+            DatabaseUrl::Sqlite(path) => Ok(AnyStore::Sqlite(Arc::new(SqliteStore::open(&path)?))),
         }
-        let store = SqliteStore::open_url(url)?;
-        Ok(AnyStore::Sqlite(Arc::new(store)))
     }
 
     /// Whether other server processes may write to the same database (PostgreSQL): the
@@ -48,11 +50,6 @@ impl AnyStore {
             AnyStore::Postgres(_) => "postgres",
         }
     }
-}
-
-/// Whether a database URL names a PostgreSQL server.
-pub fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 macro_rules! delegate {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sync_core::Policy;
+use sync_store::DatabaseUrl;
 
 /// Everything the server needs to run.
 #[derive(Clone, Serialize, Deserialize)]
@@ -350,21 +351,11 @@ impl Config {
         if let Some(path) = &self.auth.secret_key_file {
             return path.clone();
         }
-        match sqlite_path(&self.database.url) {
-            Some(db) => db.with_extension("key"),
-            None => PathBuf::from("sync.key"),
+        match DatabaseUrl::parse(&self.database.url) {
+            Ok(DatabaseUrl::Sqlite(db)) => db.with_extension("key"),
+            _ => PathBuf::from("sync.key"),
         }
     }
-}
-
-/// The file path of an SQLite database URL, or `None` for other databases.
-pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    if crate::backend::is_postgres_url(url) {
-        return None;
-    }
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
-    let path = rest.split('?').next().unwrap_or(rest);
-    Some(PathBuf::from(path))
 }
 
 /// Hides the password of a database URL for logs.
@@ -482,12 +473,14 @@ mod tests {
         assert!(shown.contains("postgres://sync:****@db/sync"));
     }
 
+    // The URL cases this test had live with `DatabaseUrl` in sync-store.
     #[test]
-    fn sqlite_paths() {
-        assert_eq!(sqlite_path("sqlite://./sync.db"), Some(PathBuf::from("./sync.db")));
-        assert_eq!(sqlite_path("sqlite:client.db?mode=rwc"), Some(PathBuf::from("client.db")));
-        assert_eq!(sqlite_path("/var/lib/sync.db"), Some(PathBuf::from("/var/lib/sync.db")));
-        assert_eq!(sqlite_path("postgres://x"), None);
+    fn the_secret_key_lives_next_to_an_sqlite_database() {
         assert_eq!(Config::default().secret_key_path(), PathBuf::from("./sync.key"));
+        let mut config = Config::default();
+        config.database.url = "sqlite:/var/lib/sync.db?mode=rwc".into();
+        assert_eq!(config.secret_key_path(), PathBuf::from("/var/lib/sync.key"));
+        config.database.url = "postgres://db/sync".into();
+        assert_eq!(config.secret_key_path(), PathBuf::from("sync.key"));
     }
 }

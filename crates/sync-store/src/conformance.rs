@@ -12,7 +12,9 @@
 //!
 //! # Running it on a backend
 //!
-//! A backend's integration test opens a fresh store and hands it over:
+//! The suite is built with the `testing` feature, which a backend's tests turn on through
+//! their dev-dependency on sync-store. A backend's integration test opens a fresh store
+//! and hands it over:
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), sync_store::StoreError> {

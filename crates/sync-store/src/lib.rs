@@ -4,11 +4,25 @@
 //!
 //! Module map:
 //! - this file: the trait and its record types;
-//! - [`sqlite`]: the embedded default (rusqlite, WAL, one writer thread, `synchronous=FULL`);
-//! - [`postgres`]: PostgreSQL through sqlx (JSONB, one committer task per process that
-//!   writes queued appends as one statement, sequences from a counter row locked until
-//!   commit, so several server processes can share one database);
-//! - [`conformance`]: one behavioural suite, generic over [`Store`], run on every backend.
+//! - `error`: [`StoreError`], which keeps the error underneath as its source ([`Cause`]);
+//! - `url`: [`DatabaseUrl`], the one place that says which backend a database URL names
+//!   (the server and the client use it too; it needs no backend feature);
+//! - `sqlite/` (feature `sqlite`): the embedded default (rusqlite, WAL, one writer thread,
+//!   `synchronous=FULL`): `mod.rs` the store and its `Store` methods, `open.rs` opening,
+//!   pragmas and migrations, `pool.rs` the read connections, `queries.rs` document and
+//!   event queries and their rows, `writer.rs` the writer thread and group commit;
+//! - `postgres/` (feature `postgres`): PostgreSQL through sqlx (JSONB, one committer task
+//!   per process that writes queued appends as one statement, sequences from a counter
+//!   row locked until commit, so several server processes can share one database):
+//!   `mod.rs` the store and its `Store` methods, `open.rs` connecting, the version check
+//!   and migrations, `committer.rs` group commit, `plan.rs` a group as the arrays of one
+//!   statement, `decode.rs` rows;
+//! - `rows`: decoding documents and events, shared by both backends;
+//! - `conformance` (feature `testing`): one behavioural suite, generic over [`Store`], run
+//!   on every backend by `tests/it/`.
+//!
+//! Both backends are default features; without them the crate is the trait, its records
+//! and [`DatabaseUrl`], and needs no database driver.
 //!
 //! Architecture invariant: storage never merges. The write path decides every change
 //! with `sync-core` and hands the store a batch of decided changes; the store writes the
@@ -18,39 +32,24 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "testing")]
 pub mod conformance;
+mod error;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod rows;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
+mod url;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use sync_core::{ChangeEvent, Document};
 
-/// What went wrong in storage.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database could not be opened or migrated.
-    #[error("cannot open the database: {0}")]
-    Open(String),
-    /// A query failed (connection lost, disk full, constraint, …).
-    #[error("database error: {0}")]
-    Database(String),
-    /// A document in the batch was changed by someone else since it was loaded: its
-    /// stored revision is not the expected one. Nothing of the batch was written.
-    #[error("documents changed concurrently: {0:?}")]
-    Conflict(Vec<String>),
-    /// A document or change id that must be new already exists.
-    #[error("already exists: {0}")]
-    Duplicate(String),
-    /// Stored data could not be decoded (corruption or a bug).
-    #[error("corrupt stored data: {0}")]
-    Corrupt(String),
-}
-
-/// Result of store operations.
-pub type StoreResult<T> = Result<T, StoreError>;
+pub use error::{Cause, StoreError, StoreResult};
+pub use url::{DatabaseUrl, UrlError};
 
 /// A change the write path decided, ready to be stored. The store assigns its sequence.
 #[derive(Clone, Debug)]

@@ -34,7 +34,7 @@ pub(crate) trait Columns {
 
 /// Decodes a document from the columns of `document_columns!`.
 pub(crate) fn document(row: &impl Columns) -> StoreResult<Document> {
-    let id = row.text(0).map_err(|e| StoreError::Database(format!("reading documents.id: {e}")))?;
+    let id = row.text(0).map_err(|e| read_failed("reading documents.id", e))?;
     let what = |column: &str| format!("document {id}: {column}");
     Ok(Document {
         user_id: row.text(1).map_err(|e| corrupt(what("user_id"), e))?,
@@ -74,6 +74,22 @@ pub(crate) fn event(row: &impl Columns, at: usize) -> StoreResult<ChangeEvent> {
         client_change_id: row.optional_text(at + 11).map_err(|e| corrupt(what("client_change_id"), e))?,
         content_hash: row.optional_text(at + 12).map_err(|e| corrupt(what("content_hash"), e))?,
     })
+}
+
+/// A column the driver could not read at all (as opposed to a stored value that is
+/// wrong): `Database`, with the driver's error as the source when it is one.
+fn read_failed(context: &str, error: ColumnError) -> StoreError {
+    #[cfg(feature = "sqlite")]
+    let error = match error.downcast::<rusqlite::Error>() {
+        Ok(error) => return StoreError::database(context, *error),
+        Err(other) => other,
+    };
+    #[cfg(feature = "postgres")]
+    let error = match error.downcast::<sqlx::Error>() {
+        Ok(error) => return StoreError::database(context, *error),
+        Err(other) => other,
+    };
+    StoreError::database_message(format!("{context}: {error}"))
 }
 
 /// A stored value that cannot be decoded, named by `what`.

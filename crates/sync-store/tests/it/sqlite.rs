@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail, ensure};
-use serde_json::{Value, json};
-use sync_core::Document;
+use serde_json::json;
 use sync_store::sqlite::SqliteStore;
-use sync_store::{ApiCredential, NewChange, ReadScope, Store, StoreError, TokenRecord, conformance};
+use sync_store::{ApiCredential, ReadScope, Store, StoreError, TokenRecord, conformance};
+
+use crate::common::{create, update};
 
 /// A fresh database file in its own temporary directory (removed on drop).
 struct Fixture {
@@ -35,17 +36,10 @@ impl Fixture {
     }
 }
 
-fn create(user: &str, id: &str, content: Value) -> NewChange {
-    conformance::create(user, "default", id, content)
-}
-
-fn update(previous: &Document, content: Value) -> NewChange {
-    conformance::update(previous, content)
-}
-
+/// The message of the `Open` error that opening `path` fails with.
 fn open_error(path: &Path) -> Result<String> {
     match SqliteStore::open(path) {
-        Err(StoreError::Open(message)) => Ok(message),
+        Err(error @ StoreError::Open { .. }) => Ok(error.to_string()),
         Err(other) => bail!("expected StoreError::Open, got {other:?}"),
         Ok(_) => bail!("{} opened", path.display()),
     }
