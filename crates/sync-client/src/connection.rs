@@ -13,7 +13,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -31,10 +30,10 @@ use tokio::net::TcpStream;
 use yawc::{Frame, MaybeTlsStream, OpCode, Options, WebSocket};
 
 use crate::config::Auth;
-use crate::engine::Shared;
 use crate::error::{Result, SyncError};
 use crate::events::{EventType, SyncEvent};
 use crate::local::{self, DocRow};
+use crate::shared::Shared;
 
 type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
@@ -48,18 +47,18 @@ enum Ended {
 
 /// Runs until the engine stops.
 pub(crate) async fn run(shared: Arc<Shared>) {
-    let config = &shared.config;
+    let config = shared.config();
     let mut backoff = config.backoff_initial;
     let mut attempt: u64 = 0;
     let grace_deadline = || tokio::time::Instant::now() + config.shutdown_grace;
     let mut flush_deadline: Option<tokio::time::Instant> = None;
     loop {
-        if shared.stop.is_cancelled() {
+        if shared.is_stopped() {
             break;
         }
-        if shared.flush.is_cancelled() {
+        if shared.is_flushing() {
             let deadline = *flush_deadline.get_or_insert_with(grace_deadline);
-            if tokio::time::Instant::now() >= deadline || shared.local().pending_count().unwrap_or(0) == 0 {
+            if tokio::time::Instant::now() >= deadline || shared.pending_count().unwrap_or(0) == 0 {
                 break;
             }
         }
@@ -74,20 +73,17 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 .unwrap_or_else(|_| Err(SyncError::Timeout("shutdown grace period ended while connecting".into()))),
             None => tokio::select! {
                 r = connecting => r,
-                () = shared.stop.cancelled() => break,
+                () = shared.stopped() => break,
             },
         };
         match result {
             Ok(socket) => {
                 attempt = 0;
                 backoff = config.backoff_initial;
-                shared.connected.store(true, Ordering::Release);
+                shared.connection_up();
                 shared.emit(SyncEvent::new(EventType::ConnectionSucceeded));
-                shared.changed.notify_waiters();
                 let ended = Session::new(Arc::clone(&shared), socket).run().await;
-                shared.connected.store(false, Ordering::Release);
-                shared.caught_up.store(false, Ordering::Release);
-                shared.changed.notify_waiters();
+                shared.connection_down();
                 match ended {
                     Ended::Stopped => break,
                     Ended::Lost(why) => {
@@ -106,7 +102,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 }
             }
         }
-        if shared.flush.is_cancelled() {
+        if shared.is_flushing() {
             // Shutting down: retry at once within the grace period, no backoff.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -115,20 +111,20 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         // shutdown cut it short.
         let delay = backoff.mul_f64(0.5 + 0.5 * jitter());
         backoff = (backoff * 2).min(config.backoff_max);
-        if shared.hurry.swap(false, Ordering::AcqRel) {
+        if shared.take_sync_now() {
             continue;
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = shared.wake.notified(), if true => {
-                shared.hurry.store(false, Ordering::Release);
+            () = shared.woken(), if true => {
+                // This wake-up already cuts the delay short, whether `sync_now` asked for it or not.
+                shared.take_sync_now();
             }
-            () = shared.stop.cancelled() => break,
-            () = shared.flush.cancelled(), if flush_deadline.is_none() => {}
+            () = shared.stopped() => break,
+            () = shared.flushing(), if flush_deadline.is_none() => {}
         }
     }
-    shared.connected.store(false, Ordering::Release);
-    shared.changed.notify_waiters();
+    shared.connection_down();
 }
 
 fn jitter() -> f64 {
@@ -139,26 +135,27 @@ fn jitter() -> f64 {
 
 /// Connects and authenticates.
 async fn connect(shared: &Shared) -> Result<Socket> {
-    let url = shared.config.server_url.parse().map_err(|e| SyncError::Config(format!("invalid server URL: {e}")))?;
+    let config = shared.config();
+    let url = config.server_url.parse().map_err(|e| SyncError::Config(format!("invalid server URL: {e}")))?;
     // Server messages can be large (a 1 MiB document, a page of changes up to the server's
     // page budget, 4 MiB by default): accept up to 64 MiB rather than yawc's 1 MiB.
     let options = Options::default().with_low_latency_compression().with_no_delay().with_limits(64 << 20, 64 << 20);
     let mut socket = tokio::time::timeout(Duration::from_secs(10), WebSocket::connect(url).with_options(options))
         .await
         .map_err(|_| SyncError::Connection("connecting timed out".into()))?
-        .map_err(|e| SyncError::Connection(format!("cannot connect to {}: {e}", shared.config.server_url)))?;
-    let credentials = match &shared.config.auth {
+        .map_err(|e| SyncError::Connection(format!("cannot connect to {}: {e}", config.server_url)))?;
+    let credentials = match &config.auth {
         Auth::ApiKey { key, secret } => {
             let timestamp = sync_core::Timestamp::now().unix_millis() / 1000;
-            let signature = sync_core::auth::sign(secret, timestamp, &shared.config.user, key, b"");
-            Credentials::Hmac { email: shared.config.user.clone(), api_key: key.clone(), signature, timestamp }
+            let signature = sync_core::auth::sign(secret, timestamp, &config.user, key, b"");
+            Credentials::Hmac { email: config.user.clone(), api_key: key.clone(), signature, timestamp }
         }
-        Auth::Token(token) => Credentials::Bearer { user_id: shared.config.user.clone(), auth_token: token.clone() },
+        Auth::Token(token) => Credentials::Bearer { user_id: config.user.clone(), auth_token: token.clone() },
         Auth::Jwt(token) => Credentials::Jwt { token: token.clone() },
     };
     let message = ClientMessage::Authenticate(Authenticate {
         credentials,
-        client_id: Some(shared.client_id.clone()),
+        client_id: Some(shared.client_id().to_owned()),
         last_sequence: None,
     });
     send(&mut socket, &[ClientEnvelope::new(message)]).await?;
@@ -316,7 +313,7 @@ impl Session {
             Ok(n) => n,
             Err(e) => return Ended::Lost(e.to_string()),
         };
-        self.shared.caught_up.store(true, Ordering::Release);
+        self.shared.caught_up();
         let mut event = SyncEvent::new(EventType::SyncCompleted);
         event.numeric_data = synced;
         self.shared.emit(event);
@@ -324,14 +321,13 @@ impl Session {
         if let Err(e) = self.queue_outbox(true) {
             return Ended::Lost(e.to_string());
         }
-        self.shared.changed.notify_waiters();
         let mut ping = tokio::time::interval(Duration::from_secs(20));
         ping.tick().await;
         loop {
             if let Err(e) = self.flush().await {
                 return Ended::Lost(e.to_string());
             }
-            if self.shared.flush.is_cancelled() && self.shared.local().pending_count().unwrap_or(0) == 0 {
+            if self.shared.is_flushing() && self.shared.pending_count().unwrap_or(0) == 0 {
                 let _ = self.socket.send(Frame::close(yawc::close::CloseCode::Normal, "client shutting down")).await;
                 return Ended::Stopped;
             }
@@ -349,15 +345,16 @@ impl Session {
                     }
                     Err(e) => return Ended::Lost(e.to_string()),
                 },
-                () = self.shared.wake.notified() => {
-                    self.shared.hurry.store(false, Ordering::Release);
+                () = self.shared.woken() => {
+                    // Connected, `sync_now` has nothing to cut short.
+                    self.shared.take_sync_now();
                     if let Err(e) = self.queue_outbox(false) {
                         return Ended::Lost(e.to_string());
                     }
                 }
                 _ = ping.tick() => self.outbox.push(ClientEnvelope::new(ClientMessage::Ping)),
-                () = self.shared.stop.cancelled() => return Ended::Stopped,
-                () = self.shared.flush.cancelled(), if !self.shared.flush.is_cancelled() => {}
+                () = self.shared.stopped() => return Ended::Stopped,
+                () = self.shared.flushing(), if !self.shared.is_flushing() => {}
             }
         }
     }
@@ -386,11 +383,11 @@ impl Session {
     async fn catch_up(&mut self) -> Result<u64> {
         let mut held: Vec<ServerEnvelope> = Vec::new();
         let mut documents: HashSet<String> = HashSet::new();
-        let mut request_id = self.request_page(self.shared.cursor.load(Ordering::Acquire)).await?;
+        let mut request_id = self.request_page(self.shared.cursor()).await?;
         loop {
             let page = self.receive_page(&request_id, &mut held).await?;
             let next = if page.has_more {
-                let after = page.latest_sequence.max(self.shared.cursor.load(Ordering::Acquire));
+                let after = page.latest_sequence.max(self.shared.cursor());
                 Some(self.request_page(after).await?)
             } else {
                 None
@@ -415,7 +412,7 @@ impl Session {
         let request_id = RequestId::Str(self.request_id("catch-up"));
         let message = ClientMessage::GetChangesSince(GetChangesSince {
             last_sequence: after,
-            limit: Some(self.shared.config.catch_up_page),
+            limit: Some(self.shared.config().catch_up_page),
             collections: None,
         });
         send(&mut self.socket, &[ClientEnvelope::with_id(message, request_id.clone())]).await?;
@@ -455,50 +452,44 @@ impl Session {
         let shared = Arc::clone(&self.shared);
         let mut emitted = Vec::with_capacity(events.len());
         let mut refetch = Vec::new();
-        let cursor = shared.cursor.load(Ordering::Acquire);
-        {
-            let mut local = shared.local();
-            local.transaction(|tx| {
-                let mut rows = local::Rows::new(tx)?;
-                for event in events.into_iter().filter(|e| e.sequence > cursor) {
-                    let PageEvent {
-                        document_id,
-                        collection,
-                        event_type,
-                        forward_patch,
-                        sync_revision,
-                        client_change_id,
-                        ..
-                    } = event;
-                    let change = match remote_change(event_type, forward_patch) {
-                        Ok(change) => change,
-                        Err(e) => {
-                            tracing::warn!(error = %e, document = %document_id, "unreadable change; refetching");
-                            refetch.push(document_id);
-                            continue;
-                        }
-                    };
-                    if let Some(applied) = apply_remote(
-                        &mut rows,
-                        &shared,
-                        &document_id,
-                        &collection,
-                        sync_revision,
-                        change,
-                        client_change_id.as_deref(),
-                    )? {
-                        if applied.outcome.resync_needed {
-                            refetch.push(document_id);
-                        }
-                        emitted.push(applied);
+        let cursor = shared.cursor();
+        shared.transaction_moving_cursor(|tx| {
+            let mut rows = local::Rows::new(tx)?;
+            for event in events.into_iter().filter(|e| e.sequence > cursor) {
+                let PageEvent {
+                    document_id,
+                    collection,
+                    event_type,
+                    forward_patch,
+                    sync_revision,
+                    client_change_id,
+                    ..
+                } = event;
+                let change = match remote_change(event_type, forward_patch) {
+                    Ok(change) => change,
+                    Err(e) => {
+                        tracing::warn!(error = %e, document = %document_id, "unreadable change; refetching");
+                        refetch.push(document_id);
+                        continue;
                     }
+                };
+                if let Some(applied) = apply_remote(
+                    &mut rows,
+                    &shared,
+                    &document_id,
+                    &collection,
+                    sync_revision,
+                    change,
+                    client_change_id.as_deref(),
+                )? {
+                    if applied.outcome.resync_needed {
+                        refetch.push(document_id);
+                    }
+                    emitted.push(applied);
                 }
-                let reached = reached.max(cursor);
-                local::set_meta(tx, "cursor", &reached.to_string())?;
-                shared.cursor.store(reached, Ordering::Release);
-                Ok(())
-            })?;
-        }
+            }
+            Ok(((), Some(reached.max(cursor))))
+        })?;
         for applied in emitted {
             self.report_applied(applied);
         }
@@ -653,19 +644,14 @@ impl Session {
         sequence: u64,
     ) -> Result<()> {
         let shared = Arc::clone(&self.shared);
-        if sequence <= shared.cursor.load(Ordering::Acquire) {
+        if sequence <= shared.cursor() {
             return Ok(());
         }
-        let applied = {
-            let mut local = shared.local();
-            local.transaction(|tx| {
-                let applied =
-                    apply_remote(&mut local::Rows::new(tx)?, &shared, id, collection, revision, change, change_id)?;
-                local::set_meta(tx, "cursor", &sequence.to_string())?;
-                shared.cursor.store(sequence, Ordering::Release);
-                Ok(applied)
-            })?
-        };
+        let applied = shared.transaction_moving_cursor(|tx| {
+            let applied =
+                apply_remote(&mut local::Rows::new(tx)?, &shared, id, collection, revision, change, change_id)?;
+            Ok((applied, Some(sequence)))
+        })?;
         if let Some(applied) = applied {
             let resync_needed = applied.outcome.resync_needed;
             self.report_applied(applied);
@@ -692,46 +678,35 @@ impl Session {
     ) -> Result<()> {
         let Some(change_id) = request_id else { return Ok(()) };
         let shared = Arc::clone(&self.shared);
-        let result = {
-            let mut local = shared.local();
-            local.transaction(|tx| {
-                let Some(mut row) = local::load(tx, id, &|c| shared.policy(c))? else { return Ok(None) };
-                let mut outcome = match (&answer, &error) {
-                    (Some((revision, applied, content)), _) => {
-                        row.replica.on_ack(&change_id, *revision, applied.clone(), content.clone())
-                    }
-                    (None, Some(error)) => row.replica.on_reject(&change_id, error.code, &error.message),
-                    (None, None) => {
-                        row.replica.on_reject(&change_id, ErrorCode::ServerError, "refused without a reason")
-                    }
-                };
-                outcome.conflicts.extend(conflicts.iter().cloned());
-                row.conflict = !outcome.conflicts.is_empty();
-                local::save(tx, &row)?;
-                // Answers come in sequence order with the pushes, so the cursor moves too.
-                if let Some(sequence) = sequence
-                    && sequence > shared.cursor.load(Ordering::Acquire)
-                {
-                    local::set_meta(tx, "cursor", &sequence.to_string())?;
-                    shared.cursor.store(sequence, Ordering::Release);
+        let result = shared.transaction_moving_cursor(|tx| {
+            let Some(mut row) = local::load(tx, id, &|c| shared.policy(c))? else { return Ok((None, None)) };
+            let mut outcome = match (&answer, &error) {
+                (Some((revision, applied, content)), _) => {
+                    row.replica.on_ack(&change_id, *revision, applied.clone(), content.clone())
                 }
-                Ok(Some((row, outcome)))
-            })?
-        };
+                (None, Some(error)) => row.replica.on_reject(&change_id, error.code, &error.message),
+                (None, None) => row.replica.on_reject(&change_id, ErrorCode::ServerError, "refused without a reason"),
+            };
+            outcome.conflicts.extend(conflicts.iter().cloned());
+            row.conflict = !outcome.conflicts.is_empty();
+            local::save(tx, &row)?;
+            // Answers come in sequence order with the pushes, so the cursor moves too.
+            let cursor = sequence.filter(|&sequence| sequence > shared.cursor());
+            Ok((Some((row, outcome)), cursor))
+        })?;
         if let Some((row, outcome)) = result {
             if outcome.resync_needed {
                 self.refetch(id);
             }
             self.report(&row, &outcome, ChangeKind::Update, true);
         }
-        self.shared.changed.notify_waiters();
+        self.shared.notify_changed();
         self.queue_document(id, false)
     }
 
     fn mark_conflict(&mut self, id: &str) -> Result<()> {
         let shared = Arc::clone(&self.shared);
-        let mut local = shared.local();
-        local.transaction(|tx| {
+        shared.transaction(|tx| {
             if let Some(mut row) = local::load(tx, id, &|c| shared.policy(c))? {
                 row.conflict = true;
                 local::save(tx, &row)?;
@@ -743,21 +718,17 @@ impl Session {
     /// Replaces a document's confirmed state after a gap.
     fn reset(&mut self, document: sync_core::Document) -> Result<()> {
         let shared = Arc::clone(&self.shared);
-        let applied = {
-            let mut local = shared.local();
-            local.transaction(|tx| {
-                let mut row = local::load(tx, &document.id, &|c| shared.policy(c))?.unwrap_or_else(|| DocRow {
-                    id: document.id.clone(),
-                    collection: document.collection.clone(),
-                    replica: Replica::default(),
-                    conflict: false,
-                });
-                let outcome =
-                    row.replica.reset(document.content.clone(), document.sync_revision, document.is_deleted());
-                local::save(tx, &row)?;
-                Ok((row, outcome))
-            })?
-        };
+        let applied = shared.transaction(|tx| {
+            let mut row = local::load(tx, &document.id, &|c| shared.policy(c))?.unwrap_or_else(|| DocRow {
+                id: document.id.clone(),
+                collection: document.collection.clone(),
+                replica: Replica::default(),
+                conflict: false,
+            });
+            let outcome = row.replica.reset(document.content.clone(), document.sync_revision, document.is_deleted());
+            local::save(tx, &row)?;
+            Ok((row, outcome))
+        })?;
         self.report(&applied.0, &applied.1, ChangeKind::Update, false);
         Ok(())
     }
@@ -765,7 +736,7 @@ impl Session {
     /// Queues the next change of every document with pending changes. After a reconnect
     /// (`resend`), in-flight changes are sent again under their ids.
     fn queue_outbox(&mut self, resend: bool) -> Result<()> {
-        let ids = self.shared.local().pending_ids()?;
+        let ids = self.shared.pending_ids()?;
         for id in ids {
             self.queue_document(&id, resend)?;
         }
@@ -775,21 +746,18 @@ impl Session {
     /// Queues the next change of one document, if it has one and none is in flight.
     fn queue_document(&mut self, id: &str, resend: bool) -> Result<()> {
         let shared = Arc::clone(&self.shared);
-        let outgoing = {
-            let mut local = shared.local();
-            local.transaction(|tx| {
-                let Some(mut row) = local::load(tx, id, &|c| shared.policy(c))? else { return Ok(None) };
-                let outgoing = match (resend, row.replica.in_flight().is_some()) {
-                    (true, true) => row.replica.resend(),
-                    (_, false) => row.replica.next_to_send(),
-                    (false, true) => None,
-                };
-                if outgoing.is_some() {
-                    local::save(tx, &row)?;
-                }
-                Ok(outgoing.map(|o| (o, row.collection.clone())))
-            })?
-        };
+        let outgoing = shared.transaction(|tx| {
+            let Some(mut row) = local::load(tx, id, &|c| shared.policy(c))? else { return Ok(None) };
+            let outgoing = match (resend, row.replica.in_flight().is_some()) {
+                (true, true) => row.replica.resend(),
+                (_, false) => row.replica.next_to_send(),
+                (false, true) => None,
+            };
+            if outgoing.is_some() {
+                local::save(tx, &row)?;
+            }
+            Ok(outgoing.map(|o| (o, row.collection.clone())))
+        })?;
         if let Some((outgoing, collection)) = outgoing {
             self.outbox.push(envelope(id, &collection, outgoing));
         }
@@ -806,7 +774,7 @@ impl Session {
     /// Tells the server how far this replica has stored the log.
     fn ack_cursor(&mut self) {
         self.since_ack = 0;
-        let up_to_sequence = self.shared.cursor.load(Ordering::Acquire);
+        let up_to_sequence = self.shared.cursor();
         if up_to_sequence > 0 {
             let message = ClientMessage::AckChanges(sync_core::protocol::AckChanges { up_to_sequence });
             self.outbox.push(ClientEnvelope::new(message));

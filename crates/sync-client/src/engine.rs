@@ -6,84 +6,22 @@
 //! from plain threads, and through the C ABI, and dropping it can wait for the outbox to
 //! be pushed without blocking the application's own runtime.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use sync_core::model::{DEFAULT_COLLECTION, validate_collection, validate_document_id};
 use sync_core::patch::{Patch, diff, merge_diff, parse_patch};
 use sync_core::replica::{Replica, new_change_id};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Auth, SyncConfig};
 use crate::error::{Result, SyncError};
-use crate::events::{EventDispatcher, EventHub, EventStream, EventType, SyncEvent};
+use crate::events::{EventDispatcher, EventStream, EventType, SyncEvent};
 use crate::local::{self, DocRow, Document, LocalStore};
+use crate::shared::Shared;
 
 /// Largest document content accepted locally (the server's default limit).
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
-
-/// State shared by the handle and the background connection.
-pub(crate) struct Shared {
-    pub(crate) config: SyncConfig,
-    pub(crate) local: Mutex<LocalStore>,
-    pub(crate) client_id: String,
-    pub(crate) events: Arc<EventHub>,
-    pub(crate) connected: AtomicBool,
-    /// Caught up with the server on the current connection.
-    pub(crate) caught_up: AtomicBool,
-    pub(crate) cursor: AtomicU64,
-    /// Something to send (a local change) or `sync_now`.
-    pub(crate) wake: Notify,
-    /// Connection state or the outbox changed (for `wait_for_sync`).
-    pub(crate) changed: Notify,
-    /// Skip the reconnect delay once (`sync_now`).
-    pub(crate) hurry: AtomicBool,
-    /// Stop now.
-    pub(crate) stop: CancellationToken,
-    /// Push the outbox (connecting if needed), then stop.
-    pub(crate) flush: CancellationToken,
-}
-
-impl Shared {
-    pub(crate) fn local(&self) -> MutexGuard<'_, LocalStore> {
-        // A panic inside a local transaction leaves SQLite consistent (it rolls back).
-        self.local.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn policy(&self, collection: &str) -> sync_core::Policy {
-        self.config.policy_for(collection)
-    }
-
-    pub(crate) fn emit(&self, event: SyncEvent) {
-        self.events.emit(event);
-    }
-
-    /// Emits a document event for the view of `row`.
-    pub(crate) fn emit_document(&self, event_type: EventType, row: &DocRow, remote: bool) {
-        let content = row.replica.view().as_ref().map(Value::to_string);
-        self.emit_document_with(event_type, row, remote, content);
-    }
-
-    /// Emits a document event for `row` whose view's JSON is `content` (as `local::save`
-    /// returned it, which spares serializing the view a second time).
-    pub(crate) fn emit_document_with(
-        &self,
-        event_type: EventType,
-        row: &DocRow,
-        remote: bool,
-        content: Option<String>,
-    ) {
-        let mut event = SyncEvent::new(event_type);
-        event.document_id = Some(row.id.clone());
-        event.title = row.title();
-        event.content = content;
-        event.boolean_data = remote;
-        self.emit(event);
-    }
-}
 
 /// The offline-first sync engine.
 pub struct SyncEngine {
@@ -116,22 +54,7 @@ impl SyncEngine {
         }
         let local = LocalStore::open(&config.database)?;
         let checkpointer = crate::local::Checkpointer::start(&config.database, Duration::from_millis(500))?;
-        let client_id = local.client_id()?;
-        let cursor = local.cursor()?;
-        let shared = Arc::new(Shared {
-            events: Arc::new(EventHub::new(config.event_queue)),
-            config,
-            local: Mutex::new(local),
-            client_id,
-            connected: AtomicBool::new(false),
-            caught_up: AtomicBool::new(false),
-            cursor: AtomicU64::new(cursor),
-            wake: Notify::new(),
-            changed: Notify::new(),
-            hurry: AtomicBool::new(false),
-            stop: CancellationToken::new(),
-            flush: CancellationToken::new(),
-        });
+        let shared = Arc::new(Shared::new(config, local)?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sync-client")
@@ -144,7 +67,7 @@ impl SyncEngine {
 
     /// This replica's id (stable for the local database).
     pub fn client_id(&self) -> &str {
-        &self.shared.client_id
+        self.shared.client_id()
     }
 
     /// Creates a document in the default collection.
@@ -181,17 +104,14 @@ impl SyncEngine {
             replica: Replica::created_locally(content, new_change_id(), self.shared.policy(collection)),
             conflict: false,
         };
-        {
-            let mut local = self.shared.local();
-            local.transaction(|tx| {
-                if local::load(tx, &id, &|c| self.shared.policy(c))?.is_some() {
-                    return Err(SyncError::InvalidInput(format!("a document with id {id:?} already exists")));
-                }
-                local::save(tx, &row).map(drop)
-            })?;
-        }
+        self.shared.transaction(|tx| {
+            if local::load(tx, &id, &|c| self.shared.policy(c))?.is_some() {
+                return Err(SyncError::InvalidInput(format!("a document with id {id:?} already exists")));
+            }
+            local::save(tx, &row).map(drop)
+        })?;
         self.shared.emit_document(EventType::DocumentCreated, &row, false);
-        self.changed();
+        self.shared.local_change();
         row.document().ok_or_else(|| SyncError::Database("created document has no view".into()))
     }
 
@@ -221,24 +141,21 @@ impl SyncEngine {
     }
 
     fn edit(&self, id: &str, ops: impl FnOnce(&Value) -> Result<Patch>) -> Result<Document> {
-        let row = {
-            let mut local = self.shared.local();
-            local.transaction(|tx| {
-                let mut row = local::load(tx, id, &|c| self.shared.policy(c))?
-                    .ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
-                let view = row.replica.view().ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
-                let patch = ops(&view)?;
-                let new_view = row
-                    .replica
-                    .local_update(patch, new_change_id())
-                    .map_err(|e| SyncError::InvalidInput(format!("patch does not apply: {e}")))?;
-                check_size(&new_view)?;
-                local::save(tx, &row)?;
-                Ok(row)
-            })?
-        };
+        let row = self.shared.transaction(|tx| {
+            let mut row =
+                local::load(tx, id, &|c| self.shared.policy(c))?.ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
+            let view = row.replica.view().ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
+            let patch = ops(&view)?;
+            let new_view = row
+                .replica
+                .local_update(patch, new_change_id())
+                .map_err(|e| SyncError::InvalidInput(format!("patch does not apply: {e}")))?;
+            check_size(&new_view)?;
+            local::save(tx, &row)?;
+            Ok(row)
+        })?;
         self.shared.emit_document(EventType::DocumentUpdated, &row, false);
-        self.changed();
+        self.shared.local_change();
         row.document().ok_or_else(|| SyncError::NotFound(id.to_owned()))
     }
 
@@ -248,23 +165,20 @@ impl SyncEngine {
     }
 
     pub(crate) fn delete_now(&self, id: &str) -> Result<()> {
-        let row = {
-            let mut local = self.shared.local();
-            local.transaction(|tx| {
-                let mut row = local::load(tx, id, &|c| self.shared.policy(c))?
-                    .ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
-                if row.replica.view().is_none() {
-                    return Err(SyncError::NotFound(id.to_owned()));
-                }
-                row.replica.local_delete(new_change_id());
-                local::save(tx, &row)?;
-                Ok(row)
-            })?
-        };
+        let row = self.shared.transaction(|tx| {
+            let mut row =
+                local::load(tx, id, &|c| self.shared.policy(c))?.ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
+            if row.replica.view().is_none() {
+                return Err(SyncError::NotFound(id.to_owned()));
+            }
+            row.replica.local_delete(new_change_id());
+            local::save(tx, &row)?;
+            Ok(row)
+        })?;
         let mut event = SyncEvent::new(EventType::DocumentDeleted);
         event.document_id = Some(row.id.clone());
         self.shared.emit(event);
-        self.changed();
+        self.shared.local_change();
         Ok(())
     }
 
@@ -274,11 +188,7 @@ impl SyncEngine {
     }
 
     pub(crate) fn get_now(&self, id: &str) -> Result<Document> {
-        self.shared
-            .local()
-            .load(id, |c| self.shared.policy(c))?
-            .and_then(|row| row.document())
-            .ok_or_else(|| SyncError::NotFound(id.to_owned()))
+        self.shared.load(id)?.and_then(|row| row.document()).ok_or_else(|| SyncError::NotFound(id.to_owned()))
     }
 
     /// Every document, or those of one collection, ordered by id.
@@ -287,7 +197,7 @@ impl SyncEngine {
     }
 
     pub(crate) fn list_now(&self, collection: Option<&str>) -> Result<Vec<Document>> {
-        self.shared.local().list(collection, |c| self.shared.policy(c))
+        self.shared.list(collection)
     }
 
     /// How many documents there are locally.
@@ -296,36 +206,35 @@ impl SyncEngine {
     }
 
     pub(crate) fn count_now(&self) -> Result<u64> {
-        self.shared.local().count()
+        self.shared.count()
     }
 
     /// Whether the engine is connected and authenticated.
     pub fn is_connected(&self) -> bool {
-        self.shared.connected.load(Ordering::Acquire)
+        self.shared.is_connected()
     }
 
     /// Local changes waiting for the server.
     pub fn pending_count(&self) -> Result<u64> {
-        self.shared.local().pending_count()
+        self.shared.pending_count()
     }
 
     /// The newest server sequence stored locally.
     pub fn last_synced_sequence(&self) -> u64 {
-        self.shared.cursor.load(Ordering::Acquire)
+        self.shared.cursor()
     }
 
     /// Pushes pending changes now and, when disconnected, retries the connection now.
     pub fn sync_now(&self) {
-        self.shared.hurry.store(true, Ordering::Release);
-        self.shared.wake.notify_one();
+        self.shared.sync_now();
     }
 
     /// Waits until connected, caught up and with no pending changes, or `timeout`.
     pub async fn wait_for_sync(&self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let changed = self.shared.changed.notified();
-            if self.is_connected() && self.shared.caught_up.load(Ordering::Acquire) && self.pending_count()? == 0 {
+            let changed = self.shared.changed();
+            if self.shared.is_caught_up() && self.pending_count()? == 0 {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
@@ -340,44 +249,34 @@ impl SyncEngine {
 
     /// A dispatcher to register callbacks and run them on the calling thread.
     pub fn event_dispatcher(&self) -> EventDispatcher {
-        EventDispatcher::new(Arc::clone(&self.shared.events))
+        self.shared.event_dispatcher()
     }
 
     /// Events as an async stream.
     pub fn events(&self) -> EventStream {
-        EventStream::new(self.shared.events.subscribe())
+        self.shared.event_stream()
     }
 
     /// Stops the engine: for up to the grace period, pushes the outbox (connecting if
     /// needed); what remains stays queued for the next start.
     pub async fn shutdown(mut self) -> Result<()> {
-        self.begin_shutdown();
+        self.shared.flush_and_stop();
         if let Some(task) = self.task.take() {
-            let grace = self.shared.config.shutdown_grace + Duration::from_secs(1);
+            let grace = self.shared.config().shutdown_grace + Duration::from_secs(1);
             let _ = tokio::time::timeout(grace, task).await;
         }
-        self.shared.stop.cancel();
+        self.shared.stop();
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
         Ok(())
-    }
-
-    fn begin_shutdown(&self) {
-        self.shared.flush.cancel();
-        self.shared.wake.notify_one();
-    }
-
-    fn changed(&self) {
-        self.shared.wake.notify_one();
-        self.shared.changed.notify_waiters();
     }
 }
 
 impl Drop for SyncEngine {
     fn drop(&mut self) {
         let Some(runtime) = self.runtime.take() else { return };
-        self.begin_shutdown();
+        self.shared.flush_and_stop();
         if let Some(task) = self.task.take() {
             // The engine's own thread does the work, so waiting here cannot deadlock even
             // when the application drops the engine on one of its async workers.
@@ -386,9 +285,9 @@ impl Drop for SyncEngine {
                 let _ = task.await;
                 let _ = done.send(());
             });
-            let _ = wait.recv_timeout(self.shared.config.shutdown_grace + Duration::from_secs(1));
+            let _ = wait.recv_timeout(self.shared.config().shutdown_grace + Duration::from_secs(1));
         }
-        self.shared.stop.cancel();
+        self.shared.stop();
         if tokio::runtime::Handle::try_current().is_ok() {
             // Inside an async runtime a blocking shutdown would panic: let the engine's
             // thread wind down on its own.

@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod ffi;
 pub mod local;
+mod shared;
 
 pub use config::{Auth, SyncConfig, SyncConfigBuilder};
 pub use engine::SyncEngine;

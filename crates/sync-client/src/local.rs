@@ -360,6 +360,11 @@ fn write_with(stmt: &mut Statement<'_>, row: &DocRow) -> Result<(bool, Option<St
     Ok((written > 0, view_json))
 }
 
+/// Stores the sync cursor (the newest server sequence stored) inside a transaction.
+pub(crate) fn store_cursor(conn: &Connection, sequence: u64) -> Result<()> {
+    set_meta(conn, "cursor", &sequence.to_string())
+}
+
 /// Sets a meta value inside a transaction or on the connection.
 pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
     conn.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2")?
