@@ -60,7 +60,7 @@ impl SyncEngine {
             .thread_name("sync-client")
             .enable_all()
             .build()
-            .map_err(|e| SyncError::Config(format!("cannot start the engine's runtime: {e}")))?;
+            .map_err(|source| SyncError::Thread { what: "the engine's runtime", source })?;
         let task = runtime.spawn(crate::connection::run(Arc::clone(&shared)));
         Ok(SyncEngine { shared, runtime: Some(runtime), task: Some(task), _checkpointer: checkpointer })
     }
@@ -112,7 +112,8 @@ impl SyncEngine {
         })?;
         self.shared.emit_document(EventType::DocumentCreated, &row, false);
         self.shared.local_change();
-        row.document().ok_or_else(|| SyncError::Database("created document has no view".into()))
+        // A row created locally always has a view; `NotFound` is what `edit` answers too.
+        row.document().ok_or(SyncError::NotFound(id))
     }
 
     /// Merges `partial` into the content (RFC 7396: named members set, `null` removes);

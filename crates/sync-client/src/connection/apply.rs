@@ -3,25 +3,22 @@
 //! after it commits, so no event describes a change that was rolled back.
 
 use serde_json::Value;
-use sync_core::ChangeKind;
 use sync_core::patch::parse_patch;
 use sync_core::replica::{Outcome, RemoteChange, Replica};
+use sync_core::{ChangeKind, PatchError};
 
 use super::Session;
-use crate::error::{Result, SyncError};
+use crate::error::Result;
 use crate::events::{EventType, SyncEvent};
 use crate::local::{self, DocRow};
 use crate::shared::Shared;
 
-/// The change an event describes.
-pub(super) fn remote_change(kind: ChangeKind, forward_patch: Option<Value>) -> Result<RemoteChange> {
+/// The change an event describes; an error when its stored patch does not parse.
+pub(super) fn remote_change(kind: ChangeKind, forward_patch: Option<Value>) -> Result<RemoteChange, PatchError> {
     Ok(match kind {
         ChangeKind::Create => RemoteChange::Create(forward_patch.unwrap_or(Value::Null)),
         ChangeKind::Delete => RemoteChange::Delete,
-        _ => RemoteChange::Update(
-            parse_patch(forward_patch.unwrap_or(Value::Array(Vec::new())))
-                .map_err(|e| SyncError::Serialization(format!("stored patch: {e}")))?,
-        ),
+        _ => RemoteChange::Update(parse_patch(forward_patch.unwrap_or(Value::Array(Vec::new())))?),
     })
 }
 

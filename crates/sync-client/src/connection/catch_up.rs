@@ -192,7 +192,7 @@ impl Session {
                 let change = match remote_change(event_type, forward_patch) {
                     Ok(change) => change,
                     Err(e) => {
-                        tracing::warn!(error = %e, document = %document_id, "unreadable change; refetching");
+                        tracing::warn!(error = %e, document = %document_id, "unreadable stored patch; refetching");
                         refetch.push(document_id);
                         continue;
                     }

@@ -16,14 +16,20 @@ use crate::shared::Shared;
 /// Connects and authenticates.
 pub(super) async fn connect(shared: &Shared) -> Result<Socket> {
     let config = shared.config();
-    let url = config.server_url.parse().map_err(|e| SyncError::Config(format!("invalid server URL: {e}")))?;
+    let url = config.server_url.parse().map_err(|e| SyncError::WebSocket {
+        context: "invalid server URL".into(),
+        source: yawc::WebSocketError::from(e),
+    })?;
     // Server messages can be large (a 1 MiB document, a page of changes up to the server's
     // page budget, 4 MiB by default): accept up to 64 MiB rather than yawc's 1 MiB.
     let options = Options::default().with_low_latency_compression().with_no_delay().with_limits(64 << 20, 64 << 20);
     let mut socket = tokio::time::timeout(Duration::from_secs(10), WebSocket::connect(url).with_options(options))
         .await
         .map_err(|_| SyncError::Connection("connecting timed out".into()))?
-        .map_err(|e| SyncError::Connection(format!("cannot connect to {}: {e}", config.server_url)))?;
+        .map_err(|source| SyncError::WebSocket {
+            context: format!("cannot connect to {}", config.server_url),
+            source,
+        })?;
     let credentials = match &config.auth {
         Auth::ApiKey { key, secret } => {
             let timestamp = sync_core::Timestamp::now().unix_millis() / 1000;

@@ -17,9 +17,9 @@ pub(super) async fn send(socket: &mut Socket, messages: &[ClientEnvelope]) -> Re
         socket
             .feed(Frame::text(message.to_json()))
             .await
-            .map_err(|e| SyncError::Connection(format!("sending failed: {e}")))?;
+            .map_err(|source| SyncError::WebSocket { context: "sending failed".into(), source })?;
     }
-    socket.flush().await.map_err(|e| SyncError::Connection(format!("sending failed: {e}")))
+    socket.flush().await.map_err(|source| SyncError::WebSocket { context: "sending failed".into(), source })
 }
 
 /// The messages of the next text frame.
@@ -48,10 +48,10 @@ pub(super) async fn next_text_frame(socket: &mut Socket) -> Result<Frame> {
 /// A text frame's payload as text. Checked once here so that JSON parsing can skip
 /// checking every string again.
 pub(super) fn frame_text(frame: &Frame) -> Result<&str> {
-    std::str::from_utf8(frame.payload()).map_err(|_| SyncError::Serialization("server sent invalid UTF-8".into()))
+    std::str::from_utf8(frame.payload()).map_err(SyncError::ServerText)
 }
 
 /// The messages of a text frame.
 pub(super) fn decode_text(text: &str) -> Result<Vec<ServerEnvelope>> {
-    decode_server_frame(text).map_err(|e| SyncError::Serialization(format!("server message: {e}")))
+    decode_server_frame(text).map_err(SyncError::ServerMessage)
 }
