@@ -5,6 +5,10 @@
 //! The engine owns its runtime (one worker thread), so it works the same from async Rust,
 //! from plain threads, and through the C ABI, and dropping it can wait for the outbox to
 //! be pushed without blocking the application's own runtime.
+//!
+//! Most document calls are `async` in shape but synchronous inside: see
+//! [Blocking](SyncEngine#blocking) for which, what they cost, and which ones run on the
+//! engine's threads instead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +28,29 @@ use crate::shared::Shared;
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 
 /// The offline-first sync engine.
+///
+/// # Blocking
+///
+/// `create_document`, `create_document_with_id`, `create_document_in`,
+/// `update_document`, `patch_document`, `replace_document`, `delete_document` and
+/// `get_document` are `async` for the shape of the API, but do their work on the calling
+/// thread before their future first returns: they take the local database's lock and run
+/// one SQLite transaction on one row. That is fast (a local write's p99 is 0.06–0.15 ms
+/// in `docs/BENCHMARKS.md`), since it does not wait for the disk: WAL with
+/// `synchronous=NORMAL`, checkpoints on a background thread. Handing each call to another
+/// thread would cost about as much again, so they stay synchronous. Two things can make
+/// one wait longer: the background connection holding the lock while it stores a
+/// catch-up page (one transaction of up to `catch_up_page` changes, a few milliseconds),
+/// and another process holding the database file's write lock (up to SQLite's 5 s busy
+/// timeout; do not share the file). An application whose executor threads cannot afford
+/// such a stall calls them from `tokio::task::spawn_blocking`. `pending_count` takes the
+/// same lock; `new`/`with_config` open the database on the calling thread (once,
+/// milliseconds), and `shutdown` (like dropping the engine) runs a last checkpoint of the
+/// WAL into the database file on the calling thread, which waits for the disk.
+///
+/// `list_documents`, `count_documents` and the checks of `wait_for_sync`, whose work
+/// grows with the number of documents, run on the engine's own blocking threads: they do
+/// not block the caller's executor.
 pub struct SyncEngine {
     shared: Arc<Shared>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -36,12 +63,16 @@ impl SyncEngine {
     /// created when missing), the server URL, an API key (`rpa_…`, secret from
     /// `SYNC_API_SECRET`) or a token/JWT, and the user (email for API keys, user id for
     /// tokens). Works offline: it connects when the server is reachable.
+    ///
+    /// Opens the local database on the calling thread, like [`SyncEngine::with_config`].
     pub async fn new(database: &str, server_url: &str, credential: &str, user: &str) -> Result<SyncEngine> {
         let auth = Auth::from_credential(credential, std::env::var("SYNC_API_SECRET").ok())?;
         Self::with_config(SyncConfig::new(database, server_url, user, auth))
     }
 
-    /// Creates an engine with every option explicit.
+    /// Creates an engine with every option explicit. Opens (or creates) the local
+    /// database on the calling thread, and starts the engine's runtime and its
+    /// checkpoint thread.
     pub fn with_config(config: SyncConfig) -> Result<SyncEngine> {
         if config.user.trim().is_empty() {
             return Err(SyncError::Config("the user (email or user id) is empty".into()));
@@ -71,16 +102,25 @@ impl SyncEngine {
     }
 
     /// Creates a document in the default collection.
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn create_document(&self, content: Value) -> Result<Document> {
         self.create_now(None, DEFAULT_COLLECTION, content)
     }
 
     /// Creates a document with a chosen id (1–128 chars of `[A-Za-z0-9._:-]`).
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn create_document_with_id(&self, id: &str, content: Value) -> Result<Document> {
         self.create_now(Some(id), DEFAULT_COLLECTION, content)
     }
 
     /// Creates a document in a collection (`[a-z0-9_-]{1,64}`).
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn create_document_in(&self, collection: &str, content: Value) -> Result<Document> {
         self.create_now(None, collection, content)
     }
@@ -118,16 +158,25 @@ impl SyncEngine {
 
     /// Merges `partial` into the content (RFC 7396: named members set, `null` removes);
     /// only the members that change are sent.
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn update_document(&self, id: impl AsRef<str>, partial: Value) -> Result<Document> {
         self.update_now(id.as_ref(), partial)
     }
 
     /// Applies RFC 6902 operations (a JSON array) to the content.
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn patch_document(&self, id: impl AsRef<str>, patch: Value) -> Result<Document> {
         self.patch_now(id.as_ref(), patch)
     }
 
     /// Replaces the whole content; only the differences are sent.
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn replace_document(&self, id: impl AsRef<str>, content: Value) -> Result<Document> {
         self.edit(id.as_ref(), |view| Ok(diff(view, &content)))
     }
@@ -161,6 +210,9 @@ impl SyncEngine {
     }
 
     /// Deletes a document.
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn delete_document(&self, id: impl AsRef<str>) -> Result<()> {
         self.delete_now(id.as_ref())
     }
@@ -184,6 +236,9 @@ impl SyncEngine {
     }
 
     /// A document (local changes included); `NotFound` when missing or deleted.
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn get_document(&self, id: impl AsRef<str>) -> Result<Document> {
         self.get_now(id.as_ref())
     }
@@ -193,8 +248,11 @@ impl SyncEngine {
     }
 
     /// Every document, or those of one collection, ordered by id.
+    ///
+    /// Reads every row, so it runs on the engine's blocking threads.
     pub async fn list_documents(&self, collection: Option<&str>) -> Result<Vec<Document>> {
-        self.list_now(collection)
+        let collection = collection.map(str::to_owned);
+        self.off_executor(move |shared| shared.list(collection.as_deref())).await
     }
 
     pub(crate) fn list_now(&self, collection: Option<&str>) -> Result<Vec<Document>> {
@@ -202,8 +260,10 @@ impl SyncEngine {
     }
 
     /// How many documents there are locally.
+    ///
+    /// Counts every row, so it runs on the engine's blocking threads.
     pub async fn count_documents(&self) -> Result<u64> {
-        self.count_now()
+        self.off_executor(Shared::count).await
     }
 
     pub(crate) fn count_now(&self) -> Result<u64> {
@@ -215,7 +275,8 @@ impl SyncEngine {
         self.shared.is_connected()
     }
 
-    /// Local changes waiting for the server.
+    /// Local changes waiting for the server. Takes the local database's lock for one
+    /// indexed query (see [Blocking](SyncEngine#blocking)).
     pub fn pending_count(&self) -> Result<u64> {
         self.shared.pending_count()
     }
@@ -231,15 +292,19 @@ impl SyncEngine {
     }
 
     /// Waits until connected, caught up and with no pending changes, or `timeout`.
+    ///
+    /// It looks at the outbox again after every change of the connection or the outbox;
+    /// those looks run on the engine's blocking threads, since a large outbox keeps
+    /// changing while it is pushed.
     pub async fn wait_for_sync(&self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let changed = self.shared.changed();
-            if self.shared.is_caught_up() && self.pending_count()? == 0 {
+            if self.shared.is_caught_up() && self.off_executor(Shared::pending_count).await? == 0 {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                let pending = self.pending_count()?;
+                let pending = self.off_executor(Shared::pending_count).await?;
                 return Err(SyncError::Timeout(format!(
                     "not in sync after {timeout:?} (connected: {}, pending changes: {pending})",
                     self.is_connected()
@@ -260,6 +325,9 @@ impl SyncEngine {
 
     /// Stops the engine: for up to the grace period, pushes the outbox (connecting if
     /// needed); what remains stays queued for the next start.
+    ///
+    /// Its last step is a checkpoint of the local database on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn shutdown(mut self) -> Result<()> {
         self.shared.flush_and_stop();
         if let Some(task) = self.task.take() {
@@ -271,6 +339,26 @@ impl SyncEngine {
             runtime.shutdown_background();
         }
         Ok(())
+    }
+
+    /// Runs `f` on the engine's blocking threads, so that work that grows with the
+    /// database does not hold up the caller's executor. A panic in `f` is resumed here,
+    /// as if `f` had run on the calling thread.
+    async fn off_executor<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        // Only `shutdown` and `drop` take the runtime, and neither leaves a `&self` behind.
+        let Some(runtime) = &self.runtime else { return Err(SyncError::Shutdown) };
+        let shared = Arc::clone(&self.shared);
+        match runtime.spawn_blocking(move || f(&shared)).await {
+            Ok(result) => result,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // Not run: the runtime is shutting down.
+                Err(_) => Err(SyncError::Shutdown),
+            },
+        }
     }
 }
 
