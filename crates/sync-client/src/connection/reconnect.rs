@@ -94,6 +94,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     shared.connection_down();
 }
 
+/// A random fraction in `[0, 1]`, so that clients that lost the same server do not all
+/// come back at the same moment.
 fn jitter() -> f64 {
     let mut byte = [0u8; 1];
     let _ = getrandom::fill(&mut byte);
