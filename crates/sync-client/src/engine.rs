@@ -5,87 +5,52 @@
 //! The engine owns its runtime (one worker thread), so it works the same from async Rust,
 //! from plain threads, and through the C ABI, and dropping it can wait for the outbox to
 //! be pushed without blocking the application's own runtime.
+//!
+//! Most document calls are `async` in shape but synchronous inside: see
+//! [Blocking](SyncEngine#blocking) for which, what they cost, and which ones run on the
+//! engine's threads instead.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use sync_core::model::{DEFAULT_COLLECTION, validate_collection, validate_document_id};
 use sync_core::patch::{Patch, diff, merge_diff, parse_patch};
 use sync_core::replica::{Replica, new_change_id};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Auth, SyncConfig};
 use crate::error::{Result, SyncError};
-use crate::events::{EventDispatcher, EventHub, EventStream, EventType, SyncEvent};
+use crate::events::{EventDispatcher, EventStream, EventType, SyncEvent};
 use crate::local::{self, DocRow, Document, LocalStore};
+use crate::shared::Shared;
 
 /// Largest document content accepted locally (the server's default limit).
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 
-/// State shared by the handle and the background connection.
-pub(crate) struct Shared {
-    pub(crate) config: SyncConfig,
-    pub(crate) local: Mutex<LocalStore>,
-    pub(crate) client_id: String,
-    pub(crate) events: Arc<EventHub>,
-    pub(crate) connected: AtomicBool,
-    /// Caught up with the server on the current connection.
-    pub(crate) caught_up: AtomicBool,
-    pub(crate) cursor: AtomicU64,
-    /// Something to send (a local change) or `sync_now`.
-    pub(crate) wake: Notify,
-    /// Connection state or the outbox changed (for `wait_for_sync`).
-    pub(crate) changed: Notify,
-    /// Skip the reconnect delay once (`sync_now`).
-    pub(crate) hurry: AtomicBool,
-    /// Stop now.
-    pub(crate) stop: CancellationToken,
-    /// Push the outbox (connecting if needed), then stop.
-    pub(crate) flush: CancellationToken,
-}
-
-impl Shared {
-    pub(crate) fn local(&self) -> MutexGuard<'_, LocalStore> {
-        // A panic inside a local transaction leaves SQLite consistent (it rolls back).
-        self.local.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn policy(&self, collection: &str) -> sync_core::Policy {
-        self.config.policy_for(collection)
-    }
-
-    pub(crate) fn emit(&self, event: SyncEvent) {
-        self.events.emit(event);
-    }
-
-    /// Emits a document event for the view of `row`.
-    pub(crate) fn emit_document(&self, event_type: EventType, row: &DocRow, remote: bool) {
-        let content = row.replica.view().as_ref().map(Value::to_string);
-        self.emit_document_with(event_type, row, remote, content);
-    }
-
-    /// Emits a document event for `row` whose view's JSON is `content` (as `local::save`
-    /// returned it, which spares serializing the view a second time).
-    pub(crate) fn emit_document_with(
-        &self,
-        event_type: EventType,
-        row: &DocRow,
-        remote: bool,
-        content: Option<String>,
-    ) {
-        let mut event = SyncEvent::new(event_type);
-        event.document_id = Some(row.id.clone());
-        event.title = row.title();
-        event.content = content;
-        event.boolean_data = remote;
-        self.emit(event);
-    }
-}
-
 /// The offline-first sync engine.
+///
+/// # Blocking
+///
+/// `create_document`, `create_document_with_id`, `create_document_in`,
+/// `update_document`, `patch_document`, `replace_document`, `delete_document` and
+/// `get_document` are `async` for the shape of the API, but do their work on the calling
+/// thread before their future first returns: they take the local database's lock and run
+/// one SQLite transaction on one row. That is fast (a local write's p99 is 0.06–0.15 ms
+/// in `docs/BENCHMARKS.md`), since it does not wait for the disk: WAL with
+/// `synchronous=NORMAL`, checkpoints on a background thread. Handing each call to another
+/// thread would cost about as much again, so they stay synchronous. Two things can make
+/// one wait longer: the background connection holding the lock while it stores a
+/// catch-up page (one transaction of up to `catch_up_page` changes, a few milliseconds),
+/// and another process holding the database file's write lock (up to SQLite's 5 s busy
+/// timeout; do not share the file). An application whose executor threads cannot afford
+/// such a stall calls them from `tokio::task::spawn_blocking`. `pending_count` takes the
+/// same lock; `new`/`with_config` open the database on the calling thread (once,
+/// milliseconds), and `shutdown` (like dropping the engine) runs a last checkpoint of the
+/// WAL into the database file on the calling thread, which waits for the disk.
+///
+/// `list_documents`, `count_documents` and the checks of `wait_for_sync`, whose work
+/// grows with the number of documents, run on the engine's own blocking threads: they do
+/// not block the caller's executor.
 pub struct SyncEngine {
     shared: Arc<Shared>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -98,12 +63,16 @@ impl SyncEngine {
     /// created when missing), the server URL, an API key (`rpa_…`, secret from
     /// `SYNC_API_SECRET`) or a token/JWT, and the user (email for API keys, user id for
     /// tokens). Works offline: it connects when the server is reachable.
+    ///
+    /// Opens the local database on the calling thread, like [`SyncEngine::with_config`].
     pub async fn new(database: &str, server_url: &str, credential: &str, user: &str) -> Result<SyncEngine> {
         let auth = Auth::from_credential(credential, std::env::var("SYNC_API_SECRET").ok())?;
         Self::with_config(SyncConfig::new(database, server_url, user, auth))
     }
 
-    /// Creates an engine with every option explicit.
+    /// Creates an engine with every option explicit. Opens (or creates) the local
+    /// database on the calling thread, and starts the engine's runtime and its
+    /// checkpoint thread.
     pub fn with_config(config: SyncConfig) -> Result<SyncEngine> {
         if config.user.trim().is_empty() {
             return Err(SyncError::Config("the user (email or user id) is empty".into()));
@@ -116,48 +85,42 @@ impl SyncEngine {
         }
         let local = LocalStore::open(&config.database)?;
         let checkpointer = crate::local::Checkpointer::start(&config.database, Duration::from_millis(500))?;
-        let client_id = local.client_id()?;
-        let cursor = local.cursor()?;
-        let shared = Arc::new(Shared {
-            events: Arc::new(EventHub::new(config.event_queue)),
-            config,
-            local: Mutex::new(local),
-            client_id,
-            connected: AtomicBool::new(false),
-            caught_up: AtomicBool::new(false),
-            cursor: AtomicU64::new(cursor),
-            wake: Notify::new(),
-            changed: Notify::new(),
-            hurry: AtomicBool::new(false),
-            stop: CancellationToken::new(),
-            flush: CancellationToken::new(),
-        });
+        let shared = Arc::new(Shared::new(config, local)?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sync-client")
             .enable_all()
             .build()
-            .map_err(|e| SyncError::Config(format!("cannot start the engine's runtime: {e}")))?;
+            .map_err(|source| SyncError::Thread { what: "the engine's runtime", source })?;
         let task = runtime.spawn(crate::connection::run(Arc::clone(&shared)));
         Ok(SyncEngine { shared, runtime: Some(runtime), task: Some(task), _checkpointer: checkpointer })
     }
 
     /// This replica's id (stable for the local database).
     pub fn client_id(&self) -> &str {
-        &self.shared.client_id
+        self.shared.client_id()
     }
 
     /// Creates a document in the default collection.
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn create_document(&self, content: Value) -> Result<Document> {
         self.create_now(None, DEFAULT_COLLECTION, content)
     }
 
     /// Creates a document with a chosen id (1–128 chars of `[A-Za-z0-9._:-]`).
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn create_document_with_id(&self, id: &str, content: Value) -> Result<Document> {
         self.create_now(Some(id), DEFAULT_COLLECTION, content)
     }
 
     /// Creates a document in a collection (`[a-z0-9_-]{1,64}`).
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn create_document_in(&self, collection: &str, content: Value) -> Result<Document> {
         self.create_now(None, collection, content)
     }
@@ -181,32 +144,39 @@ impl SyncEngine {
             replica: Replica::created_locally(content, new_change_id(), self.shared.policy(collection)),
             conflict: false,
         };
-        {
-            let mut local = self.shared.local();
-            local.transaction(|tx| {
-                if local::load(tx, &id, &|c| self.shared.policy(c))?.is_some() {
-                    return Err(SyncError::InvalidInput(format!("a document with id {id:?} already exists")));
-                }
-                local::save(tx, &row).map(drop)
-            })?;
-        }
+        self.shared.transaction(|tx| {
+            if local::load(tx, &id, &|c| self.shared.policy(c))?.is_some() {
+                return Err(SyncError::InvalidInput(format!("a document with id {id:?} already exists")));
+            }
+            local::save(tx, &row).map(drop)
+        })?;
         self.shared.emit_document(EventType::DocumentCreated, &row, false);
-        self.changed();
-        row.document().ok_or_else(|| SyncError::Database("created document has no view".into()))
+        self.shared.local_change();
+        // A row created locally always has a view; `NotFound` is what `edit` answers too.
+        row.document().ok_or(SyncError::NotFound(id))
     }
 
     /// Merges `partial` into the content (RFC 7396: named members set, `null` removes);
     /// only the members that change are sent.
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn update_document(&self, id: impl AsRef<str>, partial: Value) -> Result<Document> {
         self.update_now(id.as_ref(), partial)
     }
 
     /// Applies RFC 6902 operations (a JSON array) to the content.
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn patch_document(&self, id: impl AsRef<str>, patch: Value) -> Result<Document> {
         self.patch_now(id.as_ref(), patch)
     }
 
     /// Replaces the whole content; only the differences are sent.
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn replace_document(&self, id: impl AsRef<str>, content: Value) -> Result<Document> {
         self.edit(id.as_ref(), |view| Ok(diff(view, &content)))
     }
@@ -221,115 +191,120 @@ impl SyncEngine {
     }
 
     fn edit(&self, id: &str, ops: impl FnOnce(&Value) -> Result<Patch>) -> Result<Document> {
-        let row = {
-            let mut local = self.shared.local();
-            local.transaction(|tx| {
-                let mut row = local::load(tx, id, &|c| self.shared.policy(c))?
-                    .ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
-                let view = row.replica.view().ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
-                let patch = ops(&view)?;
-                let new_view = row
-                    .replica
-                    .local_update(patch, new_change_id())
-                    .map_err(|e| SyncError::InvalidInput(format!("patch does not apply: {e}")))?;
-                check_size(&new_view)?;
-                local::save(tx, &row)?;
-                Ok(row)
-            })?
-        };
+        let row = self.shared.transaction(|tx| {
+            let mut row =
+                local::load(tx, id, &|c| self.shared.policy(c))?.ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
+            let view = row.replica.view().ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
+            let patch = ops(&view)?;
+            let new_view = row
+                .replica
+                .local_update(patch, new_change_id())
+                .map_err(|e| SyncError::InvalidInput(format!("patch does not apply: {e}")))?;
+            check_size(&new_view)?;
+            local::save(tx, &row)?;
+            Ok(row)
+        })?;
         self.shared.emit_document(EventType::DocumentUpdated, &row, false);
-        self.changed();
+        self.shared.local_change();
         row.document().ok_or_else(|| SyncError::NotFound(id.to_owned()))
     }
 
     /// Deletes a document.
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn delete_document(&self, id: impl AsRef<str>) -> Result<()> {
         self.delete_now(id.as_ref())
     }
 
     pub(crate) fn delete_now(&self, id: &str) -> Result<()> {
-        let row = {
-            let mut local = self.shared.local();
-            local.transaction(|tx| {
-                let mut row = local::load(tx, id, &|c| self.shared.policy(c))?
-                    .ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
-                if row.replica.view().is_none() {
-                    return Err(SyncError::NotFound(id.to_owned()));
-                }
-                row.replica.local_delete(new_change_id());
-                local::save(tx, &row)?;
-                Ok(row)
-            })?
-        };
+        let row = self.shared.transaction(|tx| {
+            let mut row =
+                local::load(tx, id, &|c| self.shared.policy(c))?.ok_or_else(|| SyncError::NotFound(id.to_owned()))?;
+            if row.replica.view().is_none() {
+                return Err(SyncError::NotFound(id.to_owned()));
+            }
+            row.replica.local_delete(new_change_id());
+            local::save(tx, &row)?;
+            Ok(row)
+        })?;
         let mut event = SyncEvent::new(EventType::DocumentDeleted);
         event.document_id = Some(row.id.clone());
         self.shared.emit(event);
-        self.changed();
+        self.shared.local_change();
         Ok(())
     }
 
     /// A document (local changes included); `NotFound` when missing or deleted.
+    ///
+    /// Synchronous and fast: one local transaction on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn get_document(&self, id: impl AsRef<str>) -> Result<Document> {
         self.get_now(id.as_ref())
     }
 
     pub(crate) fn get_now(&self, id: &str) -> Result<Document> {
-        self.shared
-            .local()
-            .load(id, |c| self.shared.policy(c))?
-            .and_then(|row| row.document())
-            .ok_or_else(|| SyncError::NotFound(id.to_owned()))
+        self.shared.load(id)?.and_then(|row| row.document()).ok_or_else(|| SyncError::NotFound(id.to_owned()))
     }
 
     /// Every document, or those of one collection, ordered by id.
+    ///
+    /// Reads every row, so it runs on the engine's blocking threads.
     pub async fn list_documents(&self, collection: Option<&str>) -> Result<Vec<Document>> {
-        self.list_now(collection)
+        let collection = collection.map(str::to_owned);
+        self.off_executor(move |shared| shared.list(collection.as_deref())).await
     }
 
     pub(crate) fn list_now(&self, collection: Option<&str>) -> Result<Vec<Document>> {
-        self.shared.local().list(collection, |c| self.shared.policy(c))
+        self.shared.list(collection)
     }
 
     /// How many documents there are locally.
+    ///
+    /// Counts every row, so it runs on the engine's blocking threads.
     pub async fn count_documents(&self) -> Result<u64> {
-        self.count_now()
+        self.off_executor(Shared::count).await
     }
 
     pub(crate) fn count_now(&self) -> Result<u64> {
-        self.shared.local().count()
+        self.shared.count()
     }
 
     /// Whether the engine is connected and authenticated.
     pub fn is_connected(&self) -> bool {
-        self.shared.connected.load(Ordering::Acquire)
+        self.shared.is_connected()
     }
 
-    /// Local changes waiting for the server.
+    /// Local changes waiting for the server. Takes the local database's lock for one
+    /// indexed query (see [Blocking](SyncEngine#blocking)).
     pub fn pending_count(&self) -> Result<u64> {
-        self.shared.local().pending_count()
+        self.shared.pending_count()
     }
 
     /// The newest server sequence stored locally.
     pub fn last_synced_sequence(&self) -> u64 {
-        self.shared.cursor.load(Ordering::Acquire)
+        self.shared.cursor()
     }
 
     /// Pushes pending changes now and, when disconnected, retries the connection now.
     pub fn sync_now(&self) {
-        self.shared.hurry.store(true, Ordering::Release);
-        self.shared.wake.notify_one();
+        self.shared.sync_now();
     }
 
     /// Waits until connected, caught up and with no pending changes, or `timeout`.
+    ///
+    /// It looks at the outbox again after every change of the connection or the outbox;
+    /// those looks run on the engine's blocking threads, since a large outbox keeps
+    /// changing while it is pushed.
     pub async fn wait_for_sync(&self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let changed = self.shared.changed.notified();
-            if self.is_connected() && self.shared.caught_up.load(Ordering::Acquire) && self.pending_count()? == 0 {
+            let changed = self.shared.changed();
+            if self.shared.is_caught_up() && self.off_executor(Shared::pending_count).await? == 0 {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                let pending = self.pending_count()?;
+                let pending = self.off_executor(Shared::pending_count).await?;
                 return Err(SyncError::Timeout(format!(
                     "not in sync after {timeout:?} (connected: {}, pending changes: {pending})",
                     self.is_connected()
@@ -340,44 +315,57 @@ impl SyncEngine {
 
     /// A dispatcher to register callbacks and run them on the calling thread.
     pub fn event_dispatcher(&self) -> EventDispatcher {
-        EventDispatcher::new(Arc::clone(&self.shared.events))
+        self.shared.event_dispatcher()
     }
 
     /// Events as an async stream.
     pub fn events(&self) -> EventStream {
-        EventStream::new(self.shared.events.subscribe())
+        self.shared.event_stream()
     }
 
     /// Stops the engine: for up to the grace period, pushes the outbox (connecting if
     /// needed); what remains stays queued for the next start.
+    ///
+    /// Its last step is a checkpoint of the local database on the calling thread (see
+    /// [Blocking](SyncEngine#blocking)).
     pub async fn shutdown(mut self) -> Result<()> {
-        self.begin_shutdown();
+        self.shared.flush_and_stop();
         if let Some(task) = self.task.take() {
-            let grace = self.shared.config.shutdown_grace + Duration::from_secs(1);
+            let grace = self.shared.config().shutdown_grace + Duration::from_secs(1);
             let _ = tokio::time::timeout(grace, task).await;
         }
-        self.shared.stop.cancel();
+        self.shared.stop();
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
         Ok(())
     }
 
-    fn begin_shutdown(&self) {
-        self.shared.flush.cancel();
-        self.shared.wake.notify_one();
-    }
-
-    fn changed(&self) {
-        self.shared.wake.notify_one();
-        self.shared.changed.notify_waiters();
+    /// Runs `f` on the engine's blocking threads, so that work that grows with the
+    /// database does not hold up the caller's executor. A panic in `f` is resumed here,
+    /// as if `f` had run on the calling thread.
+    async fn off_executor<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        // Only `shutdown` and `drop` take the runtime, and neither leaves a `&self` behind.
+        let Some(runtime) = &self.runtime else { return Err(SyncError::Shutdown) };
+        let shared = Arc::clone(&self.shared);
+        match runtime.spawn_blocking(move || f(&shared)).await {
+            Ok(result) => result,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // Not run: the runtime is shutting down.
+                Err(_) => Err(SyncError::Shutdown),
+            },
+        }
     }
 }
 
 impl Drop for SyncEngine {
     fn drop(&mut self) {
         let Some(runtime) = self.runtime.take() else { return };
-        self.begin_shutdown();
+        self.shared.flush_and_stop();
         if let Some(task) = self.task.take() {
             // The engine's own thread does the work, so waiting here cannot deadlock even
             // when the application drops the engine on one of its async workers.
@@ -386,9 +374,9 @@ impl Drop for SyncEngine {
                 let _ = task.await;
                 let _ = done.send(());
             });
-            let _ = wait.recv_timeout(self.shared.config.shutdown_grace + Duration::from_secs(1));
+            let _ = wait.recv_timeout(self.shared.config().shutdown_grace + Duration::from_secs(1));
         }
-        self.shared.stop.cancel();
+        self.shared.stop();
         if tokio::runtime::Handle::try_current().is_ok() {
             // Inside an async runtime a blocking shutdown would panic: let the engine's
             // thread wind down on its own.

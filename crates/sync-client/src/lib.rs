@@ -2,9 +2,20 @@
 //! call at once; a background connection keeps it in sync with the server; events tell
 //! the application what changed.
 //!
-//! Module map: [`engine`] (the public API), [`config`] (options), [`events`]
-//! (callbacks and streams), [`local`] (the local database), [`error`], and [`ffi`], the
-//! C ABI (the only module allowed `unsafe`).
+//! Module map:
+//! - [`engine`]: `SyncEngine`, the public API. It owns the engine's runtime and spawns the
+//!   connection task on it.
+//! - `shared`: the state the engine and the connection task share (the local database
+//!   behind its lock, the events, the connection state, the signals between them).
+//! - `connection/`: the background task: reconnect with backoff, authenticate, catch up,
+//!   send the outbox, apply what the server sends (one file per concern).
+//! - [`local`]: the local SQLite database; [`events`]: callbacks and streams;
+//!   [`config`]: options; [`error`]: `SyncError`.
+//! - [`ffi`]: the C ABI, the only module allowed `unsafe`.
+//!
+//! Dependencies point one way: `engine` → `shared` ← `connection`, and `engine` →
+//! `connection` only to spawn it; `shared` and `connection` → `local`, `events`,
+//! `config`; those three → `error` only; `ffi` → `engine` and the public types.
 
 #![deny(unsafe_code)]
 
@@ -15,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod ffi;
 pub mod local;
+mod shared;
 
 pub use config::{Auth, SyncConfig, SyncConfigBuilder};
 pub use engine::SyncEngine;

@@ -132,16 +132,18 @@ impl LocalStore {
     /// Opens (creating when missing) the database at `url`.
     pub fn open(url: &str) -> Result<Self> {
         let path = database_path(url)?;
-        let conn =
-            Connection::open(&path).map_err(|e| SyncError::Database(format!("cannot open {}: {e}", path.display())))?;
+        let conn = Connection::open(&path).map_err(|source| SyncError::DatabaseFile {
+            action: "open",
+            path: path.clone(),
+            source,
+        })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Checkpoints (which fsync) run on a background thread, not inside a local write:
         // see `Checkpointer`. This keeps local writes under a millisecond at p99.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| SyncError::Database(format!("cannot prepare {}: {e}", path.display())))?;
+        conn.execute_batch(SCHEMA).map_err(|source| SyncError::DatabaseFile { action: "prepare", path, source })?;
         Ok(Self { conn })
     }
 
@@ -252,7 +254,7 @@ impl Checkpointer {
                     }
                 }
             })
-            .map_err(|e| SyncError::Database(format!("cannot start the checkpoint thread: {e}")))?;
+            .map_err(|source| SyncError::Thread { what: "the checkpoint thread", source })?;
         Ok(Self { stop: Some(stop), thread: Some(thread) })
     }
 }
@@ -363,6 +365,11 @@ fn write_with(stmt: &mut Statement<'_>, row: &DocRow) -> Result<(bool, Option<St
     Ok((written > 0, view_json))
 }
 
+/// Stores the sync cursor (the newest server sequence stored) inside a transaction.
+pub(crate) fn store_cursor(conn: &Connection, sequence: u64) -> Result<()> {
+    set_meta(conn, "cursor", &sequence.to_string())
+}
+
 /// Sets a meta value inside a transaction or on the connection.
 pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
     conn.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2")?
@@ -379,13 +386,19 @@ fn row_to_doc(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
 fn finish_row(raw: RawRow, policy_for: &dyn Fn(&str) -> Policy) -> Result<DocRow> {
     let (id, collection, revision, deleted, view, replica, conflict) = raw;
     let replica = match replica {
-        Some(json) => serde_json::from_str::<Replica>(&json)
-            .map_err(|e| SyncError::Database(format!("corrupt local state of {id}: {e}")))?,
+        Some(json) => serde_json::from_str::<Replica>(&json).map_err(|source| SyncError::CorruptRow {
+            id: id.clone(),
+            what: "state",
+            source,
+        })?,
         None => {
             // In sync: the view is the confirmed state.
             let content = match view {
-                Some(text) => serde_json::from_str(&text)
-                    .map_err(|e| SyncError::Database(format!("corrupt local content of {id}: {e}")))?,
+                Some(text) => serde_json::from_str(&text).map_err(|source| SyncError::CorruptRow {
+                    id: id.clone(),
+                    what: "content",
+                    source,
+                })?,
                 None => Value::Null,
             };
             Replica::from_server(content, revision as u64, deleted, policy_for(&collection))
@@ -439,5 +452,34 @@ mod tests {
         let store = LocalStore::open(&url).unwrap();
         assert_eq!(store.client_id().unwrap(), id);
         assert_eq!(store.pending_count().unwrap(), 1);
+    }
+
+    /// The errors of a file that cannot be opened and of a row that does not decode name
+    /// the file and the document, and keep SQLite's and serde_json's errors as sources.
+    #[test]
+    fn database_errors_say_where_and_keep_their_cause() {
+        use std::error::Error as _;
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir").join("c.db");
+        let Err(err) = LocalStore::open(&missing.display().to_string()) else { panic!("opened {missing:?}") };
+        assert!(matches!(err, SyncError::DatabaseFile { action: "open", .. }), "{err:?}");
+        let source = err.source().map(ToString::to_string).unwrap_or_default();
+        assert!(!source.is_empty(), "{err:?}");
+        assert_eq!(err.to_string(), format!("local database error: cannot open {}: {source}", missing.display()));
+
+        let store = LocalStore::open(&dir.path().join("c.db").display().to_string()).unwrap();
+        store
+            .conn
+            .execute(
+                "INSERT INTO documents (id, collection, revision, deleted, view, replica, pending, conflict, updated_at)
+                 VALUES ('d1', 'default', 1, 0, '{not json', NULL, 0, 0, 0)",
+                [],
+            )
+            .unwrap();
+        let err = store.load("d1", policy).unwrap_err();
+        assert!(matches!(err, SyncError::CorruptRow { ref id, what: "content", .. } if id == "d1"), "{err:?}");
+        assert!(err.to_string().starts_with("local database error: corrupt local content of d1: "), "{err}");
+        assert!(err.source().is_some());
     }
 }

@@ -16,7 +16,7 @@ use crate::config::DatabaseSection;
 
 /// A shared handle to the configured store.
 #[derive(Clone)]
-pub enum AnyStore {
+pub(crate) enum AnyStore {
     /// Embedded SQLite (the default).
     Sqlite(Arc<SqliteStore>),
     /// PostgreSQL, possibly shared with other server processes.
@@ -27,7 +27,7 @@ impl AnyStore {
     /// Opens the store the database URL names (see [`DatabaseUrl`]): `postgres://…` or
     /// `postgresql://…` for PostgreSQL (checking the server version and applying
     /// migrations), an SQLite file for `sqlite://path`, `sqlite:path` or a plain path.
-    pub async fn open(database: &DatabaseSection) -> anyhow::Result<Self> {
+    pub(crate) async fn open(database: &DatabaseSection) -> anyhow::Result<Self> {
         match DatabaseUrl::parse(&database.url)? {
             DatabaseUrl::Postgres(url) => {
                 let store = PgStore::open(&url, PgOptions { pool_size: database.pool_size }).await?;
@@ -39,12 +39,12 @@ impl AnyStore {
 
     /// Whether other server processes may write to the same database (PostgreSQL): the
     /// write path then never decides a change on state that is not committed yet.
-    pub fn shared_with_other_processes(&self) -> bool {
+    pub(crate) fn shared_with_other_processes(&self) -> bool {
         matches!(self, AnyStore::Postgres(_))
     }
 
     /// A short name of the backend for logs and `/health`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             AnyStore::Sqlite(_) => "sqlite",
             AnyStore::Postgres(_) => "postgres",

@@ -126,10 +126,16 @@ fn code(err: &SyncError) -> CSyncResult {
     match err {
         SyncError::InvalidInput(_) | SyncError::Config(_) => CSyncResult::ErrorInvalidInput,
         SyncError::NotFound(_) => CSyncResult::ErrorNotFound,
-        SyncError::Database(_) => CSyncResult::ErrorDatabase,
-        SyncError::Serialization(_) => CSyncResult::ErrorSerialization,
-        SyncError::Connection(_) | SyncError::Timeout(_) | SyncError::Server { .. } => CSyncResult::ErrorConnection,
-        SyncError::Shutdown => CSyncResult::ErrorUnknown,
+        SyncError::Database(_) | SyncError::DatabaseFile { .. } | SyncError::CorruptRow { .. } => {
+            CSyncResult::ErrorDatabase
+        }
+        SyncError::Serialization(_) | SyncError::ServerMessage(_) | SyncError::ServerText(_) => {
+            CSyncResult::ErrorSerialization
+        }
+        SyncError::Connection(_) | SyncError::WebSocket { .. } | SyncError::Timeout(_) | SyncError::Server { .. } => {
+            CSyncResult::ErrorConnection
+        }
+        SyncError::Thread { .. } | SyncError::Shutdown => CSyncResult::ErrorUnknown,
     }
 }
 
@@ -199,7 +205,10 @@ unsafe fn give_string(out: *mut *mut c_char, value: String) -> Result<(), SyncEr
     if out.is_null() {
         return Err(SyncError::InvalidInput("output pointer is NULL".into()));
     }
-    let cstring = CString::new(value).map_err(|_| SyncError::Serialization("text contains NUL".into()))?;
+    // `value` is JSON written by serde_json, which escapes U+0000, so it holds no NUL byte;
+    // should one ever get in, the caller gets an error rather than a cut string.
+    let cstring = CString::new(value)
+        .map_err(|e| SyncError::Serialization(<serde_json::Error as serde::ser::Error>::custom(e)))?;
     // SAFETY: the caller promises `out` is writable.
     unsafe { *out = cstring.into_raw() };
     Ok(())

@@ -1,30 +1,25 @@
 //! Test kit for the client: a real `sync-server` process and engines on temporary
 //! local databases.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::time::Duration;
 
 use sync_client::{SyncConfig, SyncEngine};
 use sync_testkit::ServerProcess;
 
 /// A private server process (SQLite).
-pub fn server() -> ServerProcess {
+pub(crate) fn server() -> ServerProcess {
     ServerProcess::start_sqlite(&[]).expect("starting sync-server")
 }
 
-/// An engine for `email` on a fresh local database in `dir`.
-pub fn engine(server: &ServerProcess, dir: &std::path::Path, name: &str, email: &str) -> SyncEngine {
-    engine_at(&server.ws_url(), &server.api_key, &server.secret, dir, name, email)
+/// An engine for `email` on a fresh local database in `dir`, pointed at `server` (which
+/// may not be listening yet).
+pub(crate) fn engine(server: &ServerProcess, dir: &std::path::Path, name: &str, email: &str) -> SyncEngine {
+    SyncEngine::with_config(config(&server.ws_url(), &server.api_key, &server.secret, dir, name, email))
+        .expect("engine")
 }
 
-/// An engine pointed at `url` (which may not be listening yet).
-pub fn engine_at(url: &str, key: &str, secret: &str, dir: &std::path::Path, name: &str, email: &str) -> SyncEngine {
-    SyncEngine::with_config(config(url, key, secret, dir, name, email)).expect("engine")
-}
-
-/// The configuration of [`engine_at`], with short backoff for tests.
-pub fn config(url: &str, key: &str, secret: &str, dir: &std::path::Path, name: &str, email: &str) -> SyncConfig {
+/// The configuration of [`engine`], with short backoff for tests.
+pub(crate) fn config(url: &str, key: &str, secret: &str, dir: &std::path::Path, name: &str, email: &str) -> SyncConfig {
     SyncConfig::builder()
         .database(format!("sqlite:{}?mode=rwc", dir.join(format!("{name}.db")).display()))
         .server(url)
@@ -37,7 +32,7 @@ pub fn config(url: &str, key: &str, secret: &str, dir: &std::path::Path, name: &
 }
 
 /// Waits until `check` holds, polling; fails the test after `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -20,7 +20,7 @@ fn c_header_is_up_to_date() {
     let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         checked_in == generated,
-        "sdk/include/sync_client.h is stale: run `SYNC_UPDATE_HEADER=1 cargo test -p sync-client --test c_header` and commit it"
+        "sdk/include/sync_client.h is stale: run `SYNC_UPDATE_HEADER=1 cargo test -p sync-client --test it c_header` and commit it"
     );
     for name in [
         "sync_engine_create",

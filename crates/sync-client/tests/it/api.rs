@@ -1,12 +1,12 @@
 //! The API as documented, against a real server process.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
 use sync_client::events::EventType;
+
+use crate::common;
 
 /// Runs `examples/quickstart.rs` — the documented calls, four-argument `new` with the
 /// secret in `SYNC_API_SECRET` — as its own process against a live server.
@@ -21,7 +21,7 @@ fn documented_example_runs_as_written() {
         .map(|debug| debug.join("examples").join("quickstart"))
         .unwrap();
     if !example.is_file() {
-        // `cargo test -p sync-client` builds examples; a single `--test api` run does not.
+        // `cargo test -p sync-client` builds examples; a run of `--test it` alone does not.
         let status = Command::new(env!("CARGO"))
             .args(["build", "--quiet", "-p", "sync-client", "--example", "quickstart"])
             .status()

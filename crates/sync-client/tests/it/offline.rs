@@ -3,14 +3,14 @@
 //! non-empty outbox, a server restart mid-sync, a remote delete while offline, conflicts,
 //! and bad input.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
 use sync_client::events::EventType;
 use sync_client::{SyncEngine, SyncError};
+
+use crate::common;
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -4,8 +4,6 @@
 //! engine in the test process plays "another client" of the same user, and a TCP proxy
 //! that the test can cut takes the terminal client offline on its own. Needs `tmux`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -14,6 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sync_client::SyncError;
 use sync_testkit::ServerProcess;
+
+use crate::common;
 
 const EMAIL: &str = "tui@example.com";
 /// Longest wait for anything to show up (on screen or in the second engine).
@@ -316,8 +316,8 @@ fn row<'s>(screen: &'s str, title: &str) -> Option<&'s str> {
     screen.lines().find(|line| (line.contains("[ ]") || line.contains("[x]")) && line.contains(title))
 }
 
-/// The example binary. `cargo test -p sync-client` builds it; a run of this test alone
-/// (`--test interactive`) does not, so it is built here when missing or older than its
+/// The example binary. `cargo test -p sync-client` builds it; a run of the test binary
+/// alone (`--test it`) does not, so it is built here when missing or older than its
 /// sources. (Not on every run: a nested cargo waits for the build lock of any other cargo
 /// using the same target directory, and may build with other features than the outer run.)
 fn example_binary() -> PathBuf {

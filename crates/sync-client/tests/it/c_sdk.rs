@@ -7,14 +7,14 @@
 //!
 //! Needs gcc, g++, make, cmake and valgrind (`.ci/run` installs what is missing).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 use sync_client::SyncError;
+
+use crate::common;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

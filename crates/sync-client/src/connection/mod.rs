@@ -1,0 +1,70 @@
+//! The background connection: connect, authenticate, catch up from the stored cursor,
+//! push the outbox, apply what the server sends; on failure, reconnect with capped
+//! exponential backoff and jitter.
+//!
+//! Guarantees:
+//! - remote changes are applied in sequence order, each exactly once (the catch-up pages
+//!   and the live pushes that arrive meanwhile are merged by sequence), and the cursor is
+//!   stored in the same local transaction as the change it covers;
+//! - at most one change per document is in flight, sent with a `client_change_id` and
+//!   `request_id` equal to it; documents are pipelined, and after a reconnect the
+//!   in-flight change is sent again under the same id, so the server applies it once;
+//! - a refused change is rolled back locally and reported, never retried forever.
+//!
+//! The files, in the order a connection goes through them: [`reconnect`] (the
+//! connect/backoff loop), [`handshake`] (connect and authenticate), [`session`] (one
+//! connected session's loop), [`catch_up`] (paging through the change log), [`incoming`]
+//! (what the server sends), [`apply`] (a remote change applied to its local row and
+//! reported), [`outbox`] (what goes to the server), and [`wire`] (frames on the socket).
+//! Each depends only on those after it in this list, and on [`crate::shared`].
+//!
+//! **Blocking.** The connection task is the only task on the engine's own runtime (one
+//! worker thread, built by `SyncEngine::with_config`). Its SQLite work (one local
+//! transaction per message, or per catch-up page of up to `catch_up_page` changes) runs on
+//! that worker directly, and blocks nothing but this task, which needs the result before
+//! it reads on: moving it to `spawn_blocking` would add a thread hop per message for no
+//! one's benefit. Architecture invariant: nothing else that must make progress meanwhile
+//! is spawned on that runtime.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sync_core::protocol::ClientEnvelope;
+
+use crate::shared::Shared;
+
+mod apply;
+mod catch_up;
+mod handshake;
+mod incoming;
+mod outbox;
+mod reconnect;
+mod session;
+mod wire;
+
+pub(crate) use reconnect::run;
+
+/// Why a connected session ended.
+enum Ended {
+    /// The engine is stopping (or the outbox was pushed during shutdown).
+    Stopped,
+    /// The connection failed; reconnect.
+    Lost(String),
+}
+
+/// One connected session. Its methods live in the files of this folder, each with the
+/// concern it is named for.
+struct Session {
+    /// The state shared with the application's handle.
+    shared: Arc<Shared>,
+    /// The authenticated WebSocket.
+    socket: wire::Socket,
+    /// Messages queued for the next flush (sent together, then flushed once).
+    outbox: Vec<ClientEnvelope>,
+    /// Documents whose state was asked for again after a gap.
+    resyncing: HashSet<String>,
+    /// Requests numbered so far on this connection (for their ids).
+    requests: u64,
+    /// Changes applied since the cursor was last acknowledged to the server.
+    since_ack: u64,
+}

@@ -1,0 +1,75 @@
+//! One connected session: catch up, then send the outbox and apply what the server
+//! sends until the connection fails or the engine stops. Reports whether to reconnect.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use sync_core::protocol::{ClientEnvelope, ClientMessage};
+use yawc::Frame;
+
+use super::wire::{Socket, next_messages};
+use super::{Ended, Session};
+use crate::events::{EventType, SyncEvent};
+use crate::shared::Shared;
+
+impl Session {
+    /// A session on a socket that has just authenticated.
+    pub(super) fn new(shared: Arc<Shared>, socket: Socket) -> Self {
+        Self { shared, socket, outbox: Vec::new(), resyncing: HashSet::new(), requests: 0, since_ack: 0 }
+    }
+
+    /// Runs the session until the connection fails or the engine stops; says which.
+    pub(super) async fn run(mut self) -> Ended {
+        self.shared.emit(SyncEvent::new(EventType::SyncStarted));
+        let synced = match self.catch_up().await {
+            Ok(n) => n,
+            Err(e) => return Ended::Lost(e.to_string()),
+        };
+        self.shared.caught_up();
+        let mut event = SyncEvent::new(EventType::SyncCompleted);
+        event.numeric_data = synced;
+        self.shared.emit(event);
+        self.ack_cursor();
+        if let Err(e) = self.queue_outbox(true) {
+            return Ended::Lost(e.to_string());
+        }
+        let mut ping = tokio::time::interval(Duration::from_secs(20));
+        ping.tick().await;
+        loop {
+            if let Err(e) = self.flush().await {
+                return Ended::Lost(e.to_string());
+            }
+            if self.shared.is_flushing() && self.shared.pending_count().unwrap_or(0) == 0 {
+                let _ = self.socket.send(Frame::close(yawc::close::CloseCode::Normal, "client shutting down")).await;
+                return Ended::Stopped;
+            }
+            tokio::select! {
+                frame = next_messages(&mut self.socket) => match frame {
+                    Ok(messages) => {
+                        for message in messages {
+                            if let Err(e) = self.on_message(message) {
+                                tracing::warn!(error = %e, "applying a server message failed");
+                                let mut event = SyncEvent::new(EventType::SyncError);
+                                event.error = Some(e.to_string());
+                                self.shared.emit(event);
+                            }
+                        }
+                    }
+                    Err(e) => return Ended::Lost(e.to_string()),
+                },
+                () = self.shared.woken() => {
+                    // Connected, `sync_now` has nothing to cut short.
+                    self.shared.take_sync_now();
+                    if let Err(e) = self.queue_outbox(false) {
+                        return Ended::Lost(e.to_string());
+                    }
+                }
+                _ = ping.tick() => self.outbox.push(ClientEnvelope::new(ClientMessage::Ping)),
+                () = self.shared.stopped() => return Ended::Stopped,
+                () = self.shared.flushing(), if !self.shared.is_flushing() => {}
+            }
+        }
+    }
+}
