@@ -1,5 +1,5 @@
-//! The running server: shared state, start-up (store, secret key, first credential),
-//! the HTTP/WebSocket listener, and graceful shutdown.
+//! The running server: start-up (store, secret key, first credential, the shared
+//! [`AppState`]), the HTTP/WebSocket listener, and graceful shutdown.
 //!
 //! Shutdown order: stop accepting, close every session with 1001, let the write path
 //! commit and answer what was already queued, then close the store.
@@ -22,39 +22,8 @@ use crate::backend::AnyStore;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::ratelimit::RateLimiter;
-use crate::writer::{self, WriteRequest, WriteStats};
-
-/// Everything the HTTP routes and sessions share.
-pub(crate) struct AppState {
-    /// The configuration the server started with.
-    pub(crate) config: Arc<Config>,
-    pub(crate) store: AnyStore,
-    pub(crate) hub: Arc<Hub>,
-    pub(crate) auth: Authenticator,
-    /// The write path's queue (bounded: a full queue makes writing sessions wait).
-    pub(crate) writes: mpsc::Sender<WriteRequest>,
-    pub(crate) limiter: RateLimiter,
-    /// Permits for WebSocket connections (the connection limit).
-    pub(crate) connection_permits: Arc<Semaphore>,
-    /// Open WebSocket connections (authenticated or not).
-    pub(crate) connections: AtomicUsize,
-    /// Cancelled when the server shuts down.
-    pub(crate) shutdown: CancellationToken,
-    /// Session tasks, awaited at shutdown.
-    pub(crate) sessions: TaskTracker,
-    next_session: AtomicU64,
-    /// Limits applied while decoding messages.
-    pub(crate) decode_limits: DecodeLimits,
-    /// Deflate contexts shared between connections (no context takeover).
-    pub(crate) deflate_pool: yawc::DeflatePool,
-}
-
-impl AppState {
-    /// A new session id (also the one `auth_success` names).
-    pub(crate) fn session_id(&self) -> u64 {
-        self.next_session.fetch_add(1, Ordering::Relaxed) + 1
-    }
-}
+use crate::state::AppState;
+use crate::writer::{self, WriteStats};
 
 /// Opens the store and the secret key as configured.
 pub(crate) async fn open(config: &Config) -> anyhow::Result<(AnyStore, SecretKey)> {

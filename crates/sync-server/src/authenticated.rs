@@ -13,11 +13,11 @@ use std::time::Duration;
 use sync_core::protocol::RequestId;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::connection::{Connection, Ending};
 use crate::hub::{Outbound, Registration, SessionLink};
 use crate::queue;
+use crate::state::AppState;
 use crate::writer::{WriteOp, WriteRequest};
 
 /// Who a session acts for.

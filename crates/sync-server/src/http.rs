@@ -17,9 +17,9 @@ use sync_core::{ErrorCode, Timestamp};
 use sync_store::Store;
 use yawc::{IncomingUpgrade, Options};
 
-use crate::app::AppState;
 use crate::auth::{AuthFailure, Principal};
 use crate::authenticated::PreAuth;
+use crate::state::AppState;
 
 /// The router of every HTTP route.
 pub(crate) fn router(state: Arc<AppState>) -> Router {

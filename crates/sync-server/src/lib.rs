@@ -35,6 +35,7 @@ mod monitor;
 mod queue;
 mod ratelimit;
 mod session;
+mod state;
 mod wire;
 mod writer;
 

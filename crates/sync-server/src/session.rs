@@ -23,13 +23,13 @@ use sync_core::{ErrorBody, ErrorCode};
 use tracing::Instrument as _;
 use yawc::{Frame, HttpWebSocket, OpCode};
 
-use crate::app::AppState;
 use crate::auth::AuthFailure;
 use crate::authenticated::{Authenticated, PreAuth};
 use crate::connection::{Connection, Ending};
 use crate::handlers::{self, Ctx, authenticate};
 use crate::hub::Outbound;
 use crate::monitor::activity;
+use crate::state::AppState;
 use crate::writer::WriteOp;
 
 /// Serves an upgraded connection until it ends. `pre_auth` is the outcome of credentials

@@ -14,11 +14,11 @@ use sync_core::protocol::{
 use sync_store::Store;
 
 use super::Ctx;
-use crate::app::AppState;
 use crate::auth::AuthFailure;
 use crate::authenticated::{Authenticated, Identity, PreAuth};
 use crate::connection::{Connection, Ending};
 use crate::monitor::activity;
+use crate::state::AppState;
 
 /// Authenticates with an `authenticate` message.
 pub(crate) async fn handle(

@@ -19,10 +19,10 @@ use sync_core::ErrorCode;
 use sync_core::protocol::{Changes, ClientMessage, RequestId, ServerMessage};
 use sync_store::{ChangePage, ReadScope};
 
-use crate::app::AppState;
 use crate::authenticated::Authenticated;
 use crate::connection::{Connection, Ending};
 use crate::monitor::activity;
+use crate::state::AppState;
 
 /// What a handler works with: the server's shared state, the authenticated session, and
 /// the connection its answers go out on.
