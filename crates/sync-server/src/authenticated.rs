@@ -55,17 +55,23 @@ pub(crate) struct Authenticated {
     _registration: Registration,
     /// Writes handed to the write path and not answered yet.
     pending_writes: usize,
+    /// Most unanswered writes before the session stops reading to take their answers:
+    /// half its queue, so its own answers never fill it.
+    max_pending: usize,
 }
 
 impl Authenticated {
     /// Registers the session with the hub. Returns the position its live pushes start
     /// after: read after registering, so every change after it reaches this session.
     pub(crate) fn register(state: &AppState, session_id: u64, identity: Identity) -> (Self, u64) {
-        let (tx, rx) = queue::channel(state.config.limits.session_queue.max(16));
+        let capacity = state.config.limits.session_queue.max(16);
+        let (tx, rx) = queue::channel(capacity);
         let link = SessionLink { id: session_id, tx, kill: CancellationToken::new() };
         let registration = state.hub.register(&identity.user_id, &identity.client_id, link.clone());
         let delivered = state.hub.delivered();
-        (Self { identity, link, rx, _registration: registration, pending_writes: 0 }, delivered)
+        let session =
+            Self { identity, link, rx, _registration: registration, pending_writes: 0, max_pending: capacity / 2 };
+        (session, delivered)
     }
 
     /// The switch the hub pulls when this session must go (its queue overflowed).
@@ -117,8 +123,23 @@ impl Authenticated {
 
     /// Waits until this session's earlier writes are answered, so a read sees them.
     pub(crate) async fn settle(&mut self, state: &AppState, conn: &mut Connection) -> Result<(), Ending> {
+        self.wait_for_answers(state, conn, 0).await
+    }
+
+    /// Makes room for one more write. A client may send thousands of changes in one
+    /// frame; their answers come back on this session's bounded queue, and if the
+    /// session kept handing changes over without taking the answers, its own answers
+    /// would fill the queue and the hub would drop it as too slow. So once half the queue
+    /// is owed, the session takes answers (and pushes) into its output and writes them
+    /// out before it reads on: the back-pressure falls on reading the client's messages.
+    pub(crate) async fn make_room(&mut self, state: &AppState, conn: &mut Connection) -> Result<(), Ending> {
+        self.wait_for_answers(state, conn, self.max_pending.saturating_sub(1)).await
+    }
+
+    /// Takes what the session's queue brings until at most `owed` writes are unanswered.
+    async fn wait_for_answers(&mut self, state: &AppState, conn: &mut Connection, owed: usize) -> Result<(), Ending> {
         let kill = self.kill_switch();
-        while self.pending_writes > 0 {
+        while self.pending_writes > owed {
             let outbound = tokio::select! {
                 biased;
                 () = state.shutdown.cancelled() => return Err(Ending::ShuttingDown),
@@ -128,6 +149,9 @@ impl Authenticated {
             match outbound {
                 Some(outbound) => conn.deliver(outbound)?,
                 None => return Err(Ending::Gone),
+            }
+            if conn.must_flush() {
+                conn.flush().await?;
             }
         }
         Ok(())

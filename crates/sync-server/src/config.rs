@@ -101,6 +101,9 @@ pub struct Limits {
     pub ping_interval_secs: u64,
     /// Seconds without any frame from the client before the connection is closed.
     pub idle_timeout_secs: u64,
+    /// Seconds a write to a client's socket may wait for the client to read before the
+    /// session is closed as too slow (it resumes from its cursor).
+    pub write_timeout_secs: u64,
     /// Largest `get_changes_since` page.
     pub max_page: usize,
     /// Largest `changes` message in bytes: a page that would be larger is cut short.
@@ -193,6 +196,7 @@ impl Default for Limits {
             auth_timeout_secs: 10,
             ping_interval_secs: 30,
             idle_timeout_secs: 60,
+            write_timeout_secs: 30,
             max_page: 5000,
             max_page_bytes: 4 << 20,
         }

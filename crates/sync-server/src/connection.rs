@@ -23,6 +23,11 @@ use crate::wire::encode;
 /// Most pushes held back during one catch-up or full sync before the session gives up.
 const MAX_HELD: usize = 200_000;
 
+/// Output queued beyond this many bytes is written out before the session goes on
+/// (see [`Connection::must_flush`]): what a batch of reads asks for is sent as it is
+/// built, not held until the whole batch is answered.
+const FLUSH_AT_BYTES: usize = 256 << 10;
+
 /// Why a session ended, and the close frame it gets.
 #[derive(Debug)]
 pub(crate) enum Ending {
@@ -62,6 +67,10 @@ pub(crate) struct Connection {
     ws: HttpWebSocket,
     /// Frames queued for the socket, in order.
     out: Vec<Bytes>,
+    /// Their size in bytes.
+    out_bytes: usize,
+    /// How long a write may wait for the client to read.
+    write_timeout: Duration,
     /// When the client last sent a frame (the idle timeout counts from it).
     last_seen: Instant,
     /// Pushes held back while a long answer streams (catch-up, full sync).
@@ -74,8 +83,18 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(ws: HttpWebSocket, id: u64, peer: String) -> Self {
-        Self { id, peer, ws, out: Vec::new(), last_seen: Instant::now(), held: None, pushed_through: 0 }
+    pub(crate) fn new(ws: HttpWebSocket, id: u64, peer: String, write_timeout: Duration) -> Self {
+        Self {
+            id,
+            peer,
+            ws,
+            out: Vec::new(),
+            out_bytes: 0,
+            write_timeout,
+            last_seen: Instant::now(),
+            held: None,
+            pushed_through: 0,
+        }
     }
 
     /// The next frame from the client; `None` once the socket is closed or failed.
@@ -101,17 +120,29 @@ impl Connection {
 
     /// Sends a WebSocket ping now.
     pub(crate) async fn ping(&mut self) -> Result<(), Ending> {
-        self.ws.send(Frame::ping(Bytes::new())).await.map_err(|_| Ending::Gone)
+        match tokio::time::timeout(self.write_timeout, self.ws.send(Frame::ping(Bytes::new()))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ending::Gone),
+            Err(_) => Err(Ending::TooSlow),
+        }
     }
 
     /// Queues a message for the client.
     pub(crate) fn send(&mut self, message: &ServerMessage, request_id: Option<RequestId>) {
-        self.out.push(encode(message, request_id));
+        self.send_frame(encode(message, request_id));
     }
 
     /// Queues an encoded frame.
     pub(crate) fn send_frame(&mut self, frame: Bytes) {
+        self.out_bytes += frame.len();
         self.out.push(frame);
+    }
+
+    /// Whether so much output is queued that it should be written out before the
+    /// session does more: memory then stays bounded by what one answer needs, whatever
+    /// a batch asks for.
+    pub(crate) fn must_flush(&self) -> bool {
+        self.out_bytes > FLUSH_AT_BYTES
     }
 
     /// Whether nothing is queued for the client.
@@ -137,7 +168,7 @@ impl Connection {
                 Ok(())
             }
             None => {
-                self.out.push(outbound.frame);
+                self.send_frame(outbound.frame);
                 Ok(())
             }
         }
@@ -158,17 +189,27 @@ impl Connection {
                 if outbound.completes_write || outbound.sequence.is_none_or(|s| s > sent) {
                     // Not holding any more, and nothing held repeats what was sent: queued
                     // as is (the dedup above already passed it once).
-                    self.out.push(outbound.frame);
+                    self.send_frame(outbound.frame);
                 }
             }
         }
     }
 
-    /// Writes the queued output to the socket.
+    /// Writes the queued output to the socket. A client that reads nothing for the
+    /// write timeout is too slow: the session ends (and resumes later from its cursor)
+    /// rather than wait on it forever.
     pub(crate) async fn flush(&mut self) -> Result<(), Ending> {
         if self.out.is_empty() {
             return Ok(());
         }
+        match tokio::time::timeout(self.write_timeout, self.write_out()).await {
+            Ok(result) => result,
+            Err(_) => Err(Ending::TooSlow),
+        }
+    }
+
+    async fn write_out(&mut self) -> Result<(), Ending> {
+        self.out_bytes = 0;
         for frame in self.out.drain(..) {
             if self.ws.feed(Frame::text(frame)).await.is_err() {
                 return Err(Ending::Gone);
@@ -183,8 +224,10 @@ impl Connection {
         if code == 0 {
             return;
         }
-        let _ = self.flush().await;
+        // A client too slow to read gets two seconds, not the write timeout, to take
+        // what is queued and the close frame.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.write_out().await;
             let _ = self.ws.send(Frame::close(CloseCode::from(code), reason)).await;
             let _ = self.ws.close().await;
         })

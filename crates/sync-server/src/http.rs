@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -184,9 +185,17 @@ async fn upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(params): Query<UpgradeParams>,
+    params: Result<Query<UpgradeParams>, QueryRejection>,
     incoming: Result<IncomingUpgrade, StatusCode>,
 ) -> Response {
+    // A malformed query (`?last_sequence=abc`) gets the JSON error body too, naming what
+    // was wrong, instead of axum's plain-text rejection.
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(rejection) => {
+            return HttpError::new(ErrorCode::InvalidMessage, rejection.body_text()).into_response();
+        }
+    };
     // A request that is no WebSocket upgrade gets the same JSON error body as every
     // other HTTP error, not an empty 400.
     let incoming = match incoming {

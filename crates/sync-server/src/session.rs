@@ -52,7 +52,8 @@ pub(crate) fn serve(
     let span = tracing::debug_span!("session", id, user = tracing::field::Empty);
     async move {
         activity!("CONNECT", session = id, "session {id} from {peer}");
-        let mut conn = Connection::new(ws, id, peer);
+        let write_timeout = Duration::from_secs(state.config.limits.write_timeout_secs.max(1));
+        let mut conn = Connection::new(ws, id, peer, write_timeout);
         let started = match pre_auth {
             Some(pre_auth) => {
                 Box::pin(authenticate::upgrade(&state, &mut conn, pre_auth)).await.map(|s| (s, Vec::new()))
@@ -231,6 +232,10 @@ async fn on_messages(
                 conn.send(&ServerMessage::error(err.code, err.message), err.request_id);
             }
         }
+        // The answers of a batch go out as they are made, not all at its end.
+        if conn.must_flush() {
+            conn.flush().await?;
+        }
     }
     Ok(())
 }
@@ -247,7 +252,10 @@ async fn on_message(
     let too_many = || ErrorBody::new(ErrorCode::RateLimitExceeded, "too many messages; slow down");
     match WriteOp::try_from(message) {
         Ok(op) if limited => conn.send(&op.refused(too_many()), request_id),
-        Ok(op) => session.submit(state, op, request_id).await?,
+        Ok(op) => {
+            session.make_room(state, conn).await?;
+            session.submit(state, op, request_id).await?;
+        }
         Err(_) if limited => {
             let body = too_many();
             activity!("ERROR", session = conn.id, "session {}: {}: {}", conn.id, body.code, body.message);

@@ -59,6 +59,7 @@ pub async fn run_all<S: Store>(store: &S) {
     changes_since_filters_collections(store).await;
     document_changes_selects_revision_ranges(store).await;
     history_is_newest_first(store).await;
+    bounds_beyond_the_stored_range_are_no_error(store).await;
     list_documents_pages_by_id_with_tombstones(store).await;
     api_credentials_round_trip(store).await;
     tokens_round_trip(store).await;
@@ -427,6 +428,24 @@ pub async fn history_is_newest_first<S: Store>(store: &S) {
     ] {
         let events = ok(store.history(id.clone(), before, limit).await, "history");
         assert_eq!(revisions(events), expected, "history({before:?}, {limit})");
+    }
+}
+
+/// Sequences and revisions at or above 2^63 (which a client may send: they are valid
+/// `u64`s) bound reads like any other: nothing is stored beyond them, or everything is
+/// below them. They are never a storage error.
+pub async fn bounds_beyond_the_stored_range_are_no_error<S: Store>(store: &S) {
+    let id = five_revisions(store).await;
+    let revisions = |events: Vec<ChangeEvent>| events.iter().map(|e| e.sync_revision).collect::<Vec<_>>();
+    for after in [1 << 63, u64::MAX] {
+        let page = ok(store.changes_since(scope(&unique("user")), after, 10, None).await, "changes_since beyond");
+        assert_eq!(summary(&page), (vec![], after, false), "changes_since({after})");
+        let events = ok(store.document_changes(id.clone(), after, None).await, "document_changes beyond");
+        assert_eq!(revisions(events), Vec::<u64>::new(), "document_changes({after}, None)");
+        let events = ok(store.document_changes(id.clone(), 0, Some(after)).await, "document_changes up to beyond");
+        assert_eq!(revisions(events), vec![1, 2, 3, 4, 5], "document_changes(0, {after})");
+        let events = ok(store.history(id.clone(), Some(after), 10).await, "history before beyond");
+        assert_eq!(revisions(events), vec![5, 4, 3, 2, 1], "history({after})");
     }
 }
 

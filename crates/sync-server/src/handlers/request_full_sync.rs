@@ -36,6 +36,9 @@ pub(super) async fn handle(
         for document in page {
             synced += 1;
             ctx.send(&ServerMessage::SyncDocument(SyncDocument { document }), request_id.clone());
+            if ctx.conn.must_flush() {
+                ctx.conn.flush().await?;
+            }
         }
         ctx.flush_page().await?;
         if !full {

@@ -12,6 +12,9 @@ use crate::connection::Ending;
 /// Most documents one request may name.
 const MAX_IDS: usize = 1000;
 
+/// Documents read from the store at a time.
+const LOAD_CHUNK: usize = 50;
+
 /// One `sync_document` per readable document, an `error` per other id, then `sync_complete`.
 pub(super) async fn handle(
     ctx: &mut Ctx<'_>,
@@ -28,24 +31,31 @@ pub(super) async fn handle(
     }
     ctx.settle().await?;
     let latest = ctx.state.hub.delivered();
-    let docs = match ctx.state.store.load_documents(message.document_ids.clone()).await {
-        Ok(docs) => docs,
-        Err(e) => {
-            ctx.storage_failed(e, request_id);
-            return Ok(());
-        }
-    };
     let user = ctx.session.identity.user_id.clone();
-    let mut by_id: HashMap<String, sync_core::Document> =
-        docs.into_iter().filter(|d| d.user_id == user).map(|d| (d.id.clone(), d)).collect();
     let mut synced = 0;
-    for id in &message.document_ids {
-        match by_id.remove(id) {
-            Some(document) => {
-                synced += 1;
-                ctx.send(&ServerMessage::SyncDocument(SyncDocument { document }), request_id.clone());
+    // In chunks, each written out before the next is read: a thousand large documents
+    // never sit in memory at once.
+    for ids in message.document_ids.chunks(LOAD_CHUNK) {
+        let docs = match ctx.state.store.load_documents(ids.to_vec()).await {
+            Ok(docs) => docs,
+            Err(e) => {
+                ctx.storage_failed(e, request_id);
+                return Ok(());
             }
-            None => ctx.send_error(ErrorCode::DocumentNotFound, format!("no document {id:?}"), request_id.clone()),
+        };
+        let mut by_id: HashMap<String, sync_core::Document> =
+            docs.into_iter().filter(|d| d.user_id == user).map(|d| (d.id.clone(), d)).collect();
+        for id in ids {
+            match by_id.remove(id) {
+                Some(document) => {
+                    synced += 1;
+                    ctx.send(&ServerMessage::SyncDocument(SyncDocument { document }), request_id.clone());
+                }
+                None => ctx.send_error(ErrorCode::DocumentNotFound, format!("no document {id:?}"), request_id.clone()),
+            }
+            if ctx.conn.must_flush() {
+                ctx.conn.flush().await?;
+            }
         }
     }
     ctx.send(

@@ -247,6 +247,22 @@ impl Client {
         self.ws.send(Frame::text(message.to_string())).await.is_ok()
     }
 
+    /// Reads `count` text frames without decoding them and returns their total size
+    /// (for tests where the volume, not the content, is the point).
+    pub(crate) async fn read_raw(&mut self, count: usize) -> usize {
+        let mut bytes = 0;
+        let mut read = 0;
+        while read < count {
+            let frame = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame within the wait");
+            let frame = frame.expect("the connection stays open");
+            if frame.opcode() == OpCode::Text {
+                bytes += frame.payload().len();
+                read += 1;
+            }
+        }
+        bytes
+    }
+
     /// Sends a binary frame.
     pub(crate) async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.ws.send(Frame::binary(bytes)).await.expect("send");

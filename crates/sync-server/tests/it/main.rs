@@ -10,6 +10,7 @@ mod crash;
 mod delivery;
 mod errors;
 mod fanout;
+mod hostile;
 mod http;
 mod idempotency;
 mod isolation;

@@ -202,7 +202,7 @@ impl Store for PgStore {
         );
         let rows = sqlx::query(sql)
             .bind(scope.user_id)
-            .bind(sql_int(after, "sequence")?)
+            .bind(sql_bound(after))
             .bind(collections)
             .bind(sql_limit(limit.saturating_add(1)))
             .fetch_all(&self.pool)
@@ -236,7 +236,7 @@ impl Store for PgStore {
         from_revision: u64,
         to_revision: Option<u64>,
     ) -> StoreResult<Vec<ChangeEvent>> {
-        let to = to_revision.map_or(Ok(i64::MAX), |to| sql_int(to, "revision"))?;
+        let to = to_revision.map_or(i64::MAX, sql_bound);
         let sql = concat!(
             "SELECT ",
             event_columns!(),
@@ -245,7 +245,7 @@ impl Store for PgStore {
         );
         let rows = sqlx::query(sql)
             .bind(document_id)
-            .bind(sql_int(from_revision, "revision")?)
+            .bind(sql_bound(from_revision))
             .bind(to)
             .fetch_all(&self.pool)
             .await
@@ -259,7 +259,7 @@ impl Store for PgStore {
         before_revision: Option<u64>,
         limit: usize,
     ) -> StoreResult<Vec<ChangeEvent>> {
-        let before = before_revision.map_or(Ok(i64::MAX), |b| sql_int(b, "revision"))?;
+        let before = before_revision.map_or(i64::MAX, sql_bound);
         // The page's sequences first, then its rows (see `changes_since`).
         let sql = concat!(
             "SELECT ",
@@ -439,6 +439,14 @@ fn unsigned(value: i64, what: &str) -> StoreResult<u64> {
 /// A `u64` as PostgreSQL's BIGINT.
 fn sql_int(value: u64, what: &str) -> StoreResult<i64> {
     i64::try_from(value).map_err(|_| StoreError::database_message(format!("{what} {value} is beyond the stored range")))
+}
+
+/// A `u64` bound of a query (a sequence or revision to read after or before) as a
+/// 64-bit signed integer. Nothing stored is above `i64::MAX`, so a larger bound selects
+/// the same rows as `i64::MAX`: a client's `last_sequence` of 2^64 − 1 reads an empty page
+/// instead of failing.
+fn sql_bound(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// A page size as a SQL LIMIT (larger than any table can hold becomes "no limit").

@@ -210,7 +210,7 @@ impl Store for SqliteStore {
         collections: Option<Vec<String>>,
     ) -> StoreResult<ChangePage> {
         let collections = collections.as_deref().map(json_list).transpose()?;
-        let after_sql = sql_int(after, "sequence")?;
+        let after_sql = sql_bound(after);
         let limit_sql = sql_limit(limit);
         self.read(move |conn| {
             // One snapshot for the page and for `reached`/`has_more`: a commit between the
@@ -229,7 +229,7 @@ impl Store for SqliteStore {
                 // More may remain: the page reached its last event, and one more probe
                 // tells whether anything visible follows.
                 let reached = events.last().map_or(after, |e| e.sequence);
-                let reached_sql = sql_int(reached, "sequence")?;
+                let reached_sql = sql_bound(reached);
                 let probe = "SELECT EXISTS (SELECT 1 FROM change_events WHERE user_id = ?1 AND sequence > ?2 \
                      AND (?3 IS NULL OR collection IN (SELECT value FROM json_each(?3))))";
                 let has_more = tx
@@ -255,8 +255,8 @@ impl Store for SqliteStore {
         from_revision: u64,
         to_revision: Option<u64>,
     ) -> StoreResult<Vec<ChangeEvent>> {
-        let from = sql_int(from_revision, "revision")?;
-        let to = to_revision.map_or(Ok(i64::MAX), |to| sql_int(to, "revision"))?;
+        let from = sql_bound(from_revision);
+        let to = to_revision.map_or(i64::MAX, sql_bound);
         self.read(move |conn| {
             let sql = concat!(
                 "SELECT ",
@@ -275,7 +275,7 @@ impl Store for SqliteStore {
         before_revision: Option<u64>,
         limit: usize,
     ) -> StoreResult<Vec<ChangeEvent>> {
-        let before = before_revision.map_or(Ok(i64::MAX), |b| sql_int(b, "revision"))?;
+        let before = before_revision.map_or(i64::MAX, sql_bound);
         let limit = sql_limit(limit);
         self.read(move |conn| {
             let sql = concat!(
@@ -407,6 +407,14 @@ fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
 /// A `u64` as SQLite's signed 64-bit integer.
 fn sql_int(value: u64, what: &str) -> StoreResult<i64> {
     i64::try_from(value).map_err(|_| StoreError::database_message(format!("{what} {value} is beyond the stored range")))
+}
+
+/// A `u64` bound of a query (a sequence or revision to read after or before) as a
+/// 64-bit signed integer. Nothing stored is above `i64::MAX`, so a larger bound selects
+/// the same rows as `i64::MAX`: a client's `last_sequence` of 2^64 − 1 reads an empty page
+/// instead of failing.
+fn sql_bound(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// A page size as a SQL LIMIT (larger than any table can hold becomes "no limit").
