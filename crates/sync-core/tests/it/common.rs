@@ -1,34 +1,32 @@
 //! Shared test helpers: a deterministic RNG and generators of random JSON values and
 //! of random patches that apply to a given document.
 
-#![allow(dead_code, unreachable_pub)]
-
 use serde_json::{Map, Value, json};
 use sync_core::patch::{Patch, PatchOp, apply};
 use sync_core::pointer::JsonPointer;
 
 /// Deterministic random numbers (SplitMix64).
-pub struct Rng(pub u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         if n == 0 { 0 } else { (self.next() % n as u64) as usize }
     }
-    pub fn chance(&mut self, percent: u64) -> bool {
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
         self.next() % 100 < percent
     }
 }
 
 const KEYS: [&str; 5] = ["a", "b", "c", "d", "e"];
 
-pub fn random_value(rng: &mut Rng, depth: usize) -> Value {
+pub(crate) fn random_value(rng: &mut Rng, depth: usize) -> Value {
     match rng.below(if depth > 1 { 4 } else { 7 }) {
         0 => json!(rng.below(100)),
         1 => json!(format!("s{}", rng.below(1000))),
@@ -70,7 +68,7 @@ fn random_container(rng: &mut Rng, doc: &Value, root: &JsonPointer) -> JsonPoint
 }
 
 /// One random op that applies to `doc`, confined to the subtree at `root`.
-pub fn random_op(rng: &mut Rng, doc: &Value, root: &JsonPointer) -> Option<PatchOp> {
+pub(crate) fn random_op(rng: &mut Rng, doc: &Value, root: &JsonPointer) -> Option<PatchOp> {
     let at = random_container(rng, doc, root);
     match at.get(doc)? {
         Value::Object(map) => {
@@ -114,7 +112,7 @@ pub fn random_op(rng: &mut Rng, doc: &Value, root: &JsonPointer) -> Option<Patch
     }
 }
 
-pub fn random_patch(rng: &mut Rng, view: &Value, root: &JsonPointer) -> Patch {
+pub(crate) fn random_patch(rng: &mut Rng, view: &Value, root: &JsonPointer) -> Patch {
     let mut scratch = view.clone();
     let mut patch = Vec::new();
     for _ in 0..1 + rng.below(3) {

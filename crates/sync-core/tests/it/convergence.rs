@@ -13,11 +13,11 @@
 //! array insert must survive. A failure prints its seed; replay one with
 //! `SIM_SEED=<seed> cargo test -p sync-core --test convergence -- --nocapture`.
 
-mod common;
+
 
 use std::collections::{HashMap, VecDeque};
 
-use common::{Rng, random_patch, random_value};
+use crate::common::{Rng, random_patch, random_value};
 use serde_json::{Map, Value, json};
 use sync_core::canonical::canonical_json;
 use sync_core::error::ErrorCode;

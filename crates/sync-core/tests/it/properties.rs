@@ -1,9 +1,9 @@
 //! Property tests: patch apply/inverse, diff, merge patch, the transform rules, and
 //! protocol round trips.
 
-mod common;
 
-use common::{Rng, random_patch};
+
+use crate::common::{Rng, random_patch};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use sync_core::patch::{PatchOp, apply, apply_with_inverse, diff, merge_diff, merge_patch, patch_to_value};
