@@ -9,6 +9,7 @@
 //! - a session that would hold more than [`MAX_HELD`] pushes is too slow and ends.
 
 use std::collections::VecDeque;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -120,10 +121,10 @@ impl Connection {
 
     /// Sends a WebSocket ping now.
     pub(crate) async fn ping(&mut self) -> Result<(), Ending> {
-        match tokio::time::timeout(self.write_timeout, self.ws.send(Frame::ping(Bytes::new()))).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Ending::Gone),
-            Err(_) => Err(Ending::TooSlow),
+        match within(self.write_timeout, self.ws.send(Frame::ping(Bytes::new()))).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) => Err(Ending::Gone),
+            None => Err(Ending::TooSlow),
         }
     }
 
@@ -202,10 +203,8 @@ impl Connection {
         if self.out.is_empty() {
             return Ok(());
         }
-        match tokio::time::timeout(self.write_timeout, self.write_out()).await {
-            Ok(result) => result,
-            Err(_) => Err(Ending::TooSlow),
-        }
+        let write_timeout = self.write_timeout;
+        within(write_timeout, self.write_out()).await.unwrap_or(Err(Ending::TooSlow))
     }
 
     async fn write_out(&mut self) -> Result<(), Ending> {
@@ -233,4 +232,16 @@ impl Connection {
         })
         .await;
     }
+}
+
+/// Runs `work` for at most `limit`; `None` when it took longer. Most socket writes finish
+/// at once, so `work` is polled once first and the timer is armed only for one that has
+/// to wait, in a box: a timer held inline would take its room in every connection's
+/// future, idle or not.
+async fn within<T>(limit: Duration, work: impl Future<Output = T>) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    if let Poll::Ready(done) = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
+        return Some(done);
+    }
+    Box::pin(tokio::time::timeout(limit, work)).await.ok()
 }

@@ -225,11 +225,12 @@ async fn upgrade(
         .or(params.token.clone());
     let pre_auth = match bearer {
         None => None,
-        Some(token) => Some(state.auth.authenticate_bearer(&token).await.map(|principal| PreAuth {
+        // Boxed: it is held by the session's future for as long as the connection lives.
+        Some(token) => Some(Box::new(state.auth.authenticate_bearer(&token).await.map(|principal| PreAuth {
             principal,
             client_id: params.client_id.clone(),
             last_sequence: params.last_sequence,
-        })),
+        }))),
     };
     let (response, connection) = match incoming.upgrade(ws_options(&state)) {
         Ok(pair) => pair,

@@ -44,38 +44,48 @@ pub(crate) fn serve(
     ws: HttpWebSocket,
     state: Arc<AppState>,
     peer: String,
-    pre_auth: Option<Result<PreAuth, AuthFailure>>,
+    pre_auth: Option<Box<Result<PreAuth, AuthFailure>>>,
 ) -> impl Future<Output = ()> + Send {
     let id = state.session_id();
     // The session's span: the logs of everything it does carry its id (and, once known,
     // its user).
     let span = tracing::debug_span!("session", id, user = tracing::field::Empty);
+    activity!("CONNECT", session = id, "session {id} from {peer}");
+    // Built here and moved in whole: the socket moved in as its own upvar and then into
+    // a connection inside the future would take its room twice.
+    let mut conn = Connection::new(ws, id, peer, Duration::from_secs(state.config.limits.write_timeout_secs.max(1)));
     async move {
-        activity!("CONNECT", session = id, "session {id} from {peer}");
-        let write_timeout = Duration::from_secs(state.config.limits.write_timeout_secs.max(1));
-        let mut conn = Connection::new(ws, id, peer, write_timeout);
-        let started = match pre_auth {
-            Some(pre_auth) => {
-                Box::pin(authenticate::upgrade(&state, &mut conn, pre_auth)).await.map(|s| (s, Vec::new()))
-            }
-            None => Box::pin(await_authentication(&state, &mut conn)).await,
+        let mut session = match Box::pin(start(&state, &mut conn, pre_auth)).await {
+            Ok(session) => session,
+            Err((mut session, ending)) => return Box::pin(finish(&mut conn, session.as_mut(), ending)).await,
         };
-        let (mut session, rest) = match started {
-            Ok(started) => started,
-            Err(ending) => return Box::pin(finish(&mut conn, None, ending)).await,
-        };
-        // The rest of the frame that carried `authenticate`, then the answers so far.
-        let first = async {
-            on_messages(&state, &mut conn, &mut session, rest).await?;
-            conn.flush().await
-        };
-        let ending = match Box::pin(first).await {
-            Ok(()) => run(&state, &mut conn, &mut session).await,
-            Err(ending) => ending,
-        };
+        let ending = run(&state, &mut conn, &mut session).await;
         Box::pin(finish(&mut conn, Some(&mut session), ending)).await;
     }
     .instrument(span)
+}
+
+/// Authenticates — with the upgrade request's credentials when it had any, else with the
+/// first message — then handles the messages that followed `authenticate` in its frame
+/// and writes out what the session has to say so far. A failure after authentication
+/// comes back with the authenticated state, so closing can settle its writes.
+async fn start(
+    state: &AppState,
+    conn: &mut Connection,
+    pre_auth: Option<Box<Result<PreAuth, AuthFailure>>>,
+) -> Result<Authenticated, (Option<Authenticated>, Ending)> {
+    let (mut session, rest) = match pre_auth {
+        Some(pre_auth) => (authenticate::upgrade(state, conn, *pre_auth).await.map_err(|e| (None, e))?, Vec::new()),
+        None => await_authentication(state, conn).await.map_err(|e| (None, e))?,
+    };
+    let handled = match on_messages(state, conn, &mut session, rest).await {
+        Ok(()) => conn.flush().await,
+        Err(ending) => Err(ending),
+    };
+    match handled {
+        Ok(()) => Ok(session),
+        Err(ending) => Err((Some(session), ending)),
+    }
 }
 
 /// What one frame from the client holds.

@@ -13,8 +13,6 @@
 //! array insert must survive. A failure prints its seed; replay one with
 //! `SIM_SEED=<seed> cargo test -p sync-core --test convergence -- --nocapture`.
 
-
-
 use std::collections::{HashMap, VecDeque};
 
 use crate::common::{Rng, random_patch, random_value};

@@ -1,8 +1,6 @@
 //! Property tests: patch apply/inverse, diff, merge patch, the transform rules, and
 //! protocol round trips.
 
-
-
 use crate::common::{Rng, random_patch};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
