@@ -173,6 +173,33 @@ async fn a_failing_patch_leaves_the_document_untouched(backend: Backend) {
     server.stop().await;
 }
 
+async fn a_move_or_copy_from_nowhere_is_refused_even_onto_itself(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let mut c = server.client("moves@example.com").await;
+    let original = json!({"a": 1});
+    assert_ok(&c.create("d", original.clone()).await, "document_created_response");
+
+    // RFC 6902 §4.4: the `from` location must exist, also when it equals `path`.
+    for ops in [
+        json!([{"op": "move", "from": "/nope", "path": "/nope"}]),
+        json!([{"op": "copy", "from": "/nope", "path": "/nope"}]),
+        json!([{"op": "move", "from": "/nope", "path": "/b"}]),
+    ] {
+        let reply = c.update("d", ops.clone(), Some(1)).await;
+        assert_refused(&reply, "document_updated_response", "invalid_patch");
+        assert!(reply["error"]["message"].as_str().is_some_and(|m| m.contains("/nope")), "{ops}: {reply}");
+        let doc = c.get("d").await;
+        assert_eq!(doc["document"]["content"], original, "after {ops}");
+        assert_eq!(doc["document"]["sync_revision"], 1, "no empty revision after {ops}");
+    }
+    // A move of an existing value onto itself is valid and changes nothing.
+    let reply = c.update("d", json!([{"op": "move", "from": "/a", "path": "/a"}]), Some(1)).await;
+    assert_ok(&reply, "document_updated_response");
+    assert_eq!(c.content("d").await, original);
+    still_alive(&mut c).await;
+    server.stop().await;
+}
+
 async fn frames_over_the_limit_are_refused_and_over_the_hard_limit_close_1009(backend: Backend) {
     let server = TestServer::start_on_with(backend, |config| {
         config.limits.max_frame_bytes = 2048;
@@ -328,6 +355,7 @@ common::backend_tests!(
     malformed_json_unknown_types_and_wrong_field_types_are_invalid_message,
     invalid_document_ids_and_collections_are_refused,
     a_failing_patch_leaves_the_document_untouched,
+    a_move_or_copy_from_nowhere_is_refused_even_onto_itself,
     frames_over_the_limit_are_refused_and_over_the_hard_limit_close_1009,
     oversize_documents_are_refused_on_create_and_on_update,
     patches_over_max_patch_ops_are_refused,

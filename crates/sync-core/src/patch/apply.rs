@@ -59,7 +59,12 @@ pub fn apply_one(doc: &mut Value, op: &PatchOp, index: usize) -> Result<Patch, P
         }
         PatchOp::Move { from, path } => {
             if from == path {
-                return Ok(Vec::new());
+                // Moving a value onto itself changes nothing, but RFC 6902 §4.4 still
+                // requires the source to exist: a move from nowhere is an error.
+                return match from.get(doc) {
+                    Some(_) => Ok(Vec::new()),
+                    None => Err(fail(from, PatchErrorKind::PathNotFound)),
+                };
             }
             if path.starts_with(from) {
                 return Err(fail(path, PatchErrorKind::MoveIntoChild));
@@ -239,6 +244,32 @@ mod tests {
         let patch = parse_patch(json!([{"op": "move", "from": "/a", "path": "/b/7"}])).unwrap();
         assert!(apply(&mut state, &patch).is_err());
         assert_eq!(state, doc);
+    }
+
+    #[test]
+    fn move_and_copy_need_an_existing_source() {
+        let doc = json!({"a": 1, "l": [1]});
+        for patch in [
+            json!([{"op": "move", "from": "/nope", "path": "/nope"}]),
+            json!([{"op": "move", "from": "/nope", "path": "/b"}]),
+            json!([{"op": "move", "from": "/l/1", "path": "/l/1"}]),
+            json!([{"op": "move", "from": "/l/-", "path": "/l/-"}]),
+            json!([{"op": "move", "from": "/x/y", "path": "/x/y"}]),
+            json!([{"op": "copy", "from": "/nope", "path": "/nope"}]),
+            json!([{"op": "copy", "from": "/nope", "path": "/b"}]),
+        ] {
+            let mut state = doc.clone();
+            let err = apply(&mut state, &parse_patch(patch.clone()).unwrap()).expect_err(&patch.to_string());
+            assert_eq!(err.index, 0, "{patch}");
+            assert_eq!(state, doc, "{patch}");
+        }
+        let err =
+            apply(&mut doc.clone(), &parse_patch(json!([{"op": "move", "from": "/nope", "path": "/nope"}])).unwrap())
+                .unwrap_err();
+        assert_eq!(err.to_string(), r#"op 0 (move "/nope"): path does not exist"#);
+        // A move onto itself of a value that exists is allowed and changes nothing.
+        check(doc.clone(), json!([{"op": "move", "from": "/a", "path": "/a"}]), doc.clone());
+        check(doc.clone(), json!([{"op": "move", "from": "/l/0", "path": "/l/0"}]), doc);
     }
 
     #[test]
