@@ -2,12 +2,15 @@
 //!
 //! Each operation returns the operations that undo it. A failing operation rolls the
 //! document back with the inverses recorded so far, so the caller sees all or nothing
-//! without paying for a copy of the document on every call.
+//! without paying for a copy of the document on every call. [`apply_within_limits`]
+//! also judges every operation against size, depth and work limits before it runs
+//! (see `limits.rs`).
 
 use std::mem;
 
 use serde_json::Value;
 
+use super::limits::{ApplyLimits, Meter};
 use super::{Patch, PatchError, PatchErrorKind, PatchOp};
 use crate::pointer::{JsonPointer, parse_index};
 
@@ -19,9 +22,27 @@ pub fn apply(doc: &mut Value, patch: &[PatchOp]) -> Result<(), PatchError> {
 /// Applies `patch` atomically and returns its inverse: applying the inverse to the
 /// post-state yields the pre-state exactly.
 pub fn apply_with_inverse(doc: &mut Value, patch: &[PatchOp]) -> Result<Patch, PatchError> {
+    apply_metered(doc, patch, &mut Meter::unlimited())
+}
+
+/// [`apply_with_inverse`] for a patch from an untrusted source: every operation is
+/// judged before it runs, and before it clones anything, so that no intermediate
+/// document grows past `limits.max_document_bytes` (by more than a sixteenth of it, see
+/// `limits.rs`) or nests deeper than `limits.max_depth`, and the whole patch measures
+/// and clones at most `limits.max_work_bytes` of values. Over a limit, the patch is
+/// refused with [`PatchErrorKind::DocumentTooLarge`], [`PatchErrorKind::DocumentTooDeep`]
+/// or [`PatchErrorKind::TooMuchWork`] ([`PatchError::is_over_limit`]) and the document
+/// is left as it was. The result is a guard, not a measurement: the caller still checks
+/// the final document exactly.
+pub fn apply_within_limits(doc: &mut Value, patch: &[PatchOp], limits: &ApplyLimits) -> Result<Patch, PatchError> {
+    apply_metered(doc, patch, &mut Meter::new(*limits))
+}
+
+/// Applies `patch` atomically under `meter`'s account and returns its inverse.
+pub(crate) fn apply_metered(doc: &mut Value, patch: &[PatchOp], meter: &mut Meter) -> Result<Patch, PatchError> {
     let mut undo: Vec<Patch> = Vec::with_capacity(patch.len());
     for (index, op) in patch.iter().enumerate() {
-        match apply_one(doc, op, index) {
+        match apply_one_metered(doc, op, index, meter) {
             Ok(inverse) => undo.push(inverse),
             Err(err) => {
                 rollback(doc, undo);
@@ -45,14 +66,31 @@ fn rollback(doc: &mut Value, undo: Vec<Patch>) {
 /// Applies one operation in place and returns the operations that undo it.
 /// `index` is the position of the operation, used in the error.
 pub fn apply_one(doc: &mut Value, op: &PatchOp, index: usize) -> Result<Patch, PatchError> {
+    apply_one_metered(doc, op, index, &mut Meter::unlimited())
+}
+
+/// [`apply_one`] under `meter`'s account: the operation is judged before it runs.
+pub(crate) fn apply_one_metered(
+    doc: &mut Value,
+    op: &PatchOp,
+    index: usize,
+    meter: &mut Meter,
+) -> Result<Patch, PatchError> {
     let fail = |path: &JsonPointer, kind| PatchError::at(index, op, path, kind);
     match op {
-        PatchOp::Add { path, value } => add(doc, path, value.clone()).map_err(|k| fail(path, k)),
+        PatchOp::Add { path, value } => {
+            meter.insert(doc, path, value, false).map_err(|k| fail(path, k))?;
+            add(doc, path, value.clone()).map_err(|k| fail(path, k))
+        }
         PatchOp::Remove { path } => {
             let (removed, concrete) = remove(doc, path).map_err(|k| fail(path, k))?;
             Ok(vec![PatchOp::Add { path: concrete, value: removed }])
         }
         PatchOp::Replace { path, value } => {
+            if path.get(doc).is_none() {
+                return Err(fail(path, PatchErrorKind::PathNotFound));
+            }
+            meter.insert(doc, path, value, true).map_err(|k| fail(path, k))?;
             let target = path.get_mut(doc).ok_or_else(|| fail(path, PatchErrorKind::PathNotFound))?;
             let old = mem::replace(target, value.clone());
             Ok(vec![PatchOp::Replace { path: path.clone(), value: old }])
@@ -69,6 +107,7 @@ pub fn apply_one(doc: &mut Value, op: &PatchOp, index: usize) -> Result<Patch, P
             if path.starts_with(from) {
                 return Err(fail(path, PatchErrorKind::MoveIntoChild));
             }
+            meter.relocate(doc, from, path).map_err(|k| fail(path, k))?;
             let (moved, concrete_from) = remove(doc, from).map_err(|k| fail(from, k))?;
             match add_resolved(doc, path, moved) {
                 Ok((concrete_path, previous)) => {
@@ -87,7 +126,10 @@ pub fn apply_one(doc: &mut Value, op: &PatchOp, index: usize) -> Result<Patch, P
             }
         }
         PatchOp::Copy { from, path } => {
-            let value = from.get(doc).cloned().ok_or_else(|| fail(from, PatchErrorKind::PathNotFound))?;
+            let source = from.get(doc).ok_or_else(|| fail(from, PatchErrorKind::PathNotFound))?;
+            // Judged before the clone: the clone is what would be too large.
+            meter.insert(doc, path, source, false).map_err(|k| fail(path, k))?;
+            let value = source.clone();
             add(doc, path, value).map_err(|k| fail(path, k))
         }
         PatchOp::Test { path, value } => {
