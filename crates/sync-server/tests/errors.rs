@@ -259,6 +259,36 @@ async fn oversize_documents_are_refused_on_create_and_on_update(backend: Backend
     server.stop().await;
 }
 
+async fn a_tiny_patch_that_would_build_a_huge_document_is_refused_as_it_applies(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let mut c = server.client("doubler@example.com").await;
+    let original = json!({"x": {"s": "a".repeat(1024)}});
+    assert_ok(&c.create("d", original.clone()).await, "document_created_response");
+
+    // 17 ops in 705 bytes: each copies `/x` into itself and doubles it, towards 130 MiB.
+    let ops: Vec<Value> = (0..17).map(|i| json!({"op": "copy", "from": "/x", "path": format!("/x/c{i}")})).collect();
+    for base in [Some(1), None] {
+        let reply = c.update("d", Value::Array(ops.clone()), base).await;
+        assert_refused(&reply, "document_updated_response", "payload_too_large");
+        // Refused at the op that would first pass the 1 MiB limit (1036 * 2^10 bytes),
+        // before building it, not after building the whole patch's result.
+        let message = reply["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(r#"op 9 (copy "/x/c9")"#), "{reply}");
+        let doc = c.get("d").await;
+        assert_eq!(doc["document"]["content"], original);
+        assert_eq!(doc["document"]["sync_revision"], 1);
+    }
+    // The server still serves everyone: another user writes, and so does this one.
+    let mut other = server.client("bystander@example.com").await;
+    assert_ok(&other.create("other", json!({"n": 1})).await, "document_created_response");
+    let reply = other.update("other", json!([{"op": "replace", "path": "/n", "value": 2}]), Some(1)).await;
+    assert_ok(&reply, "document_updated_response");
+    let reply = c.update("d", Value::Array(ops[..3].to_vec()), Some(1)).await;
+    assert_ok(&reply, "document_updated_response");
+    still_alive(&mut c).await;
+    server.stop().await;
+}
+
 async fn patches_over_max_patch_ops_are_refused(backend: Backend) {
     let server = TestServer::start_on_with(backend, |config| config.limits.max_patch_ops = 5).await;
     let mut c = server.client("ops@example.com").await;
@@ -358,6 +388,7 @@ common::backend_tests!(
     a_move_or_copy_from_nowhere_is_refused_even_onto_itself,
     frames_over_the_limit_are_refused_and_over_the_hard_limit_close_1009,
     oversize_documents_are_refused_on_create_and_on_update,
+    a_tiny_patch_that_would_build_a_huge_document_is_refused_as_it_applies,
     patches_over_max_patch_ops_are_refused,
     json_nested_deeper_than_max_depth_is_refused,
     the_rate_limit_refuses_without_closing_and_recovers,
