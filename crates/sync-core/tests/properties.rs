@@ -303,6 +303,8 @@ proptest! {
     fn client_messages_round_trip(msg in arb_client_message(), id in prop::option::of(arb_request_id())) {
         let envelope = ClientEnvelope { message: msg, request_id: id };
         let text = envelope.to_json();
+        // The scan for the id of a refused frame reads what decoding reads.
+        prop_assert_eq!(top_level_request_id(&text), envelope.request_id.clone());
         let decoded = decode_client_frame(&text, &DecodeLimits::default()).unwrap();
         prop_assert_eq!(decoded.len(), 1);
         prop_assert_eq!(decoded.into_iter().next().unwrap().unwrap(), envelope);
