@@ -55,6 +55,24 @@ fn seed_era_jwt_authenticate() {
 }
 
 #[test]
+fn authenticate_refuses_a_client_id_no_replica_should_have() {
+    let auth = |client_id: &str| {
+        json!({"type": "authenticate", "token": "a.b.c", "client_id": client_id, "request_id": 3}).to_string()
+    };
+    for bad in ["x".repeat(200_000), "phone\u{0}".to_owned(), "two words".to_owned(), String::new(), "é".to_owned()] {
+        let Err(err) = decode(&auth(&bad)) else { panic!("a client_id of {} bytes was accepted", bad.len()) };
+        assert_eq!(err.code, ErrorCode::InvalidMessage);
+        assert!(err.message.starts_with("field `client_id`: invalid client id"), "{}", err.message);
+        assert!(err.message.len() < 400, "the error does not echo a huge id: {}", err.message.len());
+        assert_eq!(err.request_id, Some(RequestId::Int(3)));
+    }
+    for good in ["4b1d7c3e-1111-4222-8333-944455566677", "android:9774d56d682e549c"] {
+        let ClientMessage::Authenticate(a) = decode(&auth(good)).unwrap().message else { panic!() };
+        assert_eq!(a.client_id.as_deref(), Some(good));
+    }
+}
+
+#[test]
 fn create_with_top_level_title() {
     // Seed-era: the document's fields at the top level of the message.
     let ClientMessage::CreateDocument(c) =

@@ -16,6 +16,7 @@ pub use client::*;
 pub use server::*;
 
 use crate::error::ErrorCode;
+use crate::model::validate_client_id;
 use crate::patch::parse_patch;
 
 /// `request_id`: a string or an integer chosen by the client, echoed in direct replies.
@@ -459,7 +460,11 @@ fn decode_authenticate(map: &Map<String, Value>) -> Result<Authenticate, BodyErr
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().ok_or_else(|| invalid("field `last_sequence`: expected a non-negative integer"))?),
     };
-    Ok(Authenticate { credentials, client_id: optional_string(map, "client_id")?, last_sequence })
+    let client_id = optional_string(map, "client_id")?;
+    if let Some(id) = &client_id {
+        validate_client_id(id).map_err(|e| invalid(format!("field `client_id`: {e}")))?;
+    }
+    Ok(Authenticate { credentials, client_id, last_sequence })
 }
 
 fn invalid(message: impl Into<String>) -> BodyError {
