@@ -311,7 +311,8 @@ impl Authenticator {
         Ok(principal)
     }
 
-    /// Checks a JWT: signature with the configured key, `exp` required, `sub` the user.
+    /// Checks a JWT: signature with the configured key, `exp` required and `nbf` honoured
+    /// (both with [`JWT_LEEWAY_SECS`]), `sub` the user.
     pub fn check_jwt(&self, token: &str) -> Result<Principal, AuthFailure> {
         let Some(jwt) = &self.jwt else { return Err(AuthFailure::Invalid) };
         if token.split('.').count() != 3 {
@@ -324,6 +325,8 @@ impl Authenticator {
             Ok(_) => Err(AuthFailure::Invalid),
             Err(e) => Err(match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthFailure::Expired,
+                // Not valid yet (`nbf` ahead): the credentials are not good now.
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthFailure::Invalid,
                 jsonwebtoken::errors::ErrorKind::InvalidToken | jsonwebtoken::errors::ErrorKind::Base64(_) => {
                     AuthFailure::Malformed
                 }
@@ -333,10 +336,16 @@ impl Authenticator {
     }
 }
 
+/// Seconds of clock difference allowed between the token's issuer and this server, on
+/// `exp` and on `nbf` alike (PROTOCOL.md §2).
+pub const JWT_LEEWAY_SECS: u64 = 30;
+
 fn configure(validation: &mut Validation) {
     validation.set_required_spec_claims(&["exp", "sub"]);
     validation.validate_exp = true;
-    validation.leeway = 30;
+    // RFC 7519 §4.1.5: a token must not be accepted before its `nbf` (when it has one).
+    validation.validate_nbf = true;
+    validation.leeway = JWT_LEEWAY_SECS;
     validation.validate_aud = false;
 }
 
