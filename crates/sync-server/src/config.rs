@@ -104,6 +104,13 @@ pub struct Limits {
     pub max_page: usize,
     /// Largest `changes` message in bytes: a page that would be larger is cut short.
     pub max_page_bytes: usize,
+    /// Bearer-token secrets checked against their Argon2 hash at once, each holding
+    /// Argon2's memory cost (19 MiB) while it runs; 0 (the default) is one per CPU core.
+    pub password_checks: usize,
+    /// Checks that may wait for one of those; beyond them a check is refused at once
+    /// (`auth_error` `server error`), so a flood of wrong secrets costs neither memory
+    /// nor the CPU other users need.
+    pub password_check_queue: usize,
 }
 
 /// `[rate_limit]`: a token bucket per user, shared by all their sessions.
@@ -194,6 +201,8 @@ impl Default for Limits {
             idle_timeout_secs: 60,
             max_page: 5000,
             max_page_bytes: 4 << 20,
+            password_checks: 0,
+            password_check_queue: 64,
         }
     }
 }
