@@ -108,8 +108,29 @@ pub(crate) fn apply_one_metered(
                 return Err(fail(path, PatchErrorKind::MoveIntoChild));
             }
             meter.relocate(doc, from, path).map_err(|k| fail(path, k))?;
+            // A value moved onto one of its ancestors replaces it (or, in an array, goes in
+            // before it), and no inverse can move it back into a child of where it then
+            // is: the inverse writes the ancestor's old value whole, so that value is kept
+            // (and counted as a clone).
+            let ancestor = match path.get(doc) {
+                Some(old) if from.starts_with(path) => {
+                    meter.clone_for_inverse(old).map_err(|k| fail(path, k))?;
+                    Some(old.clone())
+                }
+                _ => None,
+            };
             let (moved, concrete_from) = remove(doc, from).map_err(|k| fail(from, k))?;
             match add_resolved(doc, path, moved) {
+                Ok((concrete_path, previous)) if let Some(original) = ancestor => {
+                    // Into an array the value was inserted and the ancestor moved one place
+                    // on: take the value out first, and the ancestor is back at the path.
+                    let mut inverse = Vec::with_capacity(2);
+                    if previous.is_none() {
+                        inverse.push(PatchOp::Remove { path: concrete_path.clone() });
+                    }
+                    inverse.push(PatchOp::Replace { path: concrete_path, value: original });
+                    Ok(inverse)
+                }
                 Ok((concrete_path, previous)) => {
                     let mut inverse = vec![PatchOp::Move { from: concrete_path.clone(), path: concrete_from }];
                     if let Some(previous) = previous {
@@ -259,6 +280,32 @@ mod tests {
         );
         check(json!({"a": 1}), json!([{"op": "copy", "from": "/a", "path": "/b"}]), json!({"a": 1, "b": 1}));
         check(json!({"a": 1}), json!([{"op": "replace", "path": "", "value": [1]}]), json!([1]));
+    }
+
+    /// Found by the `patch_apply_inverse` fuzz target: a move of a value onto one of its
+    /// ancestors recorded an inverse that moves the ancestor into its own child, which
+    /// no document accepts, so the reverse patch did not apply and rollback failed.
+    #[test]
+    fn moving_a_value_onto_its_ancestor_has_an_inverse_that_applies() {
+        check(json!({"a": {"b": 1, "c": 2}}), json!([{"op": "move", "from": "/a/b", "path": "/a"}]), json!({"a": 1}));
+        // Into an array the moved value goes in before its old container.
+        check(json!([[1, [2, 3]], 4]), json!([{"op": "move", "from": "/0/1", "path": "/0"}]), json!([[2, 3], [1], 4]));
+        check(json!({"a": {"b": [5]}}), json!([{"op": "move", "from": "/a/b/0", "path": ""}]), json!(5));
+        check(
+            json!({"-": {"x": {"y": 1}}}),
+            json!([{"op": "move", "from": "/-/x", "path": "/-"}]),
+            json!({"-": {"y": 1}}),
+        );
+        // And a patch that fails after such a move is rolled back through that inverse.
+        let doc = json!({"a": {"b": 1, "c": 2}, "l": []});
+        let mut state = doc.clone();
+        let patch = parse_patch(json!([
+            {"op": "move", "from": "/a/b", "path": "/a"},
+            {"op": "remove", "path": "/missing"}
+        ]))
+        .unwrap();
+        assert!(apply(&mut state, &patch).is_err());
+        assert_eq!(state, doc);
     }
 
     #[test]

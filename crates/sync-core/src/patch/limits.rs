@@ -142,6 +142,16 @@ impl Meter {
         }
     }
 
+    /// Judges keeping a copy of `value` for an inverse (a `move` onto an ancestor): the
+    /// copy is measured and cloned like a `copy`'s source, but adds nothing to the document.
+    pub(crate) fn clone_for_inverse(&mut self, value: &Value) -> Result<(), PatchErrorKind> {
+        if self.limits.is_none() {
+            return Ok(());
+        }
+        let measured = self.measure(value, usize::MAX, usize::MAX)?;
+        self.charge(measured.bytes)
+    }
+
     /// The document's exact size after the insert: the document measured now, less the
     /// value the insert overwrites, plus the value and the member or element around it.
     /// `None` when the insert cannot happen (no container at the parent path): the op
