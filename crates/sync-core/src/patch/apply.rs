@@ -120,7 +120,7 @@ pub(crate) fn apply_one_metered(
                 _ => None,
             };
             let (moved, concrete_from) = remove(doc, from).map_err(|k| fail(from, k))?;
-            match add_resolved(doc, path, moved) {
+            let inverse = match add_resolved(doc, path, moved) {
                 Ok((concrete_path, previous)) if let Some(original) = ancestor => {
                     // Into an array the value was inserted and the ancestor moved one place
                     // on: take the value out first, and the ancestor is back at the path.
@@ -129,22 +129,32 @@ pub(crate) fn apply_one_metered(
                         inverse.push(PatchOp::Remove { path: concrete_path.clone() });
                     }
                     inverse.push(PatchOp::Replace { path: concrete_path, value: original });
-                    Ok(inverse)
+                    inverse
                 }
                 Ok((concrete_path, previous)) => {
                     let mut inverse = vec![PatchOp::Move { from: concrete_path.clone(), path: concrete_from }];
                     if let Some(previous) = previous {
                         inverse.push(PatchOp::Add { path: concrete_path, value: previous });
                     }
-                    Ok(inverse)
+                    inverse
                 }
                 Err((kind, moved)) => {
                     // Put the value back where it came from before reporting.
                     let restored = add(doc, &concrete_from, moved);
                     debug_assert!(restored.is_ok());
-                    Err(fail(path, kind))
+                    return Err(fail(path, kind));
                 }
+            };
+            // A move clones nothing, so it is judged after it is made: its value keeps its
+            // size, but the member name it lands under can be longer than the one it left.
+            if let Err(kind) = meter.moved(doc, path) {
+                for op in &inverse {
+                    let undone = apply_one(doc, op, index);
+                    debug_assert!(undone.is_ok(), "inverse failed to apply: {undone:?}");
+                }
+                return Err(fail(path, kind));
             }
+            Ok(inverse)
         }
         PatchOp::Copy { from, path } => {
             let source = from.get(doc).ok_or_else(|| fail(from, PatchErrorKind::PathNotFound))?;

@@ -120,8 +120,9 @@ impl Meter {
         Ok(())
     }
 
-    /// Judges moving the value at `from` to `path` (the source exists): the size does
-    /// not change, but the value may land deeper than it was.
+    /// Judges moving the value at `from` to `path` (the source exists) before it is
+    /// made: the value may land deeper than it was. (Its size is judged after, by
+    /// [`Meter::moved`].)
     pub(crate) fn relocate(
         &mut self,
         doc: &Value,
@@ -140,6 +141,22 @@ impl Meter {
             // The move fails on its own, with the error that says why.
             None => Ok(()),
         }
+    }
+
+    /// Judges a move just made to `path` of `doc`: the document grew by at most the
+    /// member name (or comma) around its new place. When the account cannot rule out
+    /// that the document is now over the limit, it measures it: a refusal is exact.
+    pub(crate) fn moved(&mut self, doc: &Value, path: &JsonPointer) -> Result<(), PatchErrorKind> {
+        let Some(limits) = self.limits else { return Ok(()) };
+        let added = path.last().map_or(0, |token| string_len(token) + 2);
+        self.size = match self.size {
+            Size::AtMost(size) if size.saturating_add(added) <= limits.max_document_bytes => Size::AtMost(size + added),
+            Size::Unknown { growth } if growth.saturating_add(added) <= limits.max_document_bytes / 16 => {
+                Size::Unknown { growth: growth + added }
+            }
+            _ => Size::AtMost(self.measure(doc, limits.max_document_bytes, usize::MAX)?.bytes),
+        };
+        Ok(())
     }
 
     /// Judges keeping a copy of `value` for an inverse (a `move` onto an ancestor): the
@@ -400,6 +417,24 @@ mod tests {
         assert!(deep(json!([{"op": "add", "path": "/a/b/d", "value": {"e": 1}}])).is_ok());
         assert!(deep(json!([{"op": "move", "from": "/a/b", "path": "/b"}])).is_ok());
         assert!(deep(json!([{"op": "copy", "from": "/a/b", "path": "/l/-"}])).is_ok());
+    }
+
+    /// Found by the `patch_apply_inverse` fuzz target: a move keeps its value's size but
+    /// not the member name around it, so a document at the limit grew past it.
+    #[test]
+    fn a_move_under_a_longer_name_counts_the_name() {
+        let limits = ApplyLimits::new(20, 64);
+        // `{"a":{"b":"xxxxxx"}}`: 20 bytes, at the limit.
+        let doc = json!({"a": {"b": "x".repeat(6)}});
+        assert_eq!(serde_json::to_string(&doc).unwrap().len(), 20);
+        let longer = json!([{"op": "move", "from": "/a/b", "path": "/a/bb"}]);
+        assert_eq!(check(&doc, longer, limits).unwrap_err().kind, PatchErrorKind::DocumentTooLarge { limit: 20 });
+        let same = json!([{"op": "move", "from": "/a/b", "path": "/a/c"}]);
+        assert_eq!(check(&doc, same, limits).unwrap(), json!({"a": {"c": "x".repeat(6)}}));
+        // Shorter is fine, and so is a move up that replaces its container.
+        let shorter = json!([{"op": "move", "from": "/a", "path": "/"}, {"op": "move", "from": "/", "path": "/a"}]);
+        check(&doc, shorter, limits).unwrap();
+        check(&doc, json!([{"op": "move", "from": "/a/b", "path": "/a"}]), limits).unwrap();
     }
 
     #[test]
