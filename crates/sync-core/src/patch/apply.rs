@@ -119,6 +119,7 @@ pub(crate) fn apply_one_metered(
                 }
                 _ => None,
             };
+            let from_in_array = from.split_last().and_then(|(parent, _)| parent.get(doc)).is_some_and(Value::is_array);
             let (moved, concrete_from) = remove(doc, from).map_err(|k| fail(from, k))?;
             let inverse = match add_resolved(doc, path, moved) {
                 Ok((concrete_path, previous)) if let Some(original) = ancestor => {
@@ -132,9 +133,16 @@ pub(crate) fn apply_one_metered(
                     inverse
                 }
                 Ok((concrete_path, previous)) => {
-                    let mut inverse = vec![PatchOp::Move { from: concrete_path.clone(), path: concrete_from }];
+                    // The overwritten member goes back once the value is back at its source,
+                    // where the source's array has its element again: the member's path is
+                    // read in that frame.
+                    let previous_path = match from_in_array {
+                        true => after_reinsert(&concrete_path, &concrete_from),
+                        false => concrete_path.clone(),
+                    };
+                    let mut inverse = vec![PatchOp::Move { from: concrete_path, path: concrete_from }];
                     if let Some(previous) = previous {
-                        inverse.push(PatchOp::Add { path: concrete_path, value: previous });
+                        inverse.push(PatchOp::Add { path: previous_path, value: previous });
                     }
                     inverse
                 }
@@ -167,6 +175,17 @@ pub(crate) fn apply_one_metered(
             let actual = path.get(doc).ok_or_else(|| fail(path, PatchErrorKind::PathNotFound))?;
             if json_equal(actual, value) { Ok(Vec::new()) } else { Err(fail(path, PatchErrorKind::TestFailed)) }
         }
+    }
+}
+
+/// `path`, read in a frame where the array element at `element` was taken out, as it
+/// reads once the element is back: an index at or after it in that array is one more.
+fn after_reinsert(path: &JsonPointer, element: &JsonPointer) -> JsonPointer {
+    let Some((array, index)) = element.split_last() else { return path.clone() };
+    let (Some(removed), depth) = (parse_index(index), array.len()) else { return path.clone() };
+    match path.tokens().get(depth).and_then(|token| parse_index(token)) {
+        Some(i) if path.starts_with(&array) && i >= removed => path.with_token(depth, (i + 1).to_string()),
+        _ => path.clone(),
     }
 }
 
@@ -316,6 +335,28 @@ mod tests {
         .unwrap();
         assert!(apply(&mut state, &patch).is_err());
         assert_eq!(state, doc);
+    }
+
+    /// Found by the `patch_apply_inverse` fuzz target: a move out of an array onto an
+    /// existing member of a later element recorded the member's restore at its path
+    /// after the removal, but the inverse restores it after putting the element back,
+    /// when that path names the element before.
+    #[test]
+    fn a_move_out_of_an_array_onto_a_later_member_has_an_inverse_that_applies() {
+        check(json!([1, 2, {"x": 0}]), json!([{"op": "move", "from": "/0", "path": "/1/x"}]), json!([2, {"x": 1}]));
+        check(
+            json!({"l": ["a", "b", {"k": {"x": 0}}, "c"]}),
+            json!([{"op": "move", "from": "/l/0", "path": "/l/1/k/x"}]),
+            json!({"l": ["b", {"k": {"x": "a"}}, "c"]}),
+        );
+        // Elements before the removed one keep their index.
+        check(json!([{"x": 0}, 5, 6]), json!([{"op": "move", "from": "/1", "path": "/0/x"}]), json!([{"x": 5}, 6]));
+        // Object members never shift.
+        check(
+            json!({"a": 1, "b": {"x": 0}}),
+            json!([{"op": "move", "from": "/a", "path": "/b/x"}]),
+            json!({"b": {"x": 1}}),
+        );
     }
 
     #[test]
