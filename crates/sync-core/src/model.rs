@@ -16,6 +16,8 @@ pub const DEFAULT_COLLECTION: &str = "default";
 pub const MAX_ID_LEN: usize = 128;
 /// Longest collection name accepted.
 pub const MAX_COLLECTION_LEN: usize = 64;
+/// Longest client (replica) id accepted.
+pub const MAX_CLIENT_ID_LEN: usize = 128;
 
 /// Why an id or a collection name is not acceptable.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +31,11 @@ pub enum ValidationError {
     /// Collection names starting with `_` belong to the server.
     #[error("collection {0:?} is reserved (names starting with `_` belong to the server)")]
     ReservedCollection(String),
+    /// Client id outside `[!-~]{1,128}`.
+    #[error(
+        "invalid client id {0:?}: use 1-128 printable ASCII characters (`!` to `~`: no spaces, no control characters)"
+    )]
+    ClientId(String),
 }
 
 /// Checks a client-chosen document id.
@@ -37,6 +44,19 @@ pub fn validate_document_id(id: &str) -> Result<(), ValidationError> {
         && id.len() <= MAX_ID_LEN
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     if ok { Ok(()) } else { Err(ValidationError::DocumentId(truncate(id))) }
+}
+
+/// Checks a client (replica) id: 1 to 128 printable ASCII characters, `!` (U+0021) to `~`
+/// (U+007E). A UUID, a hex device id, `host:port`, `user@device` or `web-3f2a` pass.
+///
+/// The id is copied into the vector clock of every document the replica writes, into
+/// every change event and into logs, so it is bounded, and it holds nothing a store
+/// cannot keep (PostgreSQL refuses U+0000), nothing that rewrites a terminal or a log
+/// line (control characters), and no look-alikes or invisible characters (spaces,
+/// non-ASCII) that would make two replicas hard to tell apart in a vector clock.
+pub fn validate_client_id(id: &str) -> Result<(), ValidationError> {
+    let ok = !id.is_empty() && id.len() <= MAX_CLIENT_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic());
+    if ok { Ok(()) } else { Err(ValidationError::ClientId(truncate(id))) }
 }
 
 /// Checks a collection name, including the reserved `_` prefix.
@@ -267,6 +287,41 @@ mod tests {
         for bad in ["", "a b", "a/b", "é", &"x".repeat(129), "a\u{0}"] {
             assert!(validate_document_id(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn client_ids() {
+        for ok in [
+            "6f1c2d4e-0000-4000-8000-000000000000",
+            "6F1C2D4E00004000800000000000000",
+            "a",
+            "android:9774d56d682e549c",
+            "marie@laptop.local",
+            "web-3f2a_tab#2",
+            "!~\"\\{}",
+            &"x".repeat(128),
+        ] {
+            assert_eq!(validate_client_id(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            " lead",
+            "tab\t",
+            "nul\u{0}",
+            "new\nline",
+            "esc\u{1b}[2J",
+            "del\u{7f}",
+            "é",
+            "\u{200b}",
+            &"x".repeat(129),
+        ] {
+            assert!(validate_client_id(bad).is_err(), "{bad:?}");
+        }
+        // The error shows the id, cut short and escaped.
+        let err = validate_client_id(&format!("{}\u{0}", "x".repeat(200_000))).unwrap_err().to_string();
+        assert!(err.len() < 300 && err.starts_with("invalid client id \"xxx"), "{err}");
+        assert!(validate_client_id("nul\u{0}").unwrap_err().to_string().contains("\\0"));
     }
 
     #[test]

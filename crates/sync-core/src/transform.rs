@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ErrorCode;
-use crate::patch::{Patch, PatchError, PatchOp, apply, apply_one, apply_with_inverse};
+use crate::patch::{
+    ApplyLimits, Meter, Patch, PatchError, PatchOp, apply_metered, apply_one, apply_one_metered, apply_with_inverse,
+};
 use crate::pointer::{JsonPointer, lookup, parse_index};
 
 /// How two writes to the same path are resolved (rule 4).
@@ -122,6 +124,10 @@ pub enum RebaseError {
         /// Its path.
         path: String,
     },
+    /// The incoming patch, on its base or as rebased, goes over a limit of
+    /// [`rebase_within_limits`] ([`PatchError::is_over_limit`]).
+    #[error("the patch is over a limit: {0}")]
+    OverLimit(PatchError),
 }
 
 impl RebaseError {
@@ -130,6 +136,7 @@ impl RebaseError {
         match self {
             RebaseError::Incoming(_) | RebaseError::TestFailed { .. } => ErrorCode::VersionMismatch,
             RebaseError::Committed(_) => ErrorCode::ServerError,
+            RebaseError::OverLimit(_) => ErrorCode::PayloadTooLarge,
         }
     }
 }
@@ -146,6 +153,22 @@ pub fn rebase(
     results.pop().unwrap_or_else(|| Ok(Rebased::default()))
 }
 
+/// [`rebase`] for a patch from an untrusted source: wherever the rebase applies the
+/// incoming ops (to their base, to the frames it carries them through, to the committed
+/// state), they are held to `limits` as [`crate::patch::apply_within_limits`] holds
+/// them, and a patch over a limit is refused as a whole with [`RebaseError::OverLimit`]
+/// rather than built. Within the limits the answer is [`rebase`]'s.
+pub fn rebase_within_limits(
+    base: &Value,
+    incoming: &[PatchOp],
+    committed: &[PatchOp],
+    policy: Policy,
+    limits: &ApplyLimits,
+) -> Result<Rebased, RebaseError> {
+    let mut results = rebase_many_with(base, &[incoming.to_vec()], committed, policy, Some(limits));
+    results.pop().unwrap_or_else(|| Ok(Rebased::default()))
+}
+
 /// Rebases a sequence of patches (a client's pending changes, each made on top of the
 /// previous one, the first against `base`) over `committed`. Each entry is rebased as a
 /// unit: a failing `test` rejects that entry only.
@@ -155,10 +178,26 @@ pub fn rebase_many(
     committed: &[PatchOp],
     policy: Policy,
 ) -> Vec<Result<Rebased, RebaseError>> {
-    match rebase_independent(base, entries, committed) {
+    rebase_many_with(base, entries, committed, policy, None)
+}
+
+/// [`rebase_many`], with the incoming ops held to `limits` when there are any.
+fn rebase_many_with(
+    base: &Value,
+    entries: &[Patch],
+    committed: &[PatchOp],
+    policy: Policy,
+    limits: Option<&ApplyLimits>,
+) -> Vec<Result<Rebased, RebaseError>> {
+    match rebase_independent(base, entries, committed, limits) {
         Some(results) => results,
-        None => rebase_many_in_full(base, entries, committed, policy),
+        None => rebase_in_full_with(base, entries, committed, policy, limits),
     }
+}
+
+/// An account for one pass of incoming ops over a document: under `limits` when given.
+fn meter(limits: Option<&ApplyLimits>) -> Meter {
+    limits.map_or_else(Meter::unlimited, |limits| Meter::new(*limits))
 }
 
 /// The shortcut of [`rebase_many`] for the common case: no incoming op and no committed
@@ -176,6 +215,7 @@ fn rebase_independent(
     base: &Value,
     entries: &[Patch],
     committed: &[PatchOp],
+    limits: Option<&ApplyLimits>,
 ) -> Option<Vec<Result<Rebased, RebaseError>>> {
     if !independent(base, entries.iter().flatten(), committed) {
         return None;
@@ -185,7 +225,7 @@ fn rebase_independent(
     // an incoming op reads or writes, so whatever an incoming op needs is as it was.
     let mut frame = base.clone();
     for entry in entries {
-        apply(&mut frame, entry).ok()?;
+        apply_metered(&mut frame, entry, &mut meter(limits)).ok()?;
     }
     Some(entries.iter().map(|entry| Ok(Rebased { patch: entry.clone(), conflicts: Vec::new() })).collect())
 }
@@ -253,6 +293,20 @@ pub fn rebase_many_in_full(
     committed: &[PatchOp],
     policy: Policy,
 ) -> Vec<Result<Rebased, RebaseError>> {
+    rebase_in_full_with(base, entries, committed, policy, None)
+}
+
+/// [`rebase_many_in_full`], with the incoming ops held to `limits` when there are any:
+/// each pass of them over a document (their base, each frame, the committed state) has
+/// its own account, and an op over a limit fails its entry with
+/// [`RebaseError::OverLimit`] instead of being dropped as not applicable.
+fn rebase_in_full_with(
+    base: &Value,
+    entries: &[Patch],
+    committed: &[PatchOp],
+    policy: Policy,
+    limits: Option<&ApplyLimits>,
+) -> Vec<Result<Rebased, RebaseError>> {
     let mut items: Vec<Item> = Vec::new();
     let mut failed: Vec<Option<RebaseError>> = vec![None; entries.len()];
     let mut conflicts: Vec<Vec<Conflict>> = vec![Vec::new(); entries.len()];
@@ -262,14 +316,15 @@ pub fn rebase_many_in_full(
     let mut frame = base.clone();
     for (entry, ops) in entries.iter().enumerate() {
         let effective: Patch = ops.iter().filter(|op| !matches!(op, PatchOp::Test { .. })).cloned().collect();
-        match apply(&mut frame, &effective) {
-            Ok(()) => items.extend(ops.iter().enumerate().map(|(index, op)| Item {
+        match apply_metered(&mut frame, &effective, &mut meter(limits)) {
+            Ok(_) => items.extend(ops.iter().enumerate().map(|(index, op)| Item {
                 entry,
                 index,
                 op: op.clone(),
                 original: op.clone(),
                 alive: true,
             })),
+            Err(err) if err.is_over_limit() => failed[entry] = Some(RebaseError::OverLimit(err)),
             Err(err) => failed[entry] = Some(RebaseError::Incoming(err)),
         }
     }
@@ -292,6 +347,7 @@ pub fn rebase_many_in_full(
             return entries.iter().map(|_| Err(RebaseError::Committed(err.clone()))).collect();
         }
         let mut xs: Vec<XPrim> = c_prims.into_iter().map(|prim| XPrim { prim, origin: Origin::Committed }).collect();
+        let mut pass = meter(limits);
         for item in items.iter_mut().filter(|i| i.alive) {
             if failed[item.entry].is_some() {
                 item.alive = false;
@@ -301,16 +357,16 @@ pub fn rebase_many_in_full(
             // A `test` changes nothing; it is judged against the final state only.
             let is_test = matches!(op, PatchOp::Test { .. });
             if xs.is_empty() {
-                if !is_test && apply_one(&mut frame, &op, item.index).is_err() {
-                    drop_item(item, &mut conflicts, ConflictReason::NotApplicable);
+                if !is_test && let Err(err) = apply_one_metered(&mut frame, &op, item.index, &mut pass) {
+                    fail_item(item, err, &mut failed, &mut conflicts);
                 }
                 continue;
             }
             let shape = shape_of(&op, &frame);
             match carry(&op, &shape, &xs, policy) {
                 Carried::Kept { op: rebased, xs: next_xs, clashes } => {
-                    if !is_test && apply_one(&mut frame, &op, item.index).is_err() {
-                        drop_item(item, &mut conflicts, ConflictReason::NotApplicable);
+                    if !is_test && let Err(err) = apply_one_metered(&mut frame, &op, item.index, &mut pass) {
+                        fail_item(item, err, &mut failed, &mut conflicts);
                         continue;
                     }
                     for _ in 0..clashes {
@@ -362,9 +418,14 @@ pub fn rebase_many_in_full(
         let mut trial = current.clone();
         let mut patch = Vec::new();
         let mut outcome = Ok(());
+        let mut pass = meter(limits);
         for item in items.iter().filter(|i| i.alive && i.entry == entry) {
-            match apply_one(&mut trial, &item.op, item.index) {
+            match apply_one_metered(&mut trial, &item.op, item.index, &mut pass) {
                 Ok(_) => patch.push(item.op.clone()),
+                Err(err) if err.is_over_limit() => {
+                    outcome = Err(RebaseError::OverLimit(err));
+                    break;
+                }
                 Err(_) if matches!(item.op, PatchOp::Test { .. }) => {
                     outcome =
                         Err(RebaseError::TestFailed { index: item.index, path: item.original.path().to_string() });
@@ -411,6 +472,18 @@ fn drop_item(item: &mut Item, conflicts: &mut [Vec<Conflict>], reason: ConflictR
             resolution: ConflictResolution::Dropped,
         },
     );
+}
+
+/// An incoming op that does not apply to its frame: dropped as not applicable, or, when
+/// it is over a limit, failing its whole entry (a patch over a limit is never half
+/// applied).
+fn fail_item(item: &mut Item, err: PatchError, failed: &mut [Option<RebaseError>], conflicts: &mut [Vec<Conflict>]) {
+    if err.is_over_limit() {
+        item.alive = false;
+        failed[item.entry] = Some(RebaseError::OverLimit(err));
+    } else {
+        drop_item(item, conflicts, ConflictReason::NotApplicable);
+    }
 }
 
 fn push_conflict(list: &mut Vec<Conflict>, conflict: Conflict) {

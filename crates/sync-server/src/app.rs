@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Authenticator, SecretKey, issue_api_credential};
+use crate::auth::{Authenticator, PasswordChecks, SecretKey, issue_api_credential};
 use crate::backend::AnyStore;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -52,6 +52,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         secret_key,
         config.auth.jwt_secret.as_deref(),
         config.auth.jwt_public_key_file.as_deref(),
+        PasswordChecks::from_limits(&config.limits),
     )?;
     let latest = store.latest_sequence().await.context("reading the change log")?;
     let hub = Arc::new(Hub::new(latest));

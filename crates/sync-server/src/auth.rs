@@ -6,17 +6,23 @@
 //!   key (`rps_` + hex HMAC-SHA256(key, "api-secret:" + api_key)), so a database dump
 //!   alone does not reveal them;
 //! - bearer tokens are stored as Argon2id hashes only; a verified token is cached by its
-//!   SHA-256 so the slow hash runs once per token, not once per connection;
-//! - failures say only `invalid credentials`, `expired` or `malformed`.
+//!   SHA-256 so the slow hash runs once per token, not once per connection, and so is a
+//!   secret that failed, so a retry storm with it does not hash again;
+//! - at most [`PasswordChecks::concurrent`] Argon2 checks run at once and at most
+//!   [`PasswordChecks::queue`] more wait; any more is refused at once without hashing,
+//!   so a flood of wrong secrets holds at most `concurrent` times Argon2's memory cost;
+//! - failures say only `invalid credentials`, `expired` or `malformed`, or `server error`
+//!   when the server cannot check now.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::Argon2;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::PasswordHasher;
+use argon2::password_hash::phc::{Output, PasswordHash};
+use argon2::{Algorithm as Argon2Algorithm, Argon2, Block, Params, Version};
 use hmac::{Hmac, KeyInit, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -24,6 +30,7 @@ use sha2::{Digest, Sha256};
 use sync_core::auth::{timestamp_in_window, user_id_for_email, verify_signature};
 use sync_core::protocol::Credentials;
 use sync_store::{ApiCredential, Store, TokenRecord};
+use tokio::sync::Semaphore;
 
 use crate::backend::AnyStore;
 
@@ -51,7 +58,8 @@ pub(crate) enum AuthFailure {
     /// Not shaped like any accepted credential.
     #[error("malformed")]
     Malformed,
-    /// The server could not check (storage down); not the client's fault.
+    /// The server could not check now (storage down, or too many password checks
+    /// waiting); not the client's fault, and worth retrying later.
     #[error("server error")]
     Unavailable,
 }
@@ -134,6 +142,30 @@ struct CachedToken {
     checked: Instant,
 }
 
+/// How many password-hash (Argon2) checks of bearer tokens may run and wait. Each check
+/// holds Argon2's memory cost (19 MiB with the parameters `create-token` uses) and tens
+/// of milliseconds of a core, so these bound what a flood of wrong secrets can take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PasswordChecks {
+    /// Checks that run at once, each on a thread of the blocking pool.
+    pub(crate) concurrent: usize,
+    /// Checks that may wait for one of those; a check beyond them is refused at once,
+    /// without hashing, as `server error`.
+    pub(crate) queue: usize,
+}
+
+impl PasswordChecks {
+    /// The limits of `[limits]`: `password_checks` (0: one per CPU core) and
+    /// `password_check_queue`.
+    pub(crate) fn from_limits(limits: &crate::config::Limits) -> Self {
+        let concurrent = match limits.password_checks {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        Self { concurrent, queue: limits.password_check_queue }
+    }
+}
+
 /// Checks credentials against the store, with caches for the slow or repeated parts.
 pub(crate) struct Authenticator {
     store: AnyStore,
@@ -141,6 +173,21 @@ pub(crate) struct Authenticator {
     jwt: Option<JwtVerifier>,
     /// SHA-256 of a verified bearer token → who it is.
     tokens: Mutex<HashMap<[u8; 32], CachedToken>>,
+    /// SHA-256 of a bearer token whose secret failed its Argon2 check → when. A secret
+    /// that failed once fails again (the record cannot come to match it), so retries
+    /// within [`CACHE_TTL`] are refused without hashing.
+    failed_tokens: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Permits to run an Argon2 check: [`PasswordChecks::concurrent`].
+    hash_slots: Arc<Semaphore>,
+    /// Permits to run or wait for a check: concurrent plus queue. Taken without waiting,
+    /// so a check that finds none is refused at once.
+    hash_admission: Arc<Semaphore>,
+    /// Argon2's working memory, one buffer per running check, kept between checks: a
+    /// check allocates nothing, so what the checks hold is the running checks' buffers
+    /// however many checks come, whatever the allocator keeps of freed memory.
+    hash_memory: Arc<Mutex<Vec<Vec<Block>>>>,
+    /// Argon2 checks run so far (for tests and diagnostics).
+    hashes_run: AtomicU64,
     /// API credentials by key (they change only through the CLI; re-read after a minute).
     credentials: Mutex<HashMap<String, (Option<ApiCredential>, Instant)>>,
     /// Users already recorded in the store.
@@ -149,6 +196,10 @@ pub(crate) struct Authenticator {
 
 const CACHE_TTL: Duration = Duration::from_secs(60);
 
+/// Most entries a token cache holds before it is cleared: a flood of distinct tokens
+/// costs at most this many digests of memory.
+const MAX_CACHED_TOKENS: usize = 100_000;
+
 impl Authenticator {
     /// Builds the authenticator; fails on an unreadable or invalid JWT public key.
     pub(crate) fn new(
@@ -156,6 +207,7 @@ impl Authenticator {
         secret_key: SecretKey,
         jwt_secret: Option<&str>,
         jwt_public_key_file: Option<&Path>,
+        password_checks: PasswordChecks,
     ) -> anyhow::Result<Self> {
         let jwt = match (jwt_secret, jwt_public_key_file) {
             (_, Some(path)) => Some(jwt_from_pem(path)?),
@@ -171,9 +223,20 @@ impl Authenticator {
             secret_key,
             jwt,
             tokens: Mutex::new(HashMap::new()),
+            failed_tokens: Mutex::new(HashMap::new()),
+            hash_slots: Arc::new(Semaphore::new(password_checks.concurrent.max(1))),
+            hash_admission: Arc::new(Semaphore::new(password_checks.concurrent.max(1) + password_checks.queue)),
+            hash_memory: Arc::new(Mutex::new(Vec::new())),
+            hashes_run: AtomicU64::new(0),
             credentials: Mutex::new(HashMap::new()),
             known_users: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// How many Argon2 checks have run.
+    #[cfg(test)]
+    fn password_checks_run(&self) -> u64 {
+        self.hashes_run.load(Ordering::Relaxed)
     }
 
     /// Checks `authenticate` credentials.
@@ -268,6 +331,9 @@ impl Authenticator {
                 _ => Ok(cached.principal.clone()),
             };
         }
+        if lock(&self.failed_tokens).get(&digest).is_some_and(|at| at.elapsed() < CACHE_TTL) {
+            return Err(AuthFailure::Invalid);
+        }
         let (id, secret) = split_token(token).ok_or(AuthFailure::Malformed)?;
         let record = self
             .store
@@ -278,16 +344,13 @@ impl Authenticator {
                 AuthFailure::Unavailable
             })?
             .ok_or(AuthFailure::Invalid)?;
-        let hash = record.hash.clone();
-        let secret = secret.to_owned();
-        // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-        let verified = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .is_ok_and(|parsed| Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok())
-        })
-        .await
-        .unwrap_or(false);
+        let verified = self.verify_secret(record.hash.clone(), secret.to_owned()).await?;
         if !verified {
+            let mut failed = lock(&self.failed_tokens);
+            if failed.len() >= MAX_CACHED_TOKENS {
+                failed.clear();
+            }
+            failed.insert(digest, Instant::now());
             return Err(AuthFailure::Invalid);
         }
         if record.expires_at.is_some_and(|at| at <= now) {
@@ -296,7 +359,7 @@ impl Authenticator {
         let principal = Principal { user_id: record.user_id.clone(), is_admin: record.is_admin };
         self.remember_user(&principal.user_id, None).await?;
         let mut cache = lock(&self.tokens);
-        if cache.len() > 100_000 {
+        if cache.len() >= MAX_CACHED_TOKENS {
             cache.clear();
         }
         cache.insert(
@@ -306,7 +369,35 @@ impl Authenticator {
         Ok(principal)
     }
 
-    /// Checks a JWT: signature with the configured key, `exp` required, `sub` the user.
+    /// Checks `secret` against an Argon2 `hash` on the blocking pool, within the limits
+    /// of [`PasswordChecks`]: refused at once (`Unavailable`) when as many checks as the
+    /// queue holds are already waiting.
+    async fn verify_secret(&self, hash: String, secret: String) -> Result<bool, AuthFailure> {
+        let Ok(admitted) = Arc::clone(&self.hash_admission).try_acquire_owned() else {
+            tracing::warn!("too many password checks waiting: refused a bearer token without checking it");
+            return Err(AuthFailure::Unavailable);
+        };
+        let slot = Arc::clone(&self.hash_slots).acquire_owned().await.map_err(|_| AuthFailure::Unavailable)?;
+        self.hashes_run.fetch_add(1, Ordering::Relaxed);
+        // Argon2 takes tens of milliseconds of CPU: keep it off the async workers. The
+        // permits go with the check, so that it counts until it ends even when the
+        // connection that asked for it is gone.
+        let memory = Arc::clone(&self.hash_memory);
+        let verified = tokio::task::spawn_blocking(move || {
+            let _permits = (admitted, slot);
+            // At most one buffer per slot exists: one is taken only with a slot.
+            let mut blocks = lock(&memory).pop().unwrap_or_default();
+            let verified = verify_argon2(secret.as_bytes(), &hash, &mut blocks);
+            lock(&memory).push(blocks);
+            verified
+        })
+        .await
+        .unwrap_or(false);
+        Ok(verified)
+    }
+
+    /// Checks a JWT: signature with the configured key, `exp` required and `nbf` honoured
+    /// (both with [`JWT_LEEWAY_SECS`]), `sub` the user.
     pub(crate) fn check_jwt(&self, token: &str) -> Result<Principal, AuthFailure> {
         let Some(jwt) = &self.jwt else { return Err(AuthFailure::Invalid) };
         if token.split('.').count() != 3 {
@@ -319,6 +410,8 @@ impl Authenticator {
             Ok(_) => Err(AuthFailure::Invalid),
             Err(e) => Err(match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthFailure::Expired,
+                // Not valid yet (`nbf` ahead): the credentials are not good now.
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthFailure::Invalid,
                 jsonwebtoken::errors::ErrorKind::InvalidToken | jsonwebtoken::errors::ErrorKind::Base64(_) => {
                     AuthFailure::Malformed
                 }
@@ -328,10 +421,16 @@ impl Authenticator {
     }
 }
 
+/// Seconds of clock difference allowed between the token's issuer and this server, on
+/// `exp` and on `nbf` alike (PROTOCOL.md §2).
+pub(crate) const JWT_LEEWAY_SECS: u64 = 30;
+
 fn configure(validation: &mut Validation) {
     validation.set_required_spec_claims(&["exp", "sub"]);
     validation.validate_exp = true;
-    validation.leeway = 30;
+    // RFC 7519 §4.1.5: a token must not be accepted before its `nbf` (when it has one).
+    validation.validate_nbf = true;
+    validation.leeway = JWT_LEEWAY_SECS;
     validation.validate_aud = false;
 }
 
@@ -352,6 +451,44 @@ fn jwt_from_pem(path: &Path) -> anyhow::Result<JwtVerifier> {
         }
     }
     Err(anyhow::anyhow!("{} is not an RSA, EC P-256 or Ed25519 public key in PEM form", path.display()))
+}
+
+/// Most Argon2 memory a stored hash may ask for (64 MiB): tokens are hashed with the
+/// default 19 MiB; a hash asking for more is not checked rather than allowed to make
+/// every check's buffer that large.
+const MAX_ARGON2_BLOCKS: usize = 64 * 1024;
+
+/// Whether `secret` matches the Argon2 hash `phc` (PHC string form), computed in `blocks`
+/// (grown to what the hash's parameters need and kept by the caller), as
+/// `PasswordVerifier::verify_password` computes it: the parameters, salt and output
+/// length of the hash, and a constant-time comparison.
+fn verify_argon2(secret: &[u8], phc: &str, blocks: &mut Vec<Block>) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else { return false };
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else { return false };
+    let (Ok(algorithm), Ok(params)) = (Argon2Algorithm::try_from(hash.algorithm.as_str()), Params::try_from(&hash))
+    else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(version)) => version,
+        Some(Err(_)) => return false,
+    };
+    let needed = params.block_count();
+    if needed > MAX_ARGON2_BLOCKS {
+        tracing::warn!(blocks = needed, "a token hash asks for more Argon2 memory than allowed; not checked");
+        return false;
+    }
+    if blocks.len() < needed {
+        blocks.resize(needed, Block::default());
+    }
+    let mut computed = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(algorithm, version, params);
+    if argon2.hash_password_into_with_memory(secret, salt, &mut computed, &mut blocks[..needed]).is_err() {
+        return false;
+    }
+    // `Output` compares in constant time.
+    Output::new(&computed).is_ok_and(|computed| computed == *expected)
 }
 
 /// Splits `sts_<id>_<secret>`.
@@ -427,14 +564,112 @@ mod tests {
         assert_eq!(format!("{key:?}"), "SecretKey(<redacted>)");
     }
 
+    /// An authenticator on a fresh SQLite store holding one token for `u1`; returns it,
+    /// the token, and the directory to keep alive.
+    async fn with_token(checks: PasswordChecks) -> (Authenticator, String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let database = crate::config::DatabaseSection {
+            url: format!("sqlite://{}", dir.path().join("auth.db").display()),
+            pool_size: 1,
+        };
+        let store = AnyStore::open(&database).await.unwrap();
+        let (token, record) = issue_token("u1", None, false).unwrap();
+        store.create_token(record).await.unwrap();
+        let auth =
+            Authenticator::new(store, SecretKey::from_hex(&"ab".repeat(32)).unwrap(), None, None, checks).unwrap();
+        (auth, token, dir)
+    }
+
+    /// `token` with its secret part replaced by `n` in hex.
+    fn wrong_secret(token: &str, n: usize) -> String {
+        let (id, _) = token.rsplit_once('_').unwrap();
+        format!("{id}_{n:064x}")
+    }
+
+    #[tokio::test]
+    async fn a_secret_that_failed_is_not_hashed_again() {
+        let (auth, token, _dir) = with_token(PasswordChecks { concurrent: 1, queue: 0 }).await;
+        let wrong = wrong_secret(&token, 1);
+        for _ in 0..5 {
+            assert_eq!(auth.check_token(&wrong).await, Err(AuthFailure::Invalid));
+        }
+        assert_eq!(auth.password_checks_run(), 1, "retries of one wrong secret hash once");
+        assert_eq!(auth.check_token(&wrong_secret(&token, 2)).await, Err(AuthFailure::Invalid));
+        assert_eq!(auth.password_checks_run(), 2, "another wrong secret is checked");
+        // The right secret is unaffected, and cached once verified.
+        for _ in 0..3 {
+            assert_eq!(auth.check_token(&token).await.map(|p| p.user_id), Ok("u1".to_owned()));
+        }
+        assert_eq!(auth.password_checks_run(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checks_beyond_the_queue_are_refused_without_hashing() {
+        let checks = PasswordChecks { concurrent: 2, queue: 3 };
+        let (auth, token, _dir) = with_token(checks).await;
+        let auth = Arc::new(auth);
+        // Both running slots are taken, so the 5 admitted checks wait and every other
+        // one must be refused: what is refused does not depend on how fast hashes are.
+        let slots = Arc::clone(&auth.hash_slots).acquire_many_owned(2).await.unwrap();
+        let mut attempts: Vec<_> = (0..40)
+            .map(|n| {
+                let (auth, token) = (Arc::clone(&auth), wrong_secret(&token, n));
+                tokio::spawn(async move { auth.check_token(&token).await })
+            })
+            .collect();
+        // Waits for the 35 refusals; more admitted checks would never finish, so a
+        // deadline turns that into a failure instead of a hang.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut refused = 0;
+        while refused < 35 {
+            assert!(Instant::now() < deadline, "only {refused} checks were refused");
+            let Some(done) = attempts.iter().position(|a| a.is_finished()) else {
+                tokio::task::yield_now().await;
+                continue;
+            };
+            assert_eq!(attempts.swap_remove(done).await.unwrap(), Err(AuthFailure::Unavailable));
+            refused += 1;
+        }
+        assert_eq!((attempts.len(), auth.password_checks_run()), (5, 0), "nothing hashed while the slots are held");
+        drop(slots);
+        for attempt in attempts {
+            assert_eq!(attempt.await.unwrap(), Err(AuthFailure::Invalid));
+        }
+        assert_eq!(auth.password_checks_run(), 5);
+    }
+
+    #[test]
+    fn password_checks_default_to_one_per_core() {
+        let mut limits = crate::config::Limits::default();
+        let checks = PasswordChecks::from_limits(&limits);
+        assert_eq!(checks.concurrent, std::thread::available_parallelism().map_or(1, usize::from));
+        assert_eq!(checks.queue, 64);
+        limits.password_checks = 3;
+        assert_eq!(PasswordChecks::from_limits(&limits).concurrent, 3);
+    }
+
     #[test]
     fn tokens_split_and_hash() {
         let (token, record) = issue_token("u1", None, false).unwrap();
         let (id, secret) = split_token(&token).unwrap();
         assert_eq!(id, record.id);
         assert!(!record.hash.contains(secret), "only the hash is stored");
-        let parsed = PasswordHash::new(&record.hash).unwrap();
-        assert!(Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok());
+        let mut blocks = Vec::new();
+        assert!(verify_argon2(secret.as_bytes(), &record.hash, &mut blocks));
+        assert!(!verify_argon2(b"not the secret", &record.hash, &mut blocks));
+        assert_eq!(blocks.len(), Params::DEFAULT_M_COST as usize, "the buffer is what the hash asks for");
+        // The same as the crate's own verifier, on a hash with other parameters too.
+        use argon2::password_hash::PasswordVerifier;
+        let small = Argon2::new(Argon2Algorithm::Argon2id, Version::V0x13, Params::new(64, 3, 1, Some(32)).unwrap());
+        let phc = small.hash_password(b"pw").unwrap().to_string();
+        assert!(verify_argon2(b"pw", &phc, &mut blocks));
+        assert!(!verify_argon2(b"px", &phc, &mut blocks));
+        assert!(Argon2::default().verify_password(b"pw", &PasswordHash::new(&phc).unwrap()).is_ok());
+        assert!(!verify_argon2(
+            b"pw",
+            "$argon2id$v=19$m=1048576,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            &mut blocks
+        ));
         assert!(split_token("sts_nounderscore").is_none());
         assert!(split_token("abc").is_none());
         assert!(!format!("{record:?}").contains(&record.hash));

@@ -108,6 +108,13 @@ pub struct Limits {
     pub max_page: usize,
     /// Largest `changes` message in bytes: a page that would be larger is cut short.
     pub max_page_bytes: usize,
+    /// Bearer-token secrets checked against their Argon2 hash at once, each holding
+    /// Argon2's memory cost (19 MiB) while it runs; 0 (the default) is one per CPU core.
+    pub password_checks: usize,
+    /// Checks that may wait for one of those; beyond them a check is refused at once
+    /// (`auth_error` `server error`), so a flood of wrong secrets costs neither memory
+    /// nor the CPU other users need.
+    pub password_check_queue: usize,
 }
 
 /// `[rate_limit]`: a token bucket per user, shared by all their sessions.
@@ -199,6 +206,8 @@ impl Default for Limits {
             write_timeout_secs: 30,
             max_page: 5000,
             max_page_bytes: 4 << 20,
+            password_checks: 0,
+            password_check_queue: 64,
         }
     }
 }
@@ -276,7 +285,7 @@ impl Config {
              # Environment: DATABASE_URL, SYNC_DB_POOL_SIZE, HOST, PORT, JWT_SECRET, JWT_PUBLIC_KEY_FILE,\n\
              # SYNC_SECRET_KEY, SYNC_SECRET_KEY_FILE, MONITORING, RUST_LOG, SYNC_MAX_CONNECTIONS,\n\
              # SYNC_RATE_LIMIT_PER_SECOND, SYNC_RATE_LIMIT_BURST, SYNC_MAX_FRAME_BYTES, SYNC_MAX_DOCUMENT_BYTES,\n\
-             # SYNC_BOOTSTRAP_CREDENTIALS.\n\
+             # SYNC_PASSWORD_CHECKS, SYNC_PASSWORD_CHECK_QUEUE, SYNC_BOOTSTRAP_CREDENTIALS.\n\
              # Per-collection merge policy: [collections.tasks] policy = \"server_wins\"\n\n{body}"
         )
     }
@@ -332,6 +341,12 @@ impl Config {
         }
         if let Some(v) = get("SYNC_MAX_FRAME_BYTES") {
             self.limits.max_frame_bytes = parse("SYNC_MAX_FRAME_BYTES", v)?;
+        }
+        if let Some(v) = get("SYNC_PASSWORD_CHECKS") {
+            self.limits.password_checks = parse("SYNC_PASSWORD_CHECKS", v)?;
+        }
+        if let Some(v) = get("SYNC_PASSWORD_CHECK_QUEUE") {
+            self.limits.password_check_queue = parse("SYNC_PASSWORD_CHECK_QUEUE", v)?;
         }
         if let Some(v) = get("SYNC_MAX_DOCUMENT_BYTES") {
             self.limits.max_document_bytes = parse("SYNC_MAX_DOCUMENT_BYTES", v)?;

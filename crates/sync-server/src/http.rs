@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde::Deserialize;
 use serde_json::json;
+use sync_core::model::validate_client_id;
 use sync_core::{ErrorCode, Timestamp};
 use sync_store::Store;
 use yawc::{IncomingUpgrade, Options};
@@ -223,8 +224,11 @@ async fn upgrade(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|v| v.trim().to_owned())
         .or(params.token.clone());
+    // A `?client_id=` no replica should have is refused like a malformed `authenticate`.
+    let client_id_ok = params.client_id.as_deref().is_none_or(|id| validate_client_id(id).is_ok());
     let pre_auth = match bearer {
         None => None,
+        Some(_) if !client_id_ok => Some(Box::new(Err(AuthFailure::Malformed))),
         // Boxed: it is held by the session's future for as long as the connection lives.
         Some(token) => Some(Box::new(state.auth.authenticate_bearer(&token).await.map(|principal| PreAuth {
             principal,

@@ -18,7 +18,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sync_core::protocol::{AuthError, ClientEnvelope, ClientMessage, DecodeError, ServerMessage, decode_client_frame};
+use sync_core::protocol::{
+    AuthError, ClientEnvelope, ClientMessage, DecodeError, RequestId, ServerMessage, decode_client_frame,
+};
 use sync_core::{ErrorBody, ErrorCode};
 use tracing::Instrument as _;
 use yawc::{Frame, HttpWebSocket, OpCode};
@@ -92,8 +94,9 @@ async fn start(
 enum Read {
     /// The messages of a text frame (one, or a batch), each decoded or not.
     Messages(Vec<Result<ClientEnvelope, DecodeError>>),
-    /// A frame that could not be decoded at all.
-    Refused(ErrorCode, String),
+    /// A frame that could not be decoded at all, with its `request_id` when that could
+    /// still be read.
+    Refused(ErrorCode, String, Option<RequestId>),
     /// The client closed.
     Close,
     /// A ping or pong (yawc answers pings itself).
@@ -107,18 +110,18 @@ fn read(state: &AppState, frame: Frame) -> Read {
             let limit = state.config.limits.max_frame_bytes;
             if payload.len() > limit {
                 let message = format!("frame is {} bytes; the limit is {limit}", payload.len());
-                return Read::Refused(ErrorCode::PayloadTooLarge, message);
+                return Read::Refused(ErrorCode::PayloadTooLarge, message, None);
             }
             let Ok(text) = std::str::from_utf8(&payload) else {
-                return Read::Refused(ErrorCode::InvalidMessage, "text frame is not valid UTF-8".into());
+                return Read::Refused(ErrorCode::InvalidMessage, "text frame is not valid UTF-8".into(), None);
             };
             match decode_client_frame(text, &state.decode_limits) {
                 Ok(messages) => Read::Messages(messages),
-                Err(err) => Read::Refused(err.code, err.message),
+                Err(err) => Read::Refused(err.code, err.message, err.request_id),
             }
         }
         OpCode::Binary => {
-            Read::Refused(ErrorCode::InvalidMessage, "binary frames are not supported; send JSON text".into())
+            Read::Refused(ErrorCode::InvalidMessage, "binary frames are not supported; send JSON text".into(), None)
         }
         OpCode::Close => Read::Close,
         _ => Read::Control,
@@ -218,9 +221,9 @@ async fn on_frame(
 ) -> Result<(), Ending> {
     match read(state, frame) {
         Read::Messages(messages) => on_messages(state, conn, session, messages).await,
-        Read::Refused(code, message) => {
+        Read::Refused(code, message, request_id) => {
             activity!("ERROR", session = conn.id, "session {}: {message}", conn.id);
-            conn.send(&ServerMessage::error(code, message), None);
+            conn.send(&ServerMessage::error(code, message), request_id);
             Ok(())
         }
         Read::Close => Err(Ending::Gone),

@@ -2,10 +2,13 @@
 //! with inverse, minimal diff, and RFC 7396 merge expressed as a patch.
 //!
 //! Guarantees: [`apply`] applies all operations or none; the inverse returned by
-//! [`apply_with_inverse`] restores the pre-state exactly; `apply(diff(a, b), a) == b`.
+//! [`apply_with_inverse`] restores the pre-state exactly; `apply(diff(a, b), a) == b`;
+//! [`apply_within_limits`] refuses, before it runs, any operation that would take the
+//! document past its size or depth limit or the patch past its work budget.
 
 mod apply;
 mod diff;
+mod limits;
 mod merge;
 
 use std::fmt;
@@ -15,8 +18,11 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-pub use apply::{apply, apply_one, apply_with_inverse, json_equal};
+pub use apply::{apply, apply_one, apply_with_inverse, apply_within_limits, json_equal};
+pub(crate) use apply::{apply_metered, apply_one_metered};
 pub use diff::diff;
+pub(crate) use limits::Meter;
+pub use limits::{ApplyLimits, WORK_PER_DOCUMENT_BYTE};
 pub use merge::{merge_diff, merge_patch};
 
 use crate::pointer::JsonPointer;
@@ -239,9 +245,36 @@ pub enum PatchErrorKind {
     MoveIntoChild,
     /// `remove` of the whole document.
     RemoveRoot,
+    /// The document would grow past the size limit (bytes of compact JSON).
+    DocumentTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The document would nest deeper than the depth limit.
+    DocumentTooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// The patch would measure and clone more bytes of values than one patch may.
+    TooMuchWork {
+        /// The budget.
+        limit: usize,
+    },
 }
 
 impl PatchError {
+    /// Whether the patch was refused for a limit ([`apply_within_limits`]): the document
+    /// would be too large or too deep, or the patch too much work. Such a patch is not
+    /// wrong for the document; it is too big for this server (`payload_too_large`).
+    pub fn is_over_limit(&self) -> bool {
+        matches!(
+            self.kind,
+            PatchErrorKind::DocumentTooLarge { .. }
+                | PatchErrorKind::DocumentTooDeep { .. }
+                | PatchErrorKind::TooMuchWork { .. }
+        )
+    }
+
     pub(crate) fn malformed(index: usize, op: Option<&'static str>, msg: impl Into<String>) -> Self {
         Self { index, op, path: None, kind: PatchErrorKind::Malformed(msg.into()) }
     }
@@ -278,6 +311,16 @@ impl fmt::Display for PatchErrorKind {
             PatchErrorKind::TestFailed => f.write_str("test failed: the value differs"),
             PatchErrorKind::MoveIntoChild => f.write_str("cannot move a value into one of its own children"),
             PatchErrorKind::RemoveRoot => f.write_str("cannot remove the whole document"),
+            PatchErrorKind::DocumentTooLarge { limit } => {
+                write!(f, "the document would be larger than the limit of {limit} bytes")
+            }
+            PatchErrorKind::DocumentTooDeep { limit } => {
+                write!(f, "the document would nest deeper than the limit of {limit} levels")
+            }
+            PatchErrorKind::TooMuchWork { limit } => write!(
+                f,
+                "the patch would copy or measure more than {limit} bytes of values; send it as smaller patches"
+            ),
         }
     }
 }

@@ -16,6 +16,7 @@ pub use client::*;
 pub use server::*;
 
 use crate::error::ErrorCode;
+use crate::model::validate_client_id;
 use crate::patch::parse_patch;
 
 /// `request_id`: a string or an integer chosen by the client, echoed in direct replies.
@@ -170,22 +171,132 @@ pub fn json_depth(value: &Value) -> usize {
 ///
 /// The outer `Err` is a frame that is not JSON at all (or nests beyond what the parser
 /// allows); each inner `Err` is one message of the batch that could not be decoded, to
-/// be answered on its own while the rest are processed.
+/// be answered on its own while the rest are processed. The outer `Err` carries the
+/// frame's top-level `request_id` when it can still be read ([`top_level_request_id`]),
+/// so that the refusal is answered like any other reply.
 pub fn decode_client_frame(
     text: &str,
     limits: &DecodeLimits,
 ) -> Result<Vec<Result<ClientEnvelope, DecodeError>>, DecodeError> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
-        if e.to_string().contains("recursion limit") {
+        let refused = if e.to_string().contains("recursion limit") {
             DecodeError::new(ErrorCode::PayloadTooLarge, "JSON nesting is deeper than the limit")
         } else {
             DecodeError::new(ErrorCode::InvalidMessage, format!("malformed JSON: {e}"))
-        }
+        };
+        DecodeError { request_id: top_level_request_id(text), ..refused }
     })?;
     Ok(match value {
         Value::Array(items) => items.into_iter().map(|v| decode_client_message(v, limits)).collect(),
         one => vec![decode_client_message(one, limits)],
     })
+}
+
+/// The `request_id` member of a frame that is one JSON object, read without parsing the
+/// frame: for a frame the parser refused (nested too deep, or malformed after the id).
+///
+/// A single forward pass with a depth counter, no recursion and no allocation beyond the
+/// id itself, so it is safe on any input, however deep. It reads members of the
+/// top-level object until the text stops making sense and keeps the last `request_id`
+/// that is a string or an integer (`None` for any other value), as decoding does when the
+/// frame parses; values are skipped by counting brackets outside strings. `None` for a
+/// batch (an array) and for anything that does not start as an object.
+pub fn top_level_request_id(text: &str) -> Option<RequestId> {
+    let bytes = text.as_bytes();
+    let mut i = skip_whitespace(bytes, 0);
+    if bytes.get(i) != Some(&b'{') {
+        return None;
+    }
+    let mut found = None;
+    loop {
+        i = skip_whitespace(bytes, i + 1);
+        if bytes.get(i) != Some(&b'"') {
+            return found;
+        }
+        let Some(key_end) = string_end(bytes, i) else { return found };
+        let key = &text[i..key_end];
+        i = skip_whitespace(bytes, key_end);
+        if bytes.get(i) != Some(&b':') {
+            return found;
+        }
+        i = skip_whitespace(bytes, i + 1);
+        let Some(value_end) = value_end(bytes, i) else { return found };
+        let is_request_id = key == "\"request_id\""
+            || (key.contains('\\') && serde_json::from_str::<String>(key).is_ok_and(|k| k == "request_id"));
+        if is_request_id {
+            found = request_id_token(&text[i..value_end]);
+        }
+        i = skip_whitespace(bytes, value_end);
+        if bytes.get(i) != Some(&b',') {
+            return found;
+        }
+    }
+}
+
+fn skip_whitespace(bytes: &[u8], mut i: usize) -> usize {
+    while bytes.get(i).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The index just past the string that starts (with its quote) at `start`.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        match bytes.get(i)? {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+}
+
+/// The index just past the value that starts at `start`: a string, a container (its
+/// brackets counted, strings inside skipped), or a scalar up to the next delimiter.
+fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
+    match bytes.get(start)? {
+        b'"' => string_end(bytes, start),
+        b'{' | b'[' => {
+            let (mut depth, mut i) = (0usize, start);
+            loop {
+                match bytes.get(i)? {
+                    b'"' => {
+                        i = string_end(bytes, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            let len = bytes[start..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                .unwrap_or(bytes.len() - start);
+            (len > 0).then_some(start + len)
+        }
+    }
+}
+
+/// A `request_id` value as decoding accepts it: a string or an integer.
+fn request_id_token(token: &str) -> Option<RequestId> {
+    if token.starts_with(['{', '[']) {
+        return None;
+    }
+    match serde_json::from_str::<Value>(token).ok()? {
+        Value::String(s) => Some(RequestId::Str(s)),
+        Value::Number(n) => n.as_i64().map(RequestId::Int),
+        _ => None,
+    }
 }
 
 /// Decodes one client message from its JSON value.
@@ -349,7 +460,11 @@ fn decode_authenticate(map: &Map<String, Value>) -> Result<Authenticate, BodyErr
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().ok_or_else(|| invalid("field `last_sequence`: expected a non-negative integer"))?),
     };
-    Ok(Authenticate { credentials, client_id: optional_string(map, "client_id")?, last_sequence })
+    let client_id = optional_string(map, "client_id")?;
+    if let Some(id) = &client_id {
+        validate_client_id(id).map_err(|e| invalid(format!("field `client_id`: {e}")))?;
+    }
+    Ok(Authenticate { credentials, client_id, last_sequence })
 }
 
 fn invalid(message: impl Into<String>) -> BodyError {

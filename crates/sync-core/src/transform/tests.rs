@@ -304,6 +304,38 @@ fn incoming_that_does_not_apply_to_its_base_is_an_error() {
     assert_eq!(err.code(), ErrorCode::VersionMismatch);
 }
 
+/// `n` ops copying `/x` into itself: each doubles it.
+fn doubling_copies(n: usize) -> Patch {
+    let ops: Vec<Value> = (0..n).map(|i| json!({"op": "copy", "from": "/x", "path": format!("/x/c{i}")})).collect();
+    parse_patch(Value::Array(ops)).unwrap()
+}
+
+#[test]
+fn a_patch_over_a_limit_is_refused_by_the_limited_rebase_wherever_it_grows() {
+    let limits = ApplyLimits::new(10_000, 64);
+    // Too large already on its base: refused, not built.
+    let base = json!({"x": {"s": "a".repeat(1024)}, "y": 0});
+    let touch_x = parse_patch(json!([{"op": "add", "path": "/x/t", "value": 1}])).unwrap();
+    let err = rebase_within_limits(&base, &doubling_copies(17), &touch_x, LWW, &limits).unwrap_err();
+    assert!(matches!(&err, RebaseError::OverLimit(e) if e.index < 17), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::PayloadTooLarge);
+    // Also when the shortcut for independent edits would take it.
+    let touch_y = parse_patch(json!([{"op": "replace", "path": "/y", "value": 1}])).unwrap();
+    let err = rebase_within_limits(&base, &doubling_copies(17), &touch_y, LWW, &limits).unwrap_err();
+    assert!(matches!(err, RebaseError::OverLimit(_)), "{err:?}");
+
+    // Small on its base (8 doublings of 14 bytes), too large on the committed state,
+    // where `/x/s` grew to 1 KiB: the rebased copies would build 256 KiB.
+    let base = json!({"x": {"s": "a"}});
+    let grow = parse_patch(json!([{"op": "replace", "path": "/x/s", "value": "a".repeat(1024)}])).unwrap();
+    let mut on_base = base.clone();
+    crate::patch::apply_within_limits(&mut on_base, &doubling_copies(8), &limits).unwrap();
+    let err = rebase_within_limits(&base, &doubling_copies(8), &grow, LWW, &limits).unwrap_err();
+    assert!(matches!(err, RebaseError::OverLimit(_)), "{err:?}");
+    // Without limits the same rebase goes through: the limit is what refused it.
+    assert!(rebase(&base, &doubling_copies(8), &grow, LWW).is_ok());
+}
+
 #[test]
 fn rebase_many_keeps_entry_boundaries() {
     let base = json!({"l": ["a"], "s": 0});
@@ -332,7 +364,7 @@ fn rebase_many_keeps_entry_boundaries() {
 fn shortcut_taken(base: Value, committed: Value, incoming: Value) -> bool {
     let committed = parse_patch(committed).unwrap();
     let incoming = parse_patch(incoming).unwrap();
-    rebase_independent(&base, &[incoming], &committed).is_some()
+    rebase_independent(&base, &[incoming], &committed, None).is_some()
 }
 
 #[test]

@@ -4,10 +4,15 @@
 use crate::common::{Rng, random_patch};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use sync_core::patch::{PatchOp, apply, apply_with_inverse, diff, merge_diff, merge_patch, patch_to_value};
+use sync_core::patch::{
+    ApplyLimits, PatchErrorKind, PatchOp, apply, apply_with_inverse, apply_within_limits, diff, merge_diff,
+    merge_patch, patch_to_value,
+};
 use sync_core::pointer::JsonPointer;
 use sync_core::protocol::*;
-use sync_core::transform::{Policy, RebaseError, Rebased, independent, rebase, rebase_many, rebase_many_in_full};
+use sync_core::transform::{
+    Policy, RebaseError, Rebased, independent, rebase, rebase_many, rebase_many_in_full, rebase_within_limits,
+};
 
 fn arb_key() -> impl Strategy<Value = String> {
     prop_oneof![Just("a".to_owned()), Just("b".to_owned()), Just("c/d".to_owned()), Just("~e".to_owned()), "[a-z]{1,6}"]
@@ -43,6 +48,74 @@ proptest! {
         let inverse = apply_with_inverse(&mut state, &patch).expect("generated patches apply");
         apply(&mut state, &inverse).expect("inverse applies");
         prop_assert_eq!(state, doc);
+    }
+
+    #[test]
+    fn apply_within_limits_is_apply_until_an_op_would_pass_a_limit(
+        doc in arb_json(), seed in any::<u64>(), max_bytes in 0usize..300, max_depth in 0usize..6
+    ) {
+        let patch = random_patch(&mut Rng(seed), &doc, &JsonPointer::root());
+        let limits = ApplyLimits { max_document_bytes: max_bytes, max_depth, max_work_bytes: usize::MAX };
+        let size = |v: &Value| serde_json::to_string(v).unwrap().len();
+        let mut limited = doc.clone();
+        match apply_within_limits(&mut limited, &patch, &limits) {
+            Ok(inverse) => {
+                // What the plain apply does, and no state on the way grows past the limits
+                // (by more than the sixteenth the account allows before it measures).
+                let mut state = doc.clone();
+                prop_assert_eq!(apply_with_inverse(&mut state.clone(), &patch).unwrap(), inverse);
+                for op in &patch {
+                    apply(&mut state, std::slice::from_ref(op)).unwrap();
+                    prop_assert!(size(&state) <= max_bytes.max(size(&doc)) + max_bytes / 16, "{}", state);
+                    prop_assert!(json_depth(&state) <= max_depth.max(json_depth(&doc)), "{}", state);
+                }
+                prop_assert_eq!(state, limited);
+            }
+            Err(err) if err.is_over_limit() => {
+                prop_assert_eq!(&limited, &doc);
+                // Never a false refusal: after the refused op the document is over the limit
+                // (unless the op fails without limits too).
+                let mut state = doc.clone();
+                apply(&mut state, &patch[..err.index]).unwrap();
+                if apply(&mut state, &patch[err.index..=err.index]).is_ok() {
+                    match err.kind {
+                        PatchErrorKind::DocumentTooLarge { .. } => prop_assert!(size(&state) > max_bytes, "{}", err),
+                        PatchErrorKind::DocumentTooDeep { .. } => prop_assert!(json_depth(&state) > max_depth, "{}", err),
+                        _ => prop_assert!(false, "no work limit was set: {}", err),
+                    }
+                }
+            }
+            Err(err) => prop_assert!(false, "generated patches apply: {}", err),
+        }
+    }
+
+    #[test]
+    fn apply_within_limits_accepts_a_patch_whose_every_state_fits(doc in arb_json(), seed in any::<u64>()) {
+        // Limits set to the largest and deepest state the patch passes through: the
+        // account is exact where it refuses, so it must let this patch through.
+        let patch = random_patch(&mut Rng(seed), &doc, &JsonPointer::root());
+        let size = |v: &Value| serde_json::to_string(v).unwrap().len();
+        let mut state = doc.clone();
+        let (mut peak_size, mut peak_depth) = (size(&doc), json_depth(&doc));
+        for op in &patch {
+            apply(&mut state, std::slice::from_ref(op)).unwrap();
+            (peak_size, peak_depth) = (peak_size.max(size(&state)), peak_depth.max(json_depth(&state)));
+        }
+        let limits = ApplyLimits { max_document_bytes: peak_size, max_depth: peak_depth, max_work_bytes: usize::MAX };
+        let mut limited = doc.clone();
+        prop_assert!(apply_within_limits(&mut limited, &patch, &limits).is_ok(), "{:?} under {:?}", patch, limits);
+        prop_assert_eq!(limited, state);
+    }
+
+    #[test]
+    fn rebase_within_limits_that_hold_is_rebase(doc in arb_json(), s1 in any::<u64>(), s2 in any::<u64>()) {
+        let committed = random_patch(&mut Rng(s1), &doc, &JsonPointer::root());
+        let incoming = random_patch(&mut Rng(s2), &doc, &JsonPointer::root());
+        let limits = ApplyLimits::new(1 << 20, 64);
+        prop_assert_eq!(
+            rebase_within_limits(&doc, &incoming, &committed, Policy::LastWriterWins, &limits),
+            rebase(&doc, &incoming, &committed, Policy::LastWriterWins)
+        );
     }
 
     #[test]
@@ -228,6 +301,8 @@ proptest! {
     fn client_messages_round_trip(msg in arb_client_message(), id in prop::option::of(arb_request_id())) {
         let envelope = ClientEnvelope { message: msg, request_id: id };
         let text = envelope.to_json();
+        // The scan for the id of a refused frame reads what decoding reads.
+        prop_assert_eq!(top_level_request_id(&text), envelope.request_id.clone());
         let decoded = decode_client_frame(&text, &DecodeLimits::default()).unwrap();
         prop_assert_eq!(decoded.len(), 1);
         prop_assert_eq!(decoded.into_iter().next().unwrap().unwrap(), envelope);

@@ -55,6 +55,24 @@ fn seed_era_jwt_authenticate() {
 }
 
 #[test]
+fn authenticate_refuses_a_client_id_no_replica_should_have() {
+    let auth = |client_id: &str| {
+        json!({"type": "authenticate", "token": "a.b.c", "client_id": client_id, "request_id": 3}).to_string()
+    };
+    for bad in ["x".repeat(200_000), "phone\u{0}".to_owned(), "two words".to_owned(), String::new(), "é".to_owned()] {
+        let Err(err) = decode(&auth(&bad)) else { panic!("a client_id of {} bytes was accepted", bad.len()) };
+        assert_eq!(err.code, ErrorCode::InvalidMessage);
+        assert!(err.message.starts_with("field `client_id`: invalid client id"), "{}", err.message);
+        assert!(err.message.len() < 400, "the error does not echo a huge id: {}", err.message.len());
+        assert_eq!(err.request_id, Some(RequestId::Int(3)));
+    }
+    for good in ["4b1d7c3e-1111-4222-8333-944455566677", "android:9774d56d682e549c"] {
+        let ClientMessage::Authenticate(a) = decode(&auth(good)).unwrap().message else { panic!() };
+        assert_eq!(a.client_id.as_deref(), Some(good));
+    }
+}
+
+#[test]
 fn create_with_top_level_title() {
     // Seed-era: the document's fields at the top level of the message.
     let ClientMessage::CreateDocument(c) =
@@ -149,6 +167,62 @@ fn limits_on_depth_and_patch_size() {
     // Beyond what the JSON parser itself will nest, the whole frame is refused.
     let absurd = format!("{}{}", "[".repeat(200), "]".repeat(200));
     assert_eq!(decode_client_frame(&absurd, &limits).unwrap_err().code, ErrorCode::PayloadTooLarge);
+}
+
+/// `[[…]]` nested `depth` levels deep: beyond what the JSON parser accepts (128).
+fn too_deep(depth: usize) -> String {
+    format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[test]
+fn a_refused_frame_keeps_its_top_level_request_id() {
+    let limits = DecodeLimits::default();
+    let refused = |text: &str| decode_client_frame(text, &limits).expect_err(text);
+    let deep = too_deep(500);
+    // Before and after the part that is too deep, a string or an integer.
+    for (text, id) in [
+        (
+            format!(r#"{{"type":"create_document","request_id":"r-9","document":{{"content":{deep}}}}}"#),
+            RequestId::Str("r-9".into()),
+        ),
+        (
+            format!(r#"{{"type":"create_document","document":{{"content":{deep}}},"request_id":42}}"#),
+            RequestId::Int(42),
+        ),
+        (format!(r#" {{ "data" : {deep} , "request_id" : -7 , "type":"publish"}}"#), RequestId::Int(-7)),
+        // An escaped key is the same key, and the last one counts, as in decoding.
+        (format!(r#"{{"request_id":1,"x":{deep},"request\u005fid":"last"}}"#), RequestId::Str("last".into())),
+        // Brackets and quotes inside strings are skipped.
+        (format!(r#"{{"note":"]}}\"{{[","x":{deep},"request_id":"a\"b"}}"#), RequestId::Str("a\"b".into())),
+    ] {
+        let err = refused(&text);
+        assert_eq!(err.code, ErrorCode::PayloadTooLarge, "{text}");
+        assert_eq!(err.request_id, Some(id), "{text}");
+    }
+    // Malformed JSON: the id read before the text stops making sense.
+    let err = refused(r#"{"type":"ping","request_id":7,}"#);
+    assert_eq!((err.code, err.request_id), (ErrorCode::InvalidMessage, Some(RequestId::Int(7))));
+    let err = refused(r#"{"request_id":"early","type":"ping" oops"#);
+    assert_eq!(err.request_id, Some(RequestId::Str("early".into())));
+    // No top-level id: nested in a member, inside a string, in a batch, not an id
+    // decoding would accept, or no object at all.
+    for text in [
+        format!(r#"{{"type":"x","document":{{"request_id":"inner","content":{deep}}}}}"#),
+        format!(r#"{{"type":"x","note":"\"request_id\":5","content":{deep}}}"#),
+        format!(r#"[{{"type":"ping","request_id":1}},{deep}]"#),
+        format!(r#"{{"request_id":{{"a":1}},"x":{deep}}}"#),
+        format!(r#"{{"request_id":1.5,"x":{deep}}}"#),
+        format!(r#"{{"request_id":null,"x":{deep}}}"#),
+        format!(r#"{{"request_id":18446744073709551615,"x":{deep}}}"#),
+        deep.clone(),
+        "not json".to_owned(),
+        String::new(),
+    ] {
+        assert_eq!(refused(&text).request_id, None, "{text}");
+    }
+    // Read in one pass with a counter, however deep the frame.
+    let abyss = format!(r#"{{"x":{},"request_id":"deep"}}"#, too_deep(1_000_000));
+    assert_eq!(refused(&abyss).request_id, Some(RequestId::Str("deep".into())));
 }
 
 #[test]

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use serde_json::Value;
 use sync_core::canonical;
 use sync_core::model::{DEFAULT_COLLECTION, new_document_id, title_of, validate_collection, validate_document_id};
-use sync_core::patch::{PatchErrorKind, apply_with_inverse, patch_to_value};
+use sync_core::patch::{ApplyLimits, PatchErrorKind, apply_within_limits, patch_to_value};
 use sync_core::protocol::{CreateDocument, DeleteDocument, DocumentPatch};
-use sync_core::transform::{Conflict, Policy, Rebased, independent, rebase};
+use sync_core::transform::{Conflict, Policy, Rebased, independent, rebase_within_limits};
 use sync_core::vclock::VectorClock;
 use sync_core::{ChangeEvent, ChangeKind, Document, ErrorBody, ErrorCode, Patch, Timestamp};
 use sync_store::NewChange;
@@ -228,6 +228,9 @@ pub(crate) fn update(
 ) -> Result<Decided, ErrorBody> {
     let doc = live(doc, &request.document_id, ctx)?;
     let current = doc.sync_revision;
+    // The client's ops are held to the limits while they apply, op by op, so that a small
+    // patch cannot build a huge document before `checked_hash` gets to refuse it.
+    let limits = ApplyLimits::new(ctx.max_document_bytes, ctx.max_depth);
     let mut conflicts = Vec::new();
     // The history, when the shortcut decided a stale change without it.
     let mut shortcut: Option<Vec<HistEntry>> = None;
@@ -253,7 +256,7 @@ pub(crate) fn update(
                 shortcut = Some(updates);
                 (request.patch.clone(), false)
             } else {
-                let rebased = rebase_in_full(doc, &updates, request, policy)?;
+                let rebased = rebase_in_full(doc, &updates, request, policy, &limits)?;
                 conflicts = rebased.conflicts;
                 (rebased.patch, false)
             }
@@ -263,15 +266,19 @@ pub(crate) fn update(
         None => (request.patch.clone(), request.content_hash.as_deref() != Some(doc.content_hash.as_str())),
     };
     let mut content = doc.content.clone();
-    let reverse = match apply_with_inverse(&mut content, &patch) {
+    let reverse = match apply_within_limits(&mut content, &patch, &limits) {
         Ok(reverse) => reverse,
         // The shortcut's patch does not apply: neither did it to its base. The full
-        // rebase says why, as it would have without the shortcut.
-        Err(_) if let Some(updates) = shortcut => {
-            let rebased = rebase_in_full(doc, &updates, request, policy)?;
+        // rebase says why, as it would have without the shortcut. (A patch over a limit
+        // is over it on its base too: no need to rebase it to say so.)
+        Err(e)
+            if !e.is_over_limit()
+                && let Some(updates) = shortcut =>
+        {
+            let rebased = rebase_in_full(doc, &updates, request, policy, &limits)?;
             (patch, conflicts) = (rebased.patch, rebased.conflicts);
             content = doc.content.clone();
-            apply_with_inverse(&mut content, &patch).map_err(|e| patch_error(e, blind))?
+            apply_within_limits(&mut content, &patch, &limits).map_err(|e| patch_error(e, blind))?
         }
         Err(e) => return Err(patch_error(e, blind)),
     };
@@ -308,7 +315,9 @@ pub(crate) fn update(
 
 /// The error of a patch that does not apply to the current content.
 fn patch_error(e: sync_core::patch::PatchError, blind: bool) -> ErrorBody {
-    let code = if blind || e.kind == PatchErrorKind::TestFailed {
+    let code = if e.is_over_limit() {
+        ErrorCode::PayloadTooLarge
+    } else if blind || e.kind == PatchErrorKind::TestFailed {
         ErrorCode::VersionMismatch
     } else {
         ErrorCode::InvalidPatch
@@ -323,6 +332,7 @@ fn rebase_in_full(
     updates: &[HistEntry],
     request: &DocumentPatch,
     policy: Policy,
+    limits: &ApplyLimits,
 ) -> Result<Rebased, ErrorBody> {
     let mut base_state = doc.content.clone();
     for h in updates.iter().rev() {
@@ -330,7 +340,8 @@ fn rebase_in_full(
             .map_err(|e| error(ErrorCode::ServerError, format!("stored history does not apply: {e}")))?;
     }
     let committed: Patch = updates.iter().flat_map(|h| h.forward.iter().cloned()).collect();
-    rebase(&base_state, &request.patch, &committed, policy).map_err(|e| error(e.code(), e.to_string()))
+    rebase_within_limits(&base_state, &request.patch, &committed, policy, limits)
+        .map_err(|e| error(e.code(), e.to_string()))
 }
 
 /// Decides a `delete_document`: a tombstone that keeps the last content.
@@ -475,6 +486,36 @@ mod tests {
             update(Some(&doc), Intervening::None, &patch_request(ops, Some(1), None), &shallow, Policy::LastWriterWins)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_patch_that_would_build_a_huge_document_is_refused_while_it_applies() {
+        // Each op doubles `/x`: 17 of them would build 130 MiB. Refused at the current
+        // revision and when stale (rebased the full way, as `/x` changed meanwhile).
+        let copies: Vec<Value> =
+            (0..17).map(|i| json!({"op": "copy", "from": "/x", "path": format!("/x/c{i}")})).collect();
+        let doc1 = created(json!({"x": {"s": "a".repeat(1024)}})).change.document;
+        let err = update(
+            Some(&doc1),
+            Intervening::None,
+            &patch_request(Value::Array(copies.clone()), Some(1), None),
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::PayloadTooLarge, "{}", err.message);
+        assert!(err.message.contains("larger than the limit"), "{}", err.message);
+        let touch = patch_request(json!([{"op": "add", "path": "/x/t", "value": 1}]), Some(1), None);
+        let first = update(Some(&doc1), Intervening::None, &touch, &ctx(), Policy::LastWriterWins).unwrap();
+        let err = update(
+            Some(&first.change.document),
+            Intervening::Updates(vec![first.update.unwrap()]),
+            &patch_request(Value::Array(copies), Some(1), None),
+            &ctx(),
+            Policy::LastWriterWins,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::PayloadTooLarge, "{}", err.message);
     }
 
     #[test]

@@ -161,6 +161,27 @@ async fn client_id_is_echoed_or_generated(backend: Backend) {
     server.stop().await;
 }
 
+async fn a_client_id_no_replica_should_have_is_refused(backend: Backend) {
+    let server = jwt_server(backend).await;
+    let token = hs256(json!({"sub": "ids-user", "exp": now_secs() + 600}), JWT_SECRET);
+    // Too long (it would be copied into every vector clock), or with U+0000 (no store can
+    // keep it, so every write would fail after a successful authentication).
+    for client_id in ["x".repeat(200_000), "phone\u{0}".to_owned(), "two words".to_owned()] {
+        let mut message = hmac_auth(&server.api_key, &server.secret, "ids@example.com", None, None);
+        message["client_id"] = json!(client_id);
+        assert_eq!(refused(&server, message).await, "malformed");
+        let message = json!({"type": "authenticate", "token": token, "client_id": client_id});
+        assert_eq!(refused(&server, message).await, "malformed");
+    }
+    // On the upgrade request too.
+    let mut client = Client::connect(&format!("{}?token={token}&client_id=phone%00", server.ws_url())).await;
+    expect_refusal(&mut client, "?client_id=phone%00", &["malformed"]).await;
+    let (_client, first) = server.connect_with_token(&format!("{token}&client_id=android:9774d56d682e549c")).await;
+    assert_eq!(first["type"], "auth_success", "{first}");
+    assert_eq!(first["client_id"], "android:9774d56d682e549c");
+    server.stop().await;
+}
+
 async fn bearer_tokens_from_create_token(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     let user = "token-user-1";
@@ -239,6 +260,25 @@ async fn hs256_jwts_in_authenticate(backend: Backend) {
     server.stop().await;
 }
 
+async fn a_jwt_is_not_accepted_before_its_nbf(backend: Backend) {
+    let server = jwt_server(backend).await;
+    let auth = |claims: Value| json!({"type": "authenticate", "token": hs256(claims, JWT_SECRET)});
+    let (now, exp) = (now_secs(), now_secs() + 7200);
+    // An hour ahead: not valid yet (RFC 7519 §4.1.5), in `authenticate` and in the query.
+    let early = json!({"sub": "nbf-user", "exp": exp, "nbf": now + 3600});
+    assert_eq!(refused(&server, auth(early.clone())).await, "invalid credentials");
+    let (mut client, first) = server.connect_with_token(&hs256(early, JWT_SECRET)).await;
+    assert_eq!(first["type"], "auth_error", "{first}");
+    assert_eq!(client.close_code(WAIT).await, Some(4001));
+    // In the past, or ahead by less than the leeway (30 s, as for `exp`): accepted.
+    for nbf in [now - 60, now + 5] {
+        let mut client = server.connect().await;
+        client.send(auth(json!({"sub": "nbf-user", "exp": exp, "nbf": nbf}))).await;
+        assert_eq!(client.recv().await["type"], "auth_success", "nbf {nbf}");
+    }
+    server.stop().await;
+}
+
 async fn jwt_without_a_configured_secret_is_refused(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     let token = hs256(json!({"sub": "u", "exp": now_secs() + 600}), JWT_SECRET);
@@ -287,8 +327,10 @@ common::backend_tests!(
     anything_before_authenticate_is_refused_and_closed,
     hmac_replay_window_forged_signatures_and_unknown_keys,
     client_id_is_echoed_or_generated,
+    a_client_id_no_replica_should_have_is_refused,
     bearer_tokens_from_create_token,
     hs256_jwts_in_authenticate,
+    a_jwt_is_not_accepted_before_its_nbf,
     jwt_without_a_configured_secret_is_refused,
     jwt_in_the_upgrade_query_authenticates_before_any_message,
     a_silent_connection_is_closed_after_the_auth_timeout,

@@ -173,6 +173,33 @@ async fn a_failing_patch_leaves_the_document_untouched(backend: Backend) {
     server.stop().await;
 }
 
+async fn a_move_or_copy_from_nowhere_is_refused_even_onto_itself(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let mut c = server.client("moves@example.com").await;
+    let original = json!({"a": 1});
+    assert_ok(&c.create("d", original.clone()).await, "document_created_response");
+
+    // RFC 6902 §4.4: the `from` location must exist, also when it equals `path`.
+    for ops in [
+        json!([{"op": "move", "from": "/nope", "path": "/nope"}]),
+        json!([{"op": "copy", "from": "/nope", "path": "/nope"}]),
+        json!([{"op": "move", "from": "/nope", "path": "/b"}]),
+    ] {
+        let reply = c.update("d", ops.clone(), Some(1)).await;
+        assert_refused(&reply, "document_updated_response", "invalid_patch");
+        assert!(reply["error"]["message"].as_str().is_some_and(|m| m.contains("/nope")), "{ops}: {reply}");
+        let doc = c.get("d").await;
+        assert_eq!(doc["document"]["content"], original, "after {ops}");
+        assert_eq!(doc["document"]["sync_revision"], 1, "no empty revision after {ops}");
+    }
+    // A move of an existing value onto itself is valid and changes nothing.
+    let reply = c.update("d", json!([{"op": "move", "from": "/a", "path": "/a"}]), Some(1)).await;
+    assert_ok(&reply, "document_updated_response");
+    assert_eq!(c.content("d").await, original);
+    still_alive(&mut c).await;
+    server.stop().await;
+}
+
 async fn frames_over_the_limit_are_refused_and_over_the_hard_limit_close_1009(backend: Backend) {
     let server = TestServer::start_on_with(backend, |config| {
         config.limits.max_frame_bytes = 2048;
@@ -227,6 +254,36 @@ async fn oversize_documents_are_refused_on_create_and_on_update(backend: Backend
     assert_eq!(doc["document"]["sync_revision"], 1);
     // A change that stays under the limit still applies.
     let reply = c.update("grows", json!([{"op": "add", "path": "/more", "value": "small"}]), Some(1)).await;
+    assert_ok(&reply, "document_updated_response");
+    still_alive(&mut c).await;
+    server.stop().await;
+}
+
+async fn a_tiny_patch_that_would_build_a_huge_document_is_refused_as_it_applies(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let mut c = server.client("doubler@example.com").await;
+    let original = json!({"x": {"s": "a".repeat(1024)}});
+    assert_ok(&c.create("d", original.clone()).await, "document_created_response");
+
+    // 17 ops in 705 bytes: each copies `/x` into itself and doubles it, towards 130 MiB.
+    let ops: Vec<Value> = (0..17).map(|i| json!({"op": "copy", "from": "/x", "path": format!("/x/c{i}")})).collect();
+    for base in [Some(1), None] {
+        let reply = c.update("d", Value::Array(ops.clone()), base).await;
+        assert_refused(&reply, "document_updated_response", "payload_too_large");
+        // Refused at the op that would first pass the 1 MiB limit (1036 * 2^10 bytes),
+        // before building it, not after building the whole patch's result.
+        let message = reply["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(r#"op 9 (copy "/x/c9")"#), "{reply}");
+        let doc = c.get("d").await;
+        assert_eq!(doc["document"]["content"], original);
+        assert_eq!(doc["document"]["sync_revision"], 1);
+    }
+    // The server still serves everyone: another user writes, and so does this one.
+    let mut other = server.client("bystander@example.com").await;
+    assert_ok(&other.create("other", json!({"n": 1})).await, "document_created_response");
+    let reply = other.update("other", json!([{"op": "replace", "path": "/n", "value": 2}]), Some(1)).await;
+    assert_ok(&reply, "document_updated_response");
+    let reply = c.update("d", Value::Array(ops[..3].to_vec()), Some(1)).await;
     assert_ok(&reply, "document_updated_response");
     still_alive(&mut c).await;
     server.stop().await;
@@ -328,8 +385,10 @@ common::backend_tests!(
     malformed_json_unknown_types_and_wrong_field_types_are_invalid_message,
     invalid_document_ids_and_collections_are_refused,
     a_failing_patch_leaves_the_document_untouched,
+    a_move_or_copy_from_nowhere_is_refused_even_onto_itself,
     frames_over_the_limit_are_refused_and_over_the_hard_limit_close_1009,
     oversize_documents_are_refused_on_create_and_on_update,
+    a_tiny_patch_that_would_build_a_huge_document_is_refused_as_it_applies,
     patches_over_max_patch_ops_are_refused,
     json_nested_deeper_than_max_depth_is_refused,
     the_rate_limit_refuses_without_closing_and_recovers,

@@ -4,7 +4,8 @@
 //! changes gets all 10,000 answers on a connection that stays open (the session's own
 //! answers never count against it as a slow consumer); a client that stops reading is
 //! dropped after the write timeout; sequences and revisions of 2^63 and more read like
-//! any other bound; a malformed upgrade query gets the JSON error body.
+//! any other bound; a frame refused as a whole keeps its `request_id`; a malformed
+//! upgrade query gets the JSON error body.
 
 use std::time::{Duration, Instant};
 
@@ -159,7 +160,26 @@ async fn a_malformed_upgrade_query_gets_the_json_error_body(backend: Backend) {
     assert!(message.contains("last_sequence"), "{body}");
 }
 
+/// A frame refused as a whole — nested beyond what the parser takes, or malformed after
+/// its `request_id` — is answered with that `request_id`, so the client knows which
+/// request failed; the connection stays open.
+async fn a_refused_frame_keeps_its_request_id(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let mut client = server.client("frames@example.com").await;
+    let deep = format!(r#"{{"type":"ping","request_id":"deep-1","x":{}{}}}"#, "[".repeat(300), "]".repeat(300));
+    client.send_text(deep).await;
+    let reply = client.recv().await;
+    assert_eq!((reply["type"].as_str(), reply["request_id"].as_str()), (Some("error"), Some("deep-1")), "{reply}");
+    assert_eq!(reply["code"], "payload_too_large", "{reply}");
+    client.send_text(r#"{"request_id": 7, "type": "ping", "oops"#.to_owned()).await;
+    let reply = client.recv().await;
+    assert_eq!((reply["type"].as_str(), reply["request_id"].as_i64()), (Some("error"), Some(7)), "{reply}");
+    assert_eq!(reply["code"], "invalid_message", "{reply}");
+    assert_eq!(client.request(json!({"type": "ping"})).await["type"], "pong");
+}
+
 common::backend_tests!(
+    a_refused_frame_keeps_its_request_id,
     a_batch_of_ten_thousand_changes_gets_every_answer,
     a_client_that_stops_reading_is_dropped_after_the_write_timeout,
     sequences_beyond_two_to_the_63_read_like_any_other,

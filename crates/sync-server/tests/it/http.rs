@@ -101,6 +101,25 @@ async fn admin_routes_require_admin_credentials(backend: Backend) {
     server.stop().await;
 }
 
+async fn an_admin_jwt_opens_no_admin_route_before_its_nbf(backend: Backend) {
+    const SECRET: &str = "http-test-jwt-secret";
+    let server = TestServer::start_on_with(backend, |config| config.auth.jwt_secret = Some(SECRET.to_owned())).await;
+    let bearer = |claims: Value| {
+        let token = common::jwt(&json!({"alg": "HS256", "typ": "JWT"}), &claims, Some(SECRET.as_bytes()));
+        format!("Bearer {token}")
+    };
+    let (now, exp) = (now_secs(), now_secs() + 7200);
+    let early = bearer(json!({"sub": "ops", "admin": true, "exp": exp, "nbf": now + 3600}));
+    let valid = bearer(json!({"sub": "ops", "admin": true, "exp": exp, "nbf": now - 60}));
+    for path in ["/stats", "/api/sync/status"] {
+        let response = http_request(server.addr, "GET", path, &[("Authorization", early.as_str())], b"").await;
+        assert_json_error(&response, 401, "invalid_auth");
+        let response = http_request(server.addr, "GET", path, &[("Authorization", valid.as_str())], b"").await;
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    server.stop().await;
+}
+
 async fn request(server: &TestServer, path: &str, headers: &[(&'static str, String)]) -> common::HttpResponse {
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     http_request(server.addr, "GET", path, &headers, b"").await
@@ -148,5 +167,6 @@ async fn unknown_and_unbuilt_routes_answer_with_json_errors(backend: Backend) {
 common::backend_tests!(
     health_and_ready,
     admin_routes_require_admin_credentials,
+    an_admin_jwt_opens_no_admin_route_before_its_nbf,
     unknown_and_unbuilt_routes_answer_with_json_errors,
 );

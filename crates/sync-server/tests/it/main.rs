@@ -19,6 +19,7 @@ mod merge;
 mod messages;
 mod multi_process;
 mod pages;
+mod password_flood;
 mod postgres_outage;
 mod shutdown;
 mod smoke;
