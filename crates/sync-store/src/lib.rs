@@ -35,6 +35,8 @@
 #[cfg(feature = "testing")]
 pub mod conformance;
 mod error;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod params;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

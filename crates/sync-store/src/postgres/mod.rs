@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::committer::Command;
 use self::decode::{document_from_row, event_from_row};
+use crate::params::{sql_bound, sql_int, sql_limit};
 use crate::rows::{self, corrupt};
 use crate::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, StoreStats, TokenRecord};
 
@@ -434,24 +435,6 @@ fn db(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 /// A stored count or sequence, which is never negative.
 fn unsigned(value: i64, what: &str) -> StoreResult<u64> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what} {value}")))
-}
-
-/// A `u64` as PostgreSQL's BIGINT.
-fn sql_int(value: u64, what: &str) -> StoreResult<i64> {
-    i64::try_from(value).map_err(|_| StoreError::database_message(format!("{what} {value} is beyond the stored range")))
-}
-
-/// A `u64` bound of a query (a sequence or revision to read after or before) as a
-/// 64-bit signed integer. Nothing stored is above `i64::MAX`, so a larger bound selects
-/// the same rows as `i64::MAX`: a client's `last_sequence` of 2^64 − 1 reads an empty page
-/// instead of failing.
-fn sql_bound(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// A page size as a SQL LIMIT (larger than any table can hold becomes "no limit").
-fn sql_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 /// JSON text of a value, for a JSONB parameter.

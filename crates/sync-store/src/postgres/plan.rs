@@ -9,8 +9,9 @@ use sqlx::Postgres;
 use sync_core::{ChangeEvent, Document, Timestamp};
 
 use super::committer::Command;
-use super::{sql_int, to_json};
+use super::to_json;
 use crate::StoreError;
+use crate::params::sql_int;
 
 /// One group of appends as one statement. `$1`–`$12` are the documents (one row per
 /// document, its state after the group, and the revision the database must hold before

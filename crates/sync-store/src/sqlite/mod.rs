@@ -28,6 +28,7 @@ use tokio::sync::{Semaphore, oneshot};
 use self::pool::ReadPool;
 use self::queries::{latest_sequence, query_documents, query_events};
 use self::writer::{Envelope, Reply, Request, Responder};
+use crate::params::{sql_bound, sql_int, sql_limit};
 use crate::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, StoreStats, TokenRecord};
 
 /// The columns of a document, in the order [`queries::document_from_row`] reads them.
@@ -402,24 +403,6 @@ impl Store for SqliteStore {
 /// Maps a rusqlite error to [`StoreError::Database`] with what was being done.
 fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| StoreError::database(context, e)
-}
-
-/// A `u64` as SQLite's signed 64-bit integer.
-fn sql_int(value: u64, what: &str) -> StoreResult<i64> {
-    i64::try_from(value).map_err(|_| StoreError::database_message(format!("{what} {value} is beyond the stored range")))
-}
-
-/// A `u64` bound of a query (a sequence or revision to read after or before) as a
-/// 64-bit signed integer. Nothing stored is above `i64::MAX`, so a larger bound selects
-/// the same rows as `i64::MAX`: a client's `last_sequence` of 2^64 − 1 reads an empty page
-/// instead of failing.
-fn sql_bound(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// A page size as a SQL LIMIT (larger than any table can hold becomes "no limit").
-fn sql_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 /// A list of strings as one JSON array parameter, unpacked in SQL by `json_each`.

@@ -9,7 +9,8 @@ use serde::Serialize;
 use sync_core::{ChangeEvent, Timestamp};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use super::{db, sql_int};
+use super::db;
+use crate::params::sql_int;
 use crate::{ApiCredential, NewChange, StoreError, StoreResult, TokenRecord};
 
 /// At most this many commands share one transaction, so the first of them is not kept
