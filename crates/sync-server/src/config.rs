@@ -101,6 +101,10 @@ pub struct Limits {
     pub ping_interval_secs: u64,
     /// Seconds without any frame from the client before the connection is closed.
     pub idle_timeout_secs: u64,
+    /// Most work a stale update may cost the write path: its ops times the revisions it
+    /// crossed. Beyond it the update is refused (`version_mismatch`) and the client
+    /// rebases it itself.
+    pub max_rebase_work: u64,
     /// Seconds a write to a client's socket may wait for the client to read before the
     /// session is closed as too slow (it resumes from its cursor).
     pub write_timeout_secs: u64,
@@ -204,6 +208,7 @@ impl Default for Limits {
             ping_interval_secs: 30,
             idle_timeout_secs: 60,
             write_timeout_secs: 30,
+            max_rebase_work: 100_000,
             max_page: 5000,
             max_page_bytes: 4 << 20,
             password_checks: 0,

@@ -218,6 +218,32 @@ pub(crate) fn rebase_base(doc: &Document, request: &DocumentPatch) -> Option<u64
     }
 }
 
+/// Refuses a stale update whose rebase would cost more than `max_work` — its ops times
+/// the revisions it crossed, what carrying it over the committed patches costs — before
+/// any history is read: one such change would hold up every other writer while it is
+/// carried. The client is told to rebase it itself (it has the pushes in between) and
+/// send it again.
+pub(crate) fn within_rebase_budget(
+    doc: &Document,
+    request: &DocumentPatch,
+    base: u64,
+    max_work: u64,
+) -> Result<(), ErrorBody> {
+    let crossed = doc.sync_revision.saturating_sub(base);
+    let ops = request.patch.len() as u64;
+    let work = crossed.saturating_mul(ops);
+    if work <= max_work {
+        return Ok(());
+    }
+    Err(error(
+        ErrorCode::VersionMismatch,
+        format!(
+            "the change is {crossed} revisions behind with {ops} ops: rebasing it here would take {work} steps, \
+             more than the limit of {max_work}; fetch the document, rebase the change on it and send it again"
+        ),
+    ))
+}
+
 /// Decides an `update_document` (rules 1–7 of PROTOCOL.md §7).
 pub(crate) fn update(
     doc: Option<&Document>,

@@ -450,11 +450,21 @@ impl Writer {
         ctx: &Ctx<'_>,
     ) -> Result<Result<Decided, ErrorBody>, StoreError> {
         // History first (it may need the store); then decide against a borrowed document.
+        let max_work = self.config.limits.max_rebase_work;
         let intervening = match &request.op {
-            WriteOp::Update(update) => match self.cache.get(id).and_then(|c| decide::rebase_base(&c.doc, update)) {
-                None => Intervening::None,
-                Some(base) => Intervening::Updates(self.history_since(id, base).await?),
-            },
+            WriteOp::Update(update) => {
+                // Only the owner's stale changes are carried (anyone else's is refused as
+                // not found below, without reading history for it).
+                let stale = self.cache.get(id).filter(|c| c.doc.user_id == request.user_id).and_then(|c| {
+                    let base = decide::rebase_base(&c.doc, update)?;
+                    Some((base, decide::within_rebase_budget(&c.doc, update, base, max_work)))
+                });
+                match stale {
+                    None => Intervening::None,
+                    Some((_, Err(over_budget))) => return Ok(Err(over_budget)),
+                    Some((base, Ok(()))) => Intervening::Updates(self.history_since(id, base).await?),
+                }
+            }
             _ => Intervening::None,
         };
         let config = &self.config;

@@ -178,7 +178,44 @@ async fn a_refused_frame_keeps_its_request_id(backend: Backend) {
     assert_eq!(client.request(json!({"type": "ping"})).await["type"], "pong");
 }
 
+/// A change far behind its document costs the write path its ops times the revisions it
+/// crossed; beyond the limit it is refused at once (`version_mismatch`, telling the client
+/// to rebase it), the document is untouched and other writers go on. A stale change
+/// within the limit is still rebased.
+async fn a_change_too_far_behind_is_refused_before_it_is_rebased(backend: Backend) {
+    let server = TestServer::start_on_with(backend, |c| c.limits.max_rebase_work = 10_000).await;
+    let mut owner = server.client("history@example.com").await;
+    assert_ok(&owner.create("hist", json!({"n": 0})).await, "document_created_response");
+    for round in 0..2 {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| {
+                json!({"type": "update_document", "patch": {"document_id": "hist",
+                    "patch": [{"op": "replace", "path": "/n", "value": round * 100 + i}]}})
+            })
+            .collect();
+        let ids = owner.send_batch(batch).await;
+        for reply in owner.replies(&ids).await {
+            assert_ok(&reply, "document_updated_response");
+        }
+    }
+    // 200 revisions crossed × 100 ops = 20,000 steps, over the limit of 10,000.
+    let ops: Vec<Value> = (0..100).map(|i| json!({"op": "add", "path": format!("/k{i}"), "value": i})).collect();
+    let reply = owner.update("hist", Value::Array(ops), Some(1)).await;
+    common::assert_refused(&reply, "document_updated_response", "version_mismatch");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("rebase") && message.contains("200 revisions behind"), "{reply}");
+    let mut bystander = server.client("bystander@example.com").await;
+    assert_ok(&bystander.create("mine", json!({})).await, "document_created_response");
+    let document = owner.get("hist").await;
+    assert_eq!(document["document"]["sync_revision"], 201, "{document}");
+    assert_eq!(document["document"]["content"], json!({"n": 199}), "{document}");
+    // 51 revisions crossed × 10 ops: rebased and applied as before.
+    let ops: Vec<Value> = (0..10).map(|i| json!({"op": "add", "path": format!("/k{i}"), "value": i})).collect();
+    assert_ok(&owner.update("hist", Value::Array(ops), Some(150)).await, "document_updated_response");
+}
+
 common::backend_tests!(
+    a_change_too_far_behind_is_refused_before_it_is_rebased,
     a_refused_frame_keeps_its_request_id,
     a_batch_of_ten_thousand_changes_gets_every_answer,
     a_client_that_stops_reading_is_dropped_after_the_write_timeout,
