@@ -668,11 +668,15 @@ pub async fn a_refused_append_does_not_fail_the_appends_grouped_with_it<S: Store
 /// `Corrupt`, and the store keeps working for everything else.
 pub async fn damaged_rows_are_reported<S: Store>(store: &S, user: &str, id: &str, sequence: u64) {
     match store.load_documents(vec![id.to_owned()]).await {
-        Err(StoreError::Corrupt(message)) => assert!(message.contains(id), "no id in {message:?}"),
+        Err(error @ StoreError::Corrupt { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains(id), "no id in {message:?}")
+        }
         other => panic!("expected Corrupt, got {other:?}"),
     }
     match store.changes_since(scope(user), sequence - 1, 10, None).await {
-        Err(StoreError::Corrupt(message)) => {
+        Err(error @ StoreError::Corrupt { .. }) => {
+            let message = error.to_string();
             assert!(message.contains(&format!("change event {sequence}")), "no sequence in {message:?}")
         }
         other => panic!("expected Corrupt, got {other:?}"),

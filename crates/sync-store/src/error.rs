@@ -2,8 +2,8 @@
 //!
 //! Guarantee: when `Open` or `Database` comes from an error below (the database driver,
 //! the JSON encoder, the runtime), that error is kept as its `source`, typed, next to a
-//! context that says what was being done. `Corrupt` is a message naming the record and
-//! the column, because the server builds it too.
+//! context that says what was being done. `Corrupt` names the record and the column, and
+//! keeps what the decoder said (the driver's or serde_json's error) as its source.
 
 use std::fmt;
 use std::sync::Arc;
@@ -46,10 +46,15 @@ pub enum StoreError {
     /// A document or change id that must be new already exists.
     #[error("already exists: {0}")]
     Duplicate(String),
-    /// Stored data could not be decoded (corruption or a bug). The message names the
-    /// record and the column, and says what was wrong with the value.
-    #[error("corrupt stored data: {0}")]
-    Corrupt(String),
+    /// Stored data could not be decoded (corruption or a bug).
+    #[error("corrupt stored data: {what}{}", Because(.source))]
+    Corrupt {
+        /// The record and the column (or the value) that could not be decoded.
+        what: String,
+        /// What the decoder reported, when something below failed.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 /// Result of store operations.
@@ -114,10 +119,22 @@ impl StoreError {
     }
 }
 
-/// Writes `: cause` after a context when there is a cause.
-struct Because<'a>(&'a Option<Arc<Cause>>);
+impl StoreError {
+    /// [`StoreError::Corrupt`]: `what` could not be decoded, because of `error`.
+    pub fn corrupt(what: impl Into<String>, error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Corrupt { what: what.into(), source: Some(Arc::from(error.into())) }
+    }
 
-impl fmt::Display for Because<'_> {
+    /// [`StoreError::Corrupt`] for a value that is wrong with no error underneath.
+    pub fn corrupt_value(what: impl Into<String>) -> Self {
+        StoreError::Corrupt { what: what.into(), source: None }
+    }
+}
+
+/// Writes `: cause` after a context when there is a cause.
+struct Because<'a, T: ?Sized>(&'a Option<Arc<T>>);
+
+impl<T: fmt::Display + ?Sized> fmt::Display for Because<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Some(cause) => write!(f, ": {cause}"),

@@ -93,6 +93,6 @@ fn read_failed(context: &str, error: ColumnError) -> StoreError {
 }
 
 /// A stored value that cannot be decoded, named by `what`.
-pub(crate) fn corrupt(what: String, error: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {error}"))
+pub(crate) fn corrupt(what: String, error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    StoreError::corrupt(what, error)
 }

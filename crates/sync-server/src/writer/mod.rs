@@ -503,7 +503,7 @@ impl Writer {
             let parse = |v: Option<serde_json::Value>| {
                 parse_patch(v.unwrap_or(serde_json::Value::Array(Vec::new())))
                     .map(Arc::new)
-                    .map_err(|e| StoreError::Corrupt(format!("stored patch of {id} r{revision}: {e}")))
+                    .map_err(|e| StoreError::corrupt(format!("stored patch of {id} r{revision}"), e))
             };
             entries.push(HistEntry {
                 revision,

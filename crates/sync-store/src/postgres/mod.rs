@@ -434,7 +434,7 @@ fn db(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 
 /// A stored count or sequence, which is never negative.
 fn unsigned(value: i64, what: &str) -> StoreResult<u64> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what} {value}")))
+    u64::try_from(value).map_err(|_| StoreError::corrupt_value(format!("negative {what} {value}")))
 }
 
 /// JSON text of a value, for a JSONB parameter.

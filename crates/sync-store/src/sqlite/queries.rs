@@ -77,7 +77,7 @@ pub(super) fn latest_sequence(conn: &Connection) -> StoreResult<u64> {
         .prepare_cached("SELECT COALESCE(MAX(sequence), 0) FROM change_events")
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(db("reading the latest sequence"))?;
-    u64::try_from(latest).map_err(|_| StoreError::Corrupt(format!("negative sequence {latest}")))
+    u64::try_from(latest).map_err(|_| StoreError::corrupt_value(format!("negative sequence {latest}")))
 }
 
 #[cfg(test)]
