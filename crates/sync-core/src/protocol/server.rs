@@ -177,10 +177,12 @@ pub struct Deleted {
     pub sequence: u64,
 }
 
-/// The flat wire shapes of the three change responses: serialized from borrowed fields
-/// (no copy of the document or patch), deserialized into owned ones and checked.
+/// The flat wire shape of the three change responses: every field any of them has, each
+/// kind filling its own. Serialized from borrowed fields (no copy of the document or
+/// patch), deserialized into owned ones and checked by the kind.
 mod wire {
-    use serde::{Deserialize, Serialize};
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use super::{ChangeResponse, Created, Deleted, Updated};
     use crate::error::ErrorBody;
@@ -188,22 +190,8 @@ mod wire {
     use crate::patch::Patch;
     use crate::transform::Conflict;
 
-    fn committed<T>(
-        document_id: String,
-        success: bool,
-        error: Option<ErrorBody>,
-        fields: impl FnOnce() -> Result<T, &'static str>,
-    ) -> Result<ChangeResponse<T>, String> {
-        let outcome = match (success, error) {
-            (true, _) => Ok(fields().map_err(|field| format!("a committed change response needs `{field}`"))?),
-            (false, Some(error)) => Err(error),
-            (false, None) => return Err("a refused change response needs `error`".into()),
-        };
-        Ok(ChangeResponse { document_id, outcome })
-    }
-
-    #[derive(Serialize)]
-    pub(super) struct CreatedOut<'a> {
+    #[derive(Default, Serialize)]
+    pub(super) struct Out<'a> {
         document_id: &'a str,
         success: bool,
         error: Option<&'a ErrorBody>,
@@ -213,24 +201,17 @@ mod wire {
         sequence: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         document: Option<&'a Document>,
-    }
-
-    impl<'a> From<&'a ChangeResponse<Created>> for CreatedOut<'a> {
-        fn from(r: &'a ChangeResponse<Created>) -> Self {
-            let ok = r.outcome.as_ref().ok();
-            Self {
-                document_id: &r.document_id,
-                success: ok.is_some(),
-                error: r.outcome.as_ref().err(),
-                sync_revision: ok.map(|c| c.sync_revision),
-                sequence: ok.map(|c| c.sequence),
-                document: ok.map(|c| &c.document),
-            }
-        }
+        #[serde(skip_serializing_if = "Option::is_none")]
+        applied_patch: Option<&'a Patch>,
+        /// An update's answer always has it, empty when refused.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        conflicts: Option<&'a [Conflict]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content_hash: Option<&'a str>,
     }
 
     #[derive(Deserialize)]
-    pub(super) struct CreatedIn {
+    pub(super) struct In {
         document_id: String,
         success: bool,
         #[serde(default)]
@@ -241,65 +222,6 @@ mod wire {
         sequence: Option<u64>,
         #[serde(default)]
         document: Option<Document>,
-    }
-
-    impl TryFrom<CreatedIn> for ChangeResponse<Created> {
-        type Error = String;
-        fn try_from(w: CreatedIn) -> Result<Self, String> {
-            let (sync_revision, sequence, document) = (w.sync_revision, w.sequence, w.document);
-            committed(w.document_id, w.success, w.error, || {
-                Ok(Created {
-                    sync_revision: sync_revision.ok_or("sync_revision")?,
-                    sequence: sequence.ok_or("sequence")?,
-                    document: document.ok_or("document")?,
-                })
-            })
-        }
-    }
-
-    #[derive(Serialize)]
-    pub(super) struct UpdatedOut<'a> {
-        document_id: &'a str,
-        success: bool,
-        error: Option<&'a ErrorBody>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        sync_revision: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        sequence: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        applied_patch: Option<&'a Patch>,
-        /// Always present, empty for a refusal.
-        conflicts: &'a [Conflict],
-        #[serde(skip_serializing_if = "Option::is_none")]
-        content_hash: Option<&'a str>,
-    }
-
-    impl<'a> From<&'a ChangeResponse<Updated>> for UpdatedOut<'a> {
-        fn from(r: &'a ChangeResponse<Updated>) -> Self {
-            let ok = r.outcome.as_ref().ok();
-            Self {
-                document_id: &r.document_id,
-                success: ok.is_some(),
-                error: r.outcome.as_ref().err(),
-                sync_revision: ok.map(|u| u.sync_revision),
-                sequence: ok.map(|u| u.sequence),
-                applied_patch: ok.and_then(|u| u.applied_patch.as_ref()),
-                conflicts: ok.map_or(&[], |u| &u.conflicts),
-                content_hash: ok.and_then(|u| u.content_hash.as_deref()),
-            }
-        }
-    }
-
-    #[derive(Deserialize)]
-    pub(super) struct UpdatedIn {
-        document_id: String,
-        success: bool,
-        #[serde(default)]
-        error: Option<ErrorBody>,
-        #[serde(default)]
-        sync_revision: Option<u64>,
-        #[serde(default)]
-        sequence: Option<u64>,
         #[serde(default)]
         applied_patch: Option<Patch>,
         #[serde(default)]
@@ -308,92 +230,92 @@ mod wire {
         content_hash: Option<String>,
     }
 
-    impl TryFrom<UpdatedIn> for ChangeResponse<Updated> {
-        type Error = String;
-        fn try_from(w: UpdatedIn) -> Result<Self, String> {
-            let UpdatedIn { sync_revision, sequence, applied_patch, conflicts, content_hash, .. } = w;
-            committed(w.document_id, w.success, w.error, || {
-                Ok(Updated {
-                    sync_revision: sync_revision.ok_or("sync_revision")?,
-                    sequence: sequence.ok_or("sequence")?,
-                    applied_patch,
-                    conflicts,
-                    content_hash,
-                })
+    /// What one kind of change response carries besides the shared fields.
+    pub(super) trait Kind: Sized {
+        /// Whether a refusal still carries an empty `conflicts`.
+        const REFUSED_CONFLICTS: bool = false;
+        /// Fills the kind's own fields of a committed answer.
+        fn write<'a>(&'a self, out: &mut Out<'a>);
+        /// The committed answer from its wire fields, or the field that is missing.
+        fn read(wire: In) -> Result<Self, &'static str>;
+    }
+
+    impl Kind for Created {
+        fn write<'a>(&'a self, out: &mut Out<'a>) {
+            (out.sync_revision, out.sequence, out.document) =
+                (Some(self.sync_revision), Some(self.sequence), Some(&self.document));
+        }
+        fn read(wire: In) -> Result<Self, &'static str> {
+            Ok(Created {
+                sync_revision: wire.sync_revision.ok_or("sync_revision")?,
+                sequence: wire.sequence.ok_or("sequence")?,
+                document: wire.document.ok_or("document")?,
             })
         }
     }
 
-    #[derive(Serialize)]
-    pub(super) struct DeletedOut<'a> {
-        document_id: &'a str,
-        success: bool,
-        error: Option<&'a ErrorBody>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        sync_revision: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        sequence: Option<u64>,
-    }
-
-    impl<'a> From<&'a ChangeResponse<Deleted>> for DeletedOut<'a> {
-        fn from(r: &'a ChangeResponse<Deleted>) -> Self {
-            let ok = r.outcome.as_ref().ok();
-            Self {
-                document_id: &r.document_id,
-                success: ok.is_some(),
-                error: r.outcome.as_ref().err(),
-                sync_revision: ok.map(|d| d.sync_revision),
-                sequence: ok.map(|d| d.sequence),
-            }
+    impl Kind for Updated {
+        const REFUSED_CONFLICTS: bool = true;
+        fn write<'a>(&'a self, out: &mut Out<'a>) {
+            (out.sync_revision, out.sequence) = (Some(self.sync_revision), Some(self.sequence));
+            out.applied_patch = self.applied_patch.as_ref();
+            out.conflicts = Some(&self.conflicts);
+            out.content_hash = self.content_hash.as_deref();
         }
-    }
-
-    #[derive(Deserialize)]
-    pub(super) struct DeletedIn {
-        document_id: String,
-        success: bool,
-        #[serde(default)]
-        error: Option<ErrorBody>,
-        #[serde(default)]
-        sync_revision: Option<u64>,
-        #[serde(default)]
-        sequence: Option<u64>,
-    }
-
-    impl TryFrom<DeletedIn> for ChangeResponse<Deleted> {
-        type Error = String;
-        fn try_from(w: DeletedIn) -> Result<Self, String> {
-            let (sync_revision, sequence) = (w.sync_revision, w.sequence);
-            committed(w.document_id, w.success, w.error, || {
-                Ok(Deleted {
-                    sync_revision: sync_revision.ok_or("sync_revision")?,
-                    sequence: sequence.ok_or("sequence")?,
-                })
+        fn read(wire: In) -> Result<Self, &'static str> {
+            Ok(Updated {
+                sync_revision: wire.sync_revision.ok_or("sync_revision")?,
+                sequence: wire.sequence.ok_or("sequence")?,
+                applied_patch: wire.applied_patch,
+                conflicts: wire.conflicts,
+                content_hash: wire.content_hash,
             })
         }
     }
-}
 
-macro_rules! change_response_serde {
-    ($kind:ty, $out:ident, $in:ident) => {
-        impl Serialize for ChangeResponse<$kind> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                wire::$out::from(self).serialize(serializer)
-            }
+    impl Kind for Deleted {
+        fn write<'a>(&'a self, out: &mut Out<'a>) {
+            (out.sync_revision, out.sequence) = (Some(self.sync_revision), Some(self.sequence));
         }
-
-        impl<'de> Deserialize<'de> for ChangeResponse<$kind> {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let wire = wire::$in::deserialize(deserializer)?;
-                Self::try_from(wire).map_err(serde::de::Error::custom)
-            }
+        fn read(wire: In) -> Result<Self, &'static str> {
+            Ok(Deleted {
+                sync_revision: wire.sync_revision.ok_or("sync_revision")?,
+                sequence: wire.sequence.ok_or("sequence")?,
+            })
         }
-    };
-}
+    }
 
-change_response_serde!(Created, CreatedOut, CreatedIn);
-change_response_serde!(Updated, UpdatedOut, UpdatedIn);
-change_response_serde!(Deleted, DeletedOut, DeletedIn);
+    impl<T: Kind> Serialize for ChangeResponse<T> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut out = Out { document_id: &self.document_id, ..Out::default() };
+            match &self.outcome {
+                Ok(committed) => {
+                    out.success = true;
+                    committed.write(&mut out);
+                }
+                Err(error) => {
+                    out.error = Some(error);
+                    out.conflicts = T::REFUSED_CONFLICTS.then_some(&[]);
+                }
+            }
+            out.serialize(serializer)
+        }
+    }
+
+    impl<'de, T: Kind> Deserialize<'de> for ChangeResponse<T> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let mut wire = In::deserialize(deserializer)?;
+            let document_id = std::mem::take(&mut wire.document_id);
+            let outcome = match (wire.success, wire.error.take()) {
+                (true, _) => Ok(T::read(wire)
+                    .map_err(|field| D::Error::custom(format!("a committed change response needs `{field}`")))?),
+                (false, Some(error)) => Err(error),
+                (false, None) => return Err(D::Error::custom("a refused change response needs `error`")),
+            };
+            Ok(ChangeResponse { document_id, outcome })
+        }
+    }
+}
 
 /// `changes`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
