@@ -40,7 +40,6 @@ pub(crate) const TOKEN_PREFIX: &str = "sts_";
 /// Who a connection or request is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Principal {
-    /// The user id.
     pub(crate) user_id: String,
     /// Whether the admin routes are open to it.
     pub(crate) is_admin: bool,

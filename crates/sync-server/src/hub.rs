@@ -36,7 +36,6 @@ pub(crate) struct Outbound {
 /// The sending side of a session's queue, and the switch that disconnects it.
 #[derive(Clone, Debug)]
 pub(crate) struct SessionLink {
-    /// The session id.
     pub(crate) id: u64,
     /// Its bounded queue.
     pub(crate) tx: queue::Sender<Outbound>,
@@ -66,7 +65,6 @@ struct Member {
 /// A committed change, ready to deliver.
 #[derive(Debug)]
 pub(crate) struct Committed {
-    /// Its sequence.
     pub(crate) sequence: u64,
     /// The owner of the document: whose sessions may read it.
     pub(crate) user_id: String,

@@ -23,9 +23,7 @@ use super::cache::HistEntry;
 /// Who is writing, when, and under which limits.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ctx<'a> {
-    /// The writing user.
     pub(crate) user_id: &'a str,
-    /// The writing replica.
     pub(crate) client_id: &'a str,
     /// The commit time.
     pub(crate) now: Timestamp,

@@ -68,9 +68,7 @@ impl WriteOp {
 #[derive(Debug)]
 pub(crate) struct WriteRequest {
     pub(crate) op: WriteOp,
-    /// The writing user.
     pub(crate) user_id: String,
-    /// The writing replica.
     pub(crate) client_id: String,
     /// Where the answer goes.
     pub(crate) reply_to: SessionLink,
