@@ -29,7 +29,7 @@ use crate::writer::{self, WriteStats};
 pub(crate) async fn open(config: &Config) -> anyhow::Result<(AnyStore, SecretKey)> {
     let store = AnyStore::open(&config.database)
         .await
-        .with_context(|| format!("cannot open the database {}", crate::config::redact_url(&config.database.url)))?;
+        .with_context(|| format!("cannot open the database {}", sync_store::redact_url(&config.database.url)))?;
     let secret_key = match &config.auth.secret_key {
         Some(hex_key) => SecretKey::from_hex(hex_key).context("invalid SYNC_SECRET_KEY")?,
         None => SecretKey::load_or_create(&config.secret_key_path())?,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sync_core::Policy;
-use sync_store::DatabaseUrl;
+use sync_store::{DatabaseUrl, redact_url};
 
 /// Everything the server needs to run.
 #[derive(Clone, Serialize, Deserialize)]
@@ -379,20 +379,6 @@ impl Config {
             Ok(DatabaseUrl::Sqlite(db)) => db.with_extension("key"),
             _ => PathBuf::from("sync.key"),
         }
-    }
-}
-
-/// Hides the password of a database URL for logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!("{}{}:****{}", &url[..scheme_end + 3], &userinfo[..colon], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -51,7 +51,7 @@ use std::sync::Arc;
 use sync_core::{ChangeEvent, Document};
 
 pub use error::{Cause, StoreError, StoreResult};
-pub use url::{DatabaseUrl, UrlError};
+pub use url::{DatabaseUrl, UrlError, redact_url};
 
 /// A change the write path decided, ready to be stored. The store assigns its sequence.
 #[derive(Clone, Debug)]

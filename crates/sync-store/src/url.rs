@@ -67,14 +67,14 @@ impl DatabaseUrl {
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DatabaseUrl::Postgres(url) => f.debug_tuple("Postgres").field(&without_password(url)).finish(),
+            DatabaseUrl::Postgres(url) => f.debug_tuple("Postgres").field(&redact_url(url)).finish(),
             DatabaseUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
         }
     }
 }
 
-/// The URL with the password of its user info replaced by `****`.
-fn without_password(url: &str) -> String {
+/// The URL with the password of its user info replaced by `****`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     // The user info ends at the last `@` before the path: a password may hold `@` or `/`
     // only percent-encoded, but a careless one may not be, so the last `@` is the safe end.
