@@ -87,7 +87,9 @@ pub(crate) fn apply_one_metered(
             Ok(vec![PatchOp::Add { path: concrete, value: removed }])
         }
         PatchOp::Replace { path, value } => {
-            if path.get(doc).is_none() {
+            // A missing target is reported as such before the meter judges the value;
+            // without limits, `get_mut` below finds it missing at no extra cost.
+            if meter.is_limited() && path.get(doc).is_none() {
                 return Err(fail(path, PatchErrorKind::PathNotFound));
             }
             meter.insert(doc, path, value, true).map_err(|k| fail(path, k))?;

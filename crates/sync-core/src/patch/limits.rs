@@ -83,6 +83,11 @@ impl Meter {
         Self { limits: Some(limits), size: Size::Unknown { growth: 0 }, work: 0 }
     }
 
+    /// Whether any limit is kept (an unlimited meter does no accounting at all).
+    pub(crate) fn is_limited(&self) -> bool {
+        self.limits.is_some()
+    }
+
     /// Judges inserting `value` at `path` of `doc`: an `add` or `copy` (`replace` false:
     /// into an array it inserts) or a `replace` (the target exists and is overwritten).
     /// Called before the value is cloned; on `Ok` the account holds the insert.
