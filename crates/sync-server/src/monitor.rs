@@ -96,15 +96,10 @@ impl Visit for Line {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        match field.name() {
-            // The format arguments of the event: their Debug is the text itself.
-            "message" => {
-                let _ = write!(self.text, "{value:?}");
-            }
-            "tag" => {
-                let _ = write!(self.tag, "{value:?}");
-            }
-            _ => {}
+        // The format arguments of the event: their Debug is the text itself. (The tag is
+        // always a `&str`, recorded by `record_str`.)
+        if field.name() == "message" {
+            let _ = write!(self.text, "{value:?}");
         }
     }
 }
