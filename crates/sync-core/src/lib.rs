@@ -12,6 +12,7 @@
 //! - [`protocol`]: every message of the wire protocol, with decoding and encoding.
 //! - [`replica`]: one document on a client: confirmed state, pending changes, rebase.
 //! - [`error`]: the error codes shared by WebSocket and HTTP.
+//! - [`acl`]: access control rules, and what one user may read.
 //! - [`auth`]: HMAC signing, key generation, user ids from emails.
 //!
 //! # Two replicas, one concurrent edit
@@ -58,6 +59,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod auth;
 pub mod canonical;
 pub mod error;

@@ -700,7 +700,7 @@ fn unique_collection() -> String {
 }
 
 fn scope(user: &str) -> ReadScope {
-    ReadScope { user_id: user.to_owned() }
+    ReadScope::owner_only(user)
 }
 
 /// Unwraps a store result, naming the step that failed.

@@ -48,6 +48,7 @@ mod url;
 use std::future::Future;
 use std::sync::Arc;
 
+use sync_core::acl::ReadView;
 use sync_core::{ChangeEvent, Document};
 
 pub use error::{Cause, StoreError, StoreResult};
@@ -68,11 +69,24 @@ pub struct NewChange {
     pub expected_revision: u64,
 }
 
-/// Who is reading: the rows a query may return.
+/// Who is reading: the rows a query may return. A document, and every change of it, is
+/// visible when [`ReadView::may_read`] accepts its owner, collection and id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadScope {
-    /// The reading user; only their documents and changes are visible.
-    pub user_id: String,
+    /// The reader and the rules their reads go through.
+    pub view: Arc<ReadView>,
+}
+
+impl ReadScope {
+    /// A reader of their own documents only.
+    pub fn owner_only(user_id: &str) -> ReadScope {
+        ReadScope { view: Arc::new(ReadView::owner_only(user_id)) }
+    }
+
+    /// The reading user.
+    pub fn user_id(&self) -> &str {
+        self.view.user()
+    }
 }
 
 /// A page of the change log.

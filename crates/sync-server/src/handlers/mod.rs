@@ -86,7 +86,7 @@ impl Ctx<'_> {
 
     /// What this session may read.
     fn scope(&self) -> ReadScope {
-        ReadScope { user_id: self.session.identity.user_id.clone() }
+        ReadScope::owner_only(&self.session.identity.user_id)
     }
 
     /// Waits until the session's earlier writes are answered, so a read sees them.

@@ -151,7 +151,7 @@ impl Store for PgStore {
             " ORDER BY id LIMIT $4)) ORDER BY id"
         );
         let rows = sqlx::query(sql)
-            .bind(scope.user_id)
+            .bind(scope.user_id().to_owned())
             // Ids are never empty, so "after the empty string" means from the start.
             .bind(after_id.unwrap_or_default())
             .bind(collections)
@@ -202,7 +202,7 @@ impl Store for PgStore {
             " WHERE c.name = 'change_events' ORDER BY e.sequence"
         );
         let rows = sqlx::query(sql)
-            .bind(scope.user_id)
+            .bind(scope.user_id().to_owned())
             .bind(sql_bound(after))
             .bind(collections)
             .bind(sql_limit(limit.saturating_add(1)))

@@ -191,7 +191,7 @@ impl Store for SqliteStore {
                 " AND (?3 IS NULL OR collection IN (SELECT value FROM json_each(?3)))",
                 " ORDER BY id LIMIT ?4"
             );
-            query_documents(conn, sql, params![scope.user_id, after_id, collections, limit])
+            query_documents(conn, sql, params![scope.user_id().to_owned(), after_id, collections, limit])
         })
         .await
     }
@@ -224,7 +224,7 @@ impl Store for SqliteStore {
                 " AND (?3 IS NULL OR collection IN (SELECT value FROM json_each(?3)))",
                 " ORDER BY sequence LIMIT ?4"
             );
-            let events = query_events(&tx, sql, params![scope.user_id, after_sql, collections, limit_sql])?;
+            let events = query_events(&tx, sql, params![scope.user_id().to_owned(), after_sql, collections, limit_sql])?;
             let full = events.len() >= limit;
             let (reached, has_more) = if full {
                 // More may remain: the page reached its last event, and one more probe
@@ -236,7 +236,7 @@ impl Store for SqliteStore {
                 let has_more = tx
                     .prepare_cached(probe)
                     .and_then(|mut s| {
-                        s.query_row(params![scope.user_id, reached_sql, collections], |r| r.get::<_, bool>(0))
+                        s.query_row(params![scope.user_id().to_owned(), reached_sql, collections], |r| r.get::<_, bool>(0))
                     })
                     .map_err(db("probing for more changes"))?;
                 (reached, has_more)

@@ -189,7 +189,7 @@ async fn stores_sharing_a_database_commit_in_sequence_order_and_a_follower_misse
             let mut after = 0;
             loop {
                 let finished = done.load(Ordering::Acquire);
-                let page = store.changes_since(ReadScope { user_id: user.to_owned() }, after, 7, None).await?;
+                let page = store.changes_since(ReadScope::owner_only(user), after, 7, None).await?;
                 for event in &page.events {
                     ensure!(event.sequence == after + 1, "after {after} the follower got {}", event.sequence);
                     after = event.sequence;
@@ -289,7 +289,7 @@ async fn losing_the_server_fails_appends_and_the_store_recovers_by_itself() -> R
     );
     let latest = store.latest_sequence().await?;
     ensure!(sequences == vec![latest], "sequences continue without a gap: {sequences:?}, latest {latest}");
-    let page = store.changes_since(ReadScope { user_id: "ada".to_owned() }, 0, 100, None).await?;
+    let page = store.changes_since(ReadScope::owner_only("ada"), 0, 100, None).await?;
     let logged: Vec<u64> = page.events.iter().map(|e| e.sequence).collect();
     ensure!(logged == (1..=latest).collect::<Vec<_>>(), "the log is gap-free: {logged:?}");
     Ok(())

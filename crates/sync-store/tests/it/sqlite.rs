@@ -171,7 +171,7 @@ async fn data_survives_close_and_reopen() -> Result<()> {
     ensure!(store.stats().await? == stats, "stats after reopen");
     ensure!(store.get_api_credential(credential.api_key.clone()).await? == Some(credential));
     ensure!(store.get_token(token.id.clone()).await? == Some(token));
-    let events = store.changes_since(ReadScope { user_id: "ada".to_owned() }, 0, 10, None).await?;
+    let events = store.changes_since(ReadScope::owner_only("ada"), 0, 10, None).await?;
     ensure!(events.events.len() == 3, "events after reopen: {:?}", events.events);
 
     // The counter continues from the file, without a gap or a reuse.
