@@ -419,7 +419,9 @@ impl Acl {
                 (Some(Value::Array(list)), 1) => list,
                 (Some(_), 1) => return Err(whole("`rules` must be an array of rules")),
                 _ => {
-                    return Err(whole("expected {\"rules\": [...]} (an object with only `rules`) or an array of rules"));
+                    return Err(whole(
+                        "expected {\"rules\": [...]} (an object with only `rules`) or an array of rules",
+                    ));
                 }
             },
             _ => return Err(whole("expected {\"rules\": [...]} or an array of rules")),

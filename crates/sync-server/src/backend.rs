@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use sync_core::acl::Acl;
 use sync_core::{ChangeEvent, Document};
 use sync_store::postgres::{PgOptions, PgStore};
 use sync_store::sqlite::SqliteStore;
@@ -135,6 +136,12 @@ impl Store for AnyStore {
     }
     async fn get_token(&self, id: String) -> StoreResult<Option<TokenRecord>> {
         delegate!(self.get_token(id))
+    }
+    async fn get_acl(&self) -> StoreResult<Acl> {
+        delegate!(self.get_acl())
+    }
+    async fn set_acl(&self, acl: Acl) -> StoreResult<()> {
+        delegate!(self.set_acl(acl))
     }
     async fn stats(&self) -> StoreResult<StoreStats> {
         delegate!(self.stats())

@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use serde_json::{Value, json};
+use sync_core::acl::Acl;
 use sync_core::canonical::content_hash;
 use sync_core::model::new_document_id;
 use sync_core::vclock::VectorClock;
@@ -64,6 +65,7 @@ pub async fn run_all<S: Store>(store: &S) {
     api_credentials_round_trip(store).await;
     tokens_round_trip(store).await;
     ensure_user_is_idempotent(store).await;
+    access_rules_are_replaced_whole(store).await;
     ack_cursor_accepts_any_order(store).await;
     stats_count_live_documents_and_changes(store).await;
     concurrent_appends_get_unique_gap_free_sequences(store).await;
@@ -550,6 +552,33 @@ pub async fn ensure_user_is_idempotent<S: Store>(store: &S) {
     ok(store.ensure_user(user.clone(), Some("ada@example.com".to_owned())).await, "first");
     ok(store.ensure_user(user.clone(), Some("ada@example.com".to_owned())).await, "again");
     ok(store.ensure_user(user, None).await, "without email");
+}
+
+/// `set_acl` replaces the whole list, in order; concurrent replacements leave one whole
+/// list, never a mix; `get_acl` reads what was set.
+pub async fn access_rules_are_replaced_whole<S: Store>(store: &S) {
+    let list = |n: usize, user: &str| {
+        let rules: Vec<_> = (0..n)
+            .map(|i| json!({"user": user, "item": format!("doc:c{i}/*"), "action": "view", "allow": i % 2 == 0}))
+            .collect();
+        Acl::from_json(&Value::Array(rules)).expect("valid rules")
+    };
+    assert_eq!(ok(store.get_acl().await, "never set"), Acl::default());
+    let five = list(5, "ada");
+    ok(store.set_acl(five.clone()).await, "set five");
+    assert_eq!(ok(store.get_acl().await, "read five"), five, "the rules come back in order, aliases canonical");
+    let two = list(2, "*");
+    ok(store.set_acl(two.clone()).await, "set two");
+    assert_eq!(ok(store.get_acl().await, "read two"), two, "the old list is gone whole");
+    let (a, b) = (list(40, "bob"), list(30, "carol"));
+    let results = join_all(vec![store.set_acl(a.clone()), store.set_acl(b.clone())]).await;
+    for result in results {
+        ok(result, "concurrent set");
+    }
+    let after = ok(store.get_acl().await, "after concurrent sets");
+    assert!(after == a || after == b, "one whole list wins, not a mix: {} rules", after.rules().len());
+    ok(store.set_acl(Acl::default()).await, "clear");
+    assert!(ok(store.get_acl().await, "cleared").is_empty());
 }
 
 /// `ack_cursor` accepts acknowledgements in any order (a late, lower one must not fail;

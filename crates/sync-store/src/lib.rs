@@ -48,7 +48,7 @@ mod url;
 use std::future::Future;
 use std::sync::Arc;
 
-use sync_core::acl::ReadView;
+use sync_core::acl::{Acl, ReadView};
 use sync_core::{ChangeEvent, Document};
 
 pub use error::{Cause, StoreError, StoreResult};
@@ -238,6 +238,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Looks a bearer token record up by its public id.
     fn get_token(&self, id: String) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
+
+    /// The access rules, in order (none when never set).
+    fn get_acl(&self) -> impl Future<Output = StoreResult<Acl>> + Send;
+
+    /// Replaces the access rules, atomically: a reader sees the old list or the new one.
+    fn set_acl(&self, acl: Acl) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Counts for `/stats`.
     fn stats(&self) -> impl Future<Output = StoreResult<StoreStats>> + Send;

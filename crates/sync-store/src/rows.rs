@@ -96,3 +96,19 @@ fn read_failed(context: &str, error: ColumnError) -> StoreError {
 pub(crate) fn corrupt(what: String, error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
     StoreError::corrupt(what, error)
 }
+
+/// One stored rule, as its columns: `(user_pattern, item, action, allow)`.
+pub(crate) fn rule_columns(rule: &sync_core::acl::Rule) -> (String, String, &'static str, bool) {
+    (rule.user.to_string(), rule.item.to_string(), rule.action.as_str(), rule.allow)
+}
+
+/// The stored rules, in position order, checked as `PUT /acl` checks them.
+pub(crate) fn decode_acl(rows: Vec<(String, String, String, bool)>) -> StoreResult<sync_core::acl::Acl> {
+    let mut rules = Vec::with_capacity(rows.len());
+    for (position, (user, item, action, allow)) in rows.into_iter().enumerate() {
+        let rule = sync_core::acl::Rule::parse(&user, &item, &action, allow)
+            .map_err(|e| StoreError::corrupt_value(format!("access rule {position}: {e}")))?;
+        rules.push(rule);
+    }
+    sync_core::acl::Acl::new(rules).map_err(|e| StoreError::corrupt_value(format!("access rules: {e}")))
+}

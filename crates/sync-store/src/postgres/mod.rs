@@ -30,13 +30,14 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::postgres::PgPool;
+use sync_core::acl::Acl;
 use sync_core::{ChangeEvent, Document, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use self::committer::Command;
 use self::decode::{document_from_row, event_from_row};
 use crate::params::{sql_bound, sql_int, sql_limit};
-use crate::rows::{self, corrupt};
+use crate::rows::{self, corrupt, decode_acl, rule_columns};
 use crate::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, StoreStats, TokenRecord};
 
 /// How long a caller waits for a connection (the pool retries connecting meanwhile).
@@ -372,6 +373,47 @@ impl Store for PgStore {
             .await
             .map_err(db("counting API credentials"))?;
         unsigned(count, "credential count")
+    }
+
+    async fn get_acl(&self) -> StoreResult<Acl> {
+        let sql = "SELECT user_pattern, item, action, allow FROM acl_rules ORDER BY position";
+        let rows: Vec<(String, String, String, bool)> =
+            sqlx::query_as(sql).fetch_all(&self.pool).await.map_err(db("reading the access rules"))?;
+        decode_acl(rows)
+    }
+
+    async fn set_acl(&self, acl: Acl) -> StoreResult<()> {
+        let (mut users, mut items, mut actions, mut allows) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for rule in acl.rules() {
+            let (user, item, action, allow) = rule_columns(rule);
+            users.push(user);
+            items.push(item);
+            actions.push(action);
+            allows.push(allow);
+        }
+        // One transaction: a reader sees the old list or the new one.
+        let mut tx = self.pool.begin().await.map_err(db("replacing the access rules"))?;
+        // Two processes replacing the list at once: the second waits for the first, then
+        // deletes what the first wrote (readers are not blocked by this lock).
+        sqlx::query("LOCK TABLE acl_rules IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(db("replacing the access rules"))?;
+        sqlx::query("DELETE FROM acl_rules").execute(&mut *tx).await.map_err(db("replacing the access rules"))?;
+        let sql = "INSERT INTO acl_rules (position, user_pattern, item, action, allow) \
+                   SELECT r.position - 1, r.user_pattern, r.item, r.action, r.allow \
+                   FROM UNNEST($1::text[], $2::text[], $3::text[], $4::boolean[]) \
+                   WITH ORDINALITY AS r(user_pattern, item, action, allow, position)";
+        sqlx::query(sql)
+            .bind(users)
+            .bind(items)
+            .bind(actions)
+            .bind(allows)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("replacing the access rules"))?;
+        tx.commit().await.map_err(db("replacing the access rules"))?;
+        Ok(())
     }
 
     async fn create_token(&self, token: TokenRecord) -> StoreResult<()> {

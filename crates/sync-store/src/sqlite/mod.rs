@@ -22,6 +22,7 @@ use std::sync::{Arc, PoisonError, mpsc};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use sync_core::acl::Acl;
 use sync_core::{ChangeEvent, Document};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -29,6 +30,7 @@ use self::pool::ReadPool;
 use self::queries::{latest_sequence, query_documents, query_events};
 use self::writer::{Envelope, Reply, Request, Responder};
 use crate::params::{sql_bound, sql_int, sql_limit};
+use crate::rows::decode_acl;
 use crate::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, StoreStats, TokenRecord};
 
 /// The columns of a document, in the order [`queries::document_from_row`] reads them.
@@ -224,7 +226,8 @@ impl Store for SqliteStore {
                 " AND (?3 IS NULL OR collection IN (SELECT value FROM json_each(?3)))",
                 " ORDER BY sequence LIMIT ?4"
             );
-            let events = query_events(&tx, sql, params![scope.user_id().to_owned(), after_sql, collections, limit_sql])?;
+            let events =
+                query_events(&tx, sql, params![scope.user_id().to_owned(), after_sql, collections, limit_sql])?;
             let full = events.len() >= limit;
             let (reached, has_more) = if full {
                 // More may remain: the page reached its last event, and one more probe
@@ -236,7 +239,9 @@ impl Store for SqliteStore {
                 let has_more = tx
                     .prepare_cached(probe)
                     .and_then(|mut s| {
-                        s.query_row(params![scope.user_id().to_owned(), reached_sql, collections], |r| r.get::<_, bool>(0))
+                        s.query_row(params![scope.user_id().to_owned(), reached_sql, collections], |r| {
+                            r.get::<_, bool>(0)
+                        })
                     })
                     .map_err(db("probing for more changes"))?;
                 (reached, has_more)
@@ -355,6 +360,25 @@ impl Store for SqliteStore {
             Ok(count.unsigned_abs())
         })
         .await
+    }
+
+    async fn get_acl(&self) -> StoreResult<Acl> {
+        let rows = self
+            .read(|conn| {
+                let sql = "SELECT user_pattern, item, action, allow FROM acl_rules ORDER BY position";
+                conn.prepare_cached(sql)
+                    .and_then(|mut s| {
+                        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .map_err(db("reading the access rules"))
+            })
+            .await?;
+        decode_acl(rows)
+    }
+
+    async fn set_acl(&self, acl: Acl) -> StoreResult<()> {
+        self.write(Request::SetAcl(acl), Responder::Unit).await
     }
 
     async fn create_token(&self, token: TokenRecord) -> StoreResult<()> {

@@ -6,11 +6,13 @@ use std::sync::mpsc;
 
 use rusqlite::{Connection, ErrorCode, params};
 use serde::Serialize;
+use sync_core::acl::Acl;
 use sync_core::{ChangeEvent, Timestamp};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::db;
 use crate::params::sql_int;
+use crate::rows::rule_columns;
 use crate::{ApiCredential, NewChange, StoreError, StoreResult, TokenRecord};
 
 /// At most this many commands share one transaction, so the first of them is not kept
@@ -56,6 +58,7 @@ pub(super) enum Request {
     CreateApiCredential(ApiCredential),
     CreateToken(TokenRecord),
     AckCursor { user_id: String, client_id: String, sequence: i64 },
+    SetAcl(Acl),
 }
 
 impl Request {
@@ -318,6 +321,19 @@ impl Writer {
                     .map_err(db("creating an API credential"))?;
                 if inserted == 0 {
                     return Err(StoreError::Duplicate(c.api_key.clone()));
+                }
+                Ok(())
+            }
+            Request::SetAcl(acl) => {
+                self.conn.execute("DELETE FROM acl_rules", []).map_err(db("replacing the access rules"))?;
+                let sql =
+                    "INSERT INTO acl_rules (position, user_pattern, item, action, allow) VALUES (?1, ?2, ?3, ?4, ?5)";
+                let mut insert = self.conn.prepare_cached(sql).map_err(db("replacing the access rules"))?;
+                for (position, rule) in acl.rules().iter().enumerate() {
+                    let (user, item, action, allow) = rule_columns(rule);
+                    insert
+                        .execute(params![sql_int(position as u64, "rule position")?, user, item, action, allow])
+                        .map_err(db("replacing the access rules"))?;
                 }
                 Ok(())
             }
