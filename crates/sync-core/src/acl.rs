@@ -402,6 +402,9 @@ pub struct Acl {
 }
 
 impl Acl {
+    /// No rules: every user reads and writes only their own documents.
+    pub const EMPTY: Acl = Acl { rules: Vec::new() };
+
     /// A list of checked rules.
     pub fn new(rules: Vec<Rule>) -> Result<Acl, AclError> {
         if rules.len() > MAX_RULES {

@@ -55,7 +55,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         PasswordChecks::from_limits(&config.limits),
     )?;
     let latest = store.latest_sequence().await.context("reading the change log")?;
-    let hub = Arc::new(Hub::new(latest));
+    let acl = store.get_acl().await.context("reading the access rules")?;
+    let hub = Arc::new(Hub::new(latest, acl));
     let (writes, write_rx) = mpsc::channel(config.write.queue.max(1));
     let write_stats = Arc::new(WriteStats::default());
     let writer_stop = CancellationToken::new();
@@ -80,8 +81,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         next_session: AtomicU64::new(0),
         decode_limits: DecodeLimits { max_depth: config.limits.max_depth, max_patch_ops: config.limits.max_patch_ops },
         deflate_pool: yawc::DeflatePool::new(256),
+        acl_changes: tokio::sync::Mutex::new(()),
         config: Arc::clone(&config),
     });
+    if config.auth.acl_reload_secs > 0 {
+        let interval = Duration::from_secs(config.auth.acl_reload_secs);
+        tokio::spawn(crate::access::reload_periodically(Arc::clone(&state), interval, shutdown.clone()));
+    }
     tracing::info!(%addr, backend = store.kind(), latest_sequence = latest, "sync-server listening");
 
     let router = crate::http::router(Arc::clone(&state));

@@ -8,14 +8,16 @@
 //! - [`Authenticated::settle`] returns once every write handed over before it is
 //!   answered, so a read that follows writes sees them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use sync_core::acl::ReadView;
 use sync_core::protocol::RequestId;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
 use crate::connection::{Connection, Ending};
-use crate::hub::{Outbound, Registration, SessionLink};
+use crate::hub::{AccessChange, Outbound, Registration, SessionLink};
 use crate::queue;
 use crate::state::AppState;
 use crate::writer::{WriteOp, WriteRequest};
@@ -26,12 +28,18 @@ pub(crate) struct Identity {
     pub(crate) user_id: String,
     /// The replica (device) it speaks for.
     pub(crate) client_id: String,
+    /// Admin credentials: the access rules do not apply.
+    pub(crate) is_admin: bool,
 }
 
 impl Identity {
     /// The identity of `principal` on replica `client_id` (a new one when absent).
     pub(crate) fn new(principal: Principal, client_id: Option<String>) -> Self {
-        Self { user_id: principal.user_id, client_id: client_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()) }
+        Self {
+            user_id: principal.user_id,
+            client_id: client_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            is_admin: principal.is_admin,
+        }
     }
 }
 
@@ -49,6 +57,10 @@ pub(crate) struct PreAuth {
 /// The authenticated state of a session.
 pub(crate) struct Authenticated {
     pub(crate) identity: Identity,
+    /// What the session may read: the view its position in the stream was decided by.
+    pub(crate) view: Arc<ReadView>,
+    /// A change of that view not yet acted on (see [`Authenticated::take_access_change`]).
+    access_change: Option<AccessChange>,
     link: SessionLink,
     rx: queue::Receiver<Outbound>,
     /// Removes the session from the hub when dropped.
@@ -67,10 +79,19 @@ impl Authenticated {
         let capacity = state.config.limits.session_queue.max(16);
         let (tx, rx) = queue::channel(capacity);
         let link = SessionLink { id: session_id, tx, kill: CancellationToken::new() };
-        let registration = state.hub.register(&identity.user_id, &identity.client_id, link.clone());
+        let (registration, view) =
+            state.hub.register(&identity.user_id, &identity.client_id, identity.is_admin, link.clone());
         let delivered = state.hub.delivered();
-        let session =
-            Self { identity, link, rx, _registration: registration, pending_writes: 0, max_pending: capacity / 2 };
+        let session = Self {
+            identity,
+            view,
+            access_change: None,
+            link,
+            rx,
+            _registration: registration,
+            pending_writes: 0,
+            max_pending: capacity / 2,
+        };
         (session, delivered)
     }
 
@@ -87,9 +108,29 @@ impl Authenticated {
     }
 
     fn count(&mut self, outbound: Option<&Outbound>) {
-        if outbound.is_some_and(|o| o.completes_write) {
+        let Some(outbound) = outbound else { return };
+        if outbound.completes_write {
             self.pending_writes = self.pending_writes.saturating_sub(1);
         }
+        if let Some(change) = &outbound.access {
+            // Reads from here on go by the new view; what changed is acted on as soon as
+            // the session can (the connection holds pushes back until then).
+            self.view = Arc::clone(&change.new);
+            let old = self.access_change.take().map_or_else(|| Arc::clone(&change.old), |earlier| earlier.old);
+            self.access_change = Some(AccessChange { old, new: Arc::clone(&change.new) });
+        }
+    }
+
+    /// A change of what the session may read that it has not acted on yet: the
+    /// documents it may now read are to be sent, those it may no longer read revoked.
+    /// Several changes in a row come as one.
+    pub(crate) fn take_access_change(&mut self) -> Option<AccessChange> {
+        self.access_change.take()
+    }
+
+    /// Whether a change of the access rules waits to be acted on.
+    pub(crate) fn has_access_change(&self) -> bool {
+        self.access_change.is_some()
     }
 
     /// Moves what is already queued for this session into its output (a bounded number
@@ -114,6 +155,7 @@ impl Authenticated {
             op,
             user_id: self.identity.user_id.clone(),
             client_id: self.identity.client_id.clone(),
+            is_admin: self.identity.is_admin,
             reply_to: self.link.clone(),
             request_id,
         };

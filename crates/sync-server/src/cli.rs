@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use sync_core::acl::{Acl, Rule};
 use sync_store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::Level;
@@ -53,10 +54,52 @@ enum Command {
         #[arg(long)]
         admin: bool,
     },
+    /// Show or change the access rules (a running server picks a change up within
+    /// `acl_reload_secs`; `PUT /acl` changes them at once).
+    Acl {
+        #[command(subcommand)]
+        command: AclCommand,
+    },
     /// Create or upgrade the database schema, then exit.
     Migrate,
     /// Print the default configuration file.
     DefaultConfig,
+}
+
+#[derive(Debug, Subcommand)]
+enum AclCommand {
+    /// Print the rules as `{"rules": [...]}`.
+    Show,
+    /// Replace the rules with those of a JSON file (`{"rules": [...]}` or an array; `-`
+    /// reads standard input). The whole list is checked first.
+    Set {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Add one rule (at the end, or at `--position`).
+    Add {
+        /// A user id, or `*` for everyone.
+        #[arg(long)]
+        user: String,
+        /// `doc:<collection>/<id>`, `topic:<name>`, a bare document id, each with an
+        /// optional trailing `*`; or `*`.
+        #[arg(long)]
+        item: String,
+        /// read (view), create, update (edit), delete, subscribe, publish, or `*`.
+        #[arg(long)]
+        action: String,
+        /// Deny instead of allow.
+        #[arg(long)]
+        deny: bool,
+        /// Where the rule goes (0 = first; default: last). The first rule that matches decides.
+        #[arg(long)]
+        position: Option<usize>,
+    },
+    /// Remove the rule at a position (as `acl show` lists them, from 0).
+    Remove {
+        /// The position.
+        position: usize,
+    },
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -141,6 +184,7 @@ fn run_cli(cli: Cli) -> anyhow::Result<()> {
                 println!("It is stored only as an Argon2id hash and cannot be shown again.");
                 Ok(())
             }
+            Command::Acl { command } => acl(&config, command).await,
             Command::Migrate => {
                 let (store, _) = crate::app::open(&config).await?;
                 let latest = store.latest_sequence().await?;
@@ -201,6 +245,49 @@ pub async fn create_token(config: &Config, user: &str, ttl: Option<Duration>, ad
     Ok(token)
 }
 
+/// `acl show|set|add|remove` against the configured database.
+async fn acl(config: &Config, command: AclCommand) -> anyhow::Result<()> {
+    let (store, _) = crate::app::open(config).await?;
+    let current = store.get_acl().await.context("reading the access rules")?;
+    let next = match command {
+        AclCommand::Show => {
+            println!("{}", serde_json::to_string_pretty(&current.to_json())?);
+            return Ok(());
+        }
+        AclCommand::Set { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let value: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+            Acl::from_json(&value).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+        }
+        AclCommand::Add { user, item, action, deny, position } => {
+            let rule = Rule::parse(&user, &item, &action, !deny).map_err(|e| anyhow::anyhow!(e))?;
+            let mut rules = current.rules().to_vec();
+            let at = position.unwrap_or(rules.len());
+            if at > rules.len() {
+                anyhow::bail!("--position {at} is past the end (there are {} rules)", rules.len());
+            }
+            rules.insert(at, rule);
+            Acl::new(rules).map_err(|e| anyhow::anyhow!(e))?
+        }
+        AclCommand::Remove { position } => {
+            let mut rules = current.rules().to_vec();
+            if position >= rules.len() {
+                anyhow::bail!("there is no rule {position} (there are {} rules)", rules.len());
+            }
+            rules.remove(position);
+            Acl::new(rules).map_err(|e| anyhow::anyhow!(e))?
+        }
+    };
+    store.set_acl(next.clone()).await.context("storing the access rules")?;
+    println!("{} rules stored:\n{}", next.rules().len(), serde_json::to_string_pretty(&next.to_json())?);
+    Ok(())
+}
+
 /// Logs go to stderr, filtered by `log` (`RUST_LOG` syntax); with `monitoring`, the
 /// activity log (`monitor.rs`) goes to stdout, and only there.
 fn init_logging(filter: &str, monitoring: bool) {
@@ -240,6 +327,11 @@ mod tests {
         Cli::try_parse_from(["sync-server", "generate-credentials", "--name", "app", "--admin"]).unwrap();
         Cli::try_parse_from(["sync-server", "create-token", "--user", "u1", "--ttl", "1h"]).unwrap();
         Cli::try_parse_from(["sync-server", "--database-url", "sqlite://x.db", "migrate"]).unwrap();
+        Cli::try_parse_from(["sync-server", "acl", "show"]).unwrap();
+        Cli::try_parse_from(["sync-server", "acl", "set", "rules.json"]).unwrap();
+        Cli::try_parse_from(["sync-server", "acl", "add", "--user", "*", "--item", "doc:t/*", "--action", "view"])
+            .unwrap();
+        Cli::try_parse_from(["sync-server", "acl", "remove", "0"]).unwrap();
         assert!(Cli::try_parse_from(["sync-server", "generate-credentials"]).is_err());
     }
 }

@@ -75,6 +75,10 @@ pub struct AuthSection {
     pub jwt_public_key_file: Option<PathBuf>,
     /// On first start with no credentials, create an admin API credential and print it once.
     pub bootstrap_credentials: bool,
+    /// Seconds between checks of the stored access rules for a change made elsewhere (the
+    /// `acl` command, another server process); 0 never checks. `PUT /acl` on this
+    /// process takes effect at once regardless.
+    pub acl_reload_secs: u64,
 }
 
 /// `[limits]`.
@@ -190,6 +194,7 @@ impl Default for AuthSection {
             jwt_secret: None,
             jwt_public_key_file: None,
             bootstrap_credentials: true,
+            acl_reload_secs: 2,
         }
     }
 }
@@ -417,6 +422,7 @@ impl fmt::Debug for AuthSection {
             .field("jwt_secret", &redacted(&self.jwt_secret))
             .field("jwt_public_key_file", &self.jwt_public_key_file)
             .field("bootstrap_credentials", &self.bootstrap_credentials)
+            .field("acl_reload_secs", &self.acl_reload_secs)
             .finish()
     }
 }

@@ -159,6 +159,12 @@ impl Connection {
     /// Queues an item of the session's queue: a duplicate push is dropped, and while a
     /// long answer streams, pushes wait behind it.
     pub(crate) fn deliver(&mut self, outbound: Outbound) -> Result<(), Ending> {
+        if outbound.access.is_some() {
+            // What the session may read changed here: what follows waits until the
+            // session has sent the documents it may now read (then `release`).
+            self.hold();
+            return Ok(());
+        }
         if !outbound.completes_write && outbound.sequence.is_some_and(|s| s <= self.pushed_through) {
             return Ok(());
         }

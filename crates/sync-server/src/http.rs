@@ -36,7 +36,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/sync/publish", any(not_yet))
         .route("/api/sync/broadcast", any(not_yet))
         .route("/events", any(not_yet))
-        .route("/acl", any(not_yet))
+        .route("/acl", get(crate::access::get).put(crate::access::put))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state)
@@ -163,7 +163,7 @@ pub(crate) async fn http_principal(state: &AppState, headers: &HeaderMap, body: 
     }
 }
 
-async fn require_admin(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Principal, HttpError> {
+pub(crate) async fn require_admin(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Principal, HttpError> {
     let principal = http_principal(state, headers, body).await?;
     if !principal.is_admin {
         return Err(HttpError::new(ErrorCode::Forbidden, "admin credentials required"));

@@ -11,13 +11,19 @@
 //!   is full is told to disconnect (it resumes from its cursor), so one slow client never
 //!   stalls a writer or grows server memory;
 //! - a session registered before a change is delivered receives it; `delivered()` read
-//!   after registering is therefore a position from which live pushes start, gap-free.
+//!   after registering is therefore a position from which live pushes start, gap-free;
+//! - the hub holds the access rules in force: each session's [`ReadView`] is compiled
+//!   from them under the registry's lock, so a change of rules and a delivery never
+//!   interleave. When the rules change, every session whose view changed is sent an
+//!   [`AccessChange`] marker in its queue: what came before it was decided by the old
+//!   rules, what comes after by the new ones.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
+use sync_core::acl::{Acl, ReadView};
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{self, TrySendError};
@@ -31,6 +37,24 @@ pub(crate) struct Outbound {
     pub(crate) sequence: Option<u64>,
     /// Whether this answers one of the session's own change requests.
     pub(crate) completes_write: bool,
+    /// A change of what the session may read (the frame is empty).
+    pub(crate) access: Option<Box<AccessChange>>,
+}
+
+impl Outbound {
+    /// A frame to send.
+    pub(crate) fn frame(frame: Bytes, sequence: Option<u64>, completes_write: bool) -> Self {
+        Self { frame, sequence, completes_write, access: None }
+    }
+}
+
+/// The rules changed what a session may read, at this point of its stream.
+#[derive(Clone, Debug)]
+pub(crate) struct AccessChange {
+    /// What it could read before.
+    pub(crate) old: Arc<ReadView>,
+    /// What it may read now.
+    pub(crate) new: Arc<ReadView>,
 }
 
 /// The sending side of a session's queue, and the switch that disconnects it.
@@ -60,14 +84,46 @@ impl SessionLink {
 struct Member {
     link: SessionLink,
     client_id: String,
+    is_admin: bool,
+    /// What it may read, compiled from the rules in force.
+    view: Arc<ReadView>,
+}
+
+/// The sessions and the rules, under one lock.
+#[derive(Default)]
+struct Registry {
+    users: HashMap<String, Vec<Member>>,
+    /// The rules in force.
+    acl: Arc<Acl>,
+    /// Users with a session that may read documents of others: the only ones, besides a
+    /// document's owner, that a change is checked against.
+    readers_of_others: HashSet<String>,
+}
+
+impl Registry {
+    fn view(&self, user_id: &str, is_admin: bool) -> Arc<ReadView> {
+        Arc::new(if is_admin { ReadView::everything(user_id) } else { self.acl.read_view(user_id) })
+    }
+
+    fn note_reader(&mut self, user_id: &str) {
+        let reads_others = self.users.get(user_id).is_some_and(|m| m.iter().any(|m| !m.view.is_owner_only()));
+        if reads_others {
+            self.readers_of_others.insert(user_id.to_owned());
+        } else {
+            self.readers_of_others.remove(user_id);
+        }
+    }
 }
 
 /// A committed change, ready to deliver.
 #[derive(Debug)]
 pub(crate) struct Committed {
     pub(crate) sequence: u64,
-    /// The owner of the document: whose sessions may read it.
+    /// The owner of the document.
     pub(crate) user_id: String,
+    /// The document's collection and id, which the rules match.
+    pub(crate) collection: String,
+    pub(crate) document_id: String,
     /// The push for other sessions (`document_created`/`_updated`/`_deleted`).
     pub(crate) push: Bytes,
     /// A `conflict_detected` for other sessions, when the change overwrote a concurrent one.
@@ -98,7 +154,7 @@ pub(crate) enum Delivery {
 /// The registry of connected, authenticated sessions.
 #[derive(Default)]
 pub(crate) struct Hub {
-    users: RwLock<HashMap<String, Vec<Member>>>,
+    registry: RwLock<Registry>,
     delivered: AtomicU64,
 }
 
@@ -116,27 +172,48 @@ impl Drop for Registration {
 }
 
 impl Hub {
-    /// A hub whose log position starts at `delivered` (the latest committed sequence).
-    pub(crate) fn new(delivered: u64) -> Self {
-        Self { delivered: AtomicU64::new(delivered), ..Self::default() }
+    /// A hub whose log position starts at `delivered` (the latest committed sequence),
+    /// with the rules `acl` in force.
+    pub(crate) fn new(delivered: u64, acl: Acl) -> Self {
+        let registry = Registry { acl: Arc::new(acl), ..Registry::default() };
+        Self { registry: RwLock::new(registry), delivered: AtomicU64::new(delivered) }
     }
 
-    /// Adds a session of `user_id`. Read [`Hub::delivered`] afterwards for the position
-    /// its live pushes start after.
-    pub(crate) fn register(self: &Arc<Self>, user_id: &str, client_id: &str, link: SessionLink) -> Registration {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a session of `user_id` (`is_admin`: admin credentials, which read
+    /// everything). Read [`Hub::delivered`] afterwards for the position its live pushes
+    /// start after. Returns the registration and what the session may read now.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        user_id: &str,
+        client_id: &str,
+        is_admin: bool,
+        link: SessionLink,
+    ) -> (Registration, Arc<ReadView>) {
         let session_id = link.id;
-        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+        let mut registry = self.write();
+        let view = registry.view(user_id, is_admin);
         // Most users have one session: room for one, not the four a first push reserves.
-        users
-            .entry(user_id.to_owned())
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push(Member { link, client_id: client_id.to_owned() });
-        Registration { hub: Arc::clone(self), user_id: user_id.to_owned(), session_id }
+        registry.users.entry(user_id.to_owned()).or_insert_with(|| Vec::with_capacity(1)).push(Member {
+            link,
+            client_id: client_id.to_owned(),
+            is_admin,
+            view: Arc::clone(&view),
+        });
+        registry.note_reader(user_id);
+        (Registration { hub: Arc::clone(self), user_id: user_id.to_owned(), session_id }, view)
     }
 
     fn unregister(&self, user_id: &str, session_id: u64) {
-        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(members) = users.get_mut(user_id) {
+        let mut registry = self.write();
+        if let Some(members) = registry.users.get_mut(user_id) {
             // Order among a user's sessions does not matter: swap the last one in, so a
             // user with thousands of sessions disconnecting at once costs a scan each,
             // not a scan and a shift.
@@ -144,9 +221,46 @@ impl Hub {
                 members.swap_remove(position);
             }
             if members.is_empty() {
-                users.remove(user_id);
+                registry.users.remove(user_id);
             }
         }
+        registry.note_reader(user_id);
+    }
+
+    /// The rules in force.
+    pub(crate) fn acl(&self) -> Arc<Acl> {
+        Arc::clone(&self.read().acl)
+    }
+
+    /// Puts `acl` in force. Every session whose view changes gets an [`AccessChange`] in
+    /// its queue, at the point from which the new rules decide what it is pushed.
+    /// Returns how many sessions that was.
+    pub(crate) fn set_acl(&self, acl: Acl) -> usize {
+        let mut registry = self.write();
+        registry.acl = Arc::new(acl);
+        let mut changed = 0;
+        let users: Vec<String> = registry.users.keys().cloned().collect();
+        for user_id in users {
+            // An admin's view never changes; compile the user's once for all their sessions.
+            let view = registry.view(&user_id, false);
+            let Some(members) = registry.users.get_mut(&user_id) else { continue };
+            for member in members.iter_mut().filter(|m| !m.is_admin) {
+                let new = Arc::clone(&view);
+                if new == member.view {
+                    continue;
+                }
+                let old = std::mem::replace(&mut member.view, Arc::clone(&new));
+                changed += 1;
+                member.link.offer(Outbound {
+                    frame: Bytes::new(),
+                    sequence: None,
+                    completes_write: false,
+                    access: Some(Box::new(AccessChange { old, new })),
+                });
+            }
+            registry.note_reader(&user_id);
+        }
+        changed
     }
 
     /// The newest sequence delivered to sessions.
@@ -157,26 +271,25 @@ impl Hub {
     /// Authenticated sessions connected.
     #[cfg(test)]
     fn session_count(&self) -> usize {
-        self.users.read().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
+        self.read().users.values().map(Vec::len).sum()
     }
 
     /// Users with at least one session.
     pub(crate) fn active_users(&self) -> Vec<String> {
-        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
-        let mut list: Vec<String> = users.keys().cloned().collect();
+        let mut list: Vec<String> = self.read().users.keys().cloned().collect();
         list.sort_unstable();
         list
     }
 
     /// Distinct client ids connected.
     pub(crate) fn client_count(&self) -> usize {
-        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
-        users.values().flatten().map(|m| m.client_id.as_str()).collect::<BTreeSet<_>>().len()
+        let registry = self.read();
+        registry.users.values().flatten().map(|m| m.client_id.as_str()).collect::<BTreeSet<_>>().len()
     }
 
     /// Delivers items in order. Must be called by one task at a time, in sequence order.
     pub(crate) fn deliver(&self, items: Vec<Delivery>) {
-        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        let registry = self.read();
         for item in items {
             match item {
                 Delivery::Commit { change, reply } => {
@@ -187,28 +300,31 @@ impl Hub {
                     // never reads an older position (`latest_sequence` of a full sync).
                     self.delivered.fetch_max(change.sequence, Ordering::AcqRel);
                     let origin = reply.as_ref().map(|(link, _)| link.id);
-                    if let Some(members) = users.get(&change.user_id) {
-                        for member in members.iter().filter(|m| Some(m.link.id) != origin) {
-                            member.link.offer(Outbound {
-                                frame: change.push.clone(),
-                                sequence: Some(change.sequence),
-                                completes_write: false,
-                            });
-                            if let Some(conflict) = &change.conflict {
-                                member.link.offer(Outbound {
-                                    frame: conflict.clone(),
-                                    sequence: None,
-                                    completes_write: false,
-                                });
-                            }
+                    let push = |member: &Member| {
+                        if Some(member.link.id) == origin {
+                            return;
                         }
+                        member.link.offer(Outbound::frame(change.push.clone(), Some(change.sequence), false));
+                        if let Some(conflict) = &change.conflict {
+                            member.link.offer(Outbound::frame(conflict.clone(), None, false));
+                        }
+                    };
+                    if let Some(members) = registry.users.get(&change.user_id) {
+                        members.iter().for_each(push);
+                    }
+                    for reader in registry.readers_of_others.iter().filter(|r| **r != change.user_id) {
+                        let Some(members) = registry.users.get(reader) else { continue };
+                        members
+                            .iter()
+                            .filter(|m| m.view.may_read(&change.user_id, &change.collection, &change.document_id))
+                            .for_each(push);
                     }
                     if let Some((link, frame)) = reply {
-                        link.offer(Outbound { frame, sequence: Some(change.sequence), completes_write: true });
+                        link.offer(Outbound::frame(frame, Some(change.sequence), true));
                     }
                 }
                 Delivery::Reply { to, frame, sequence } => {
-                    to.offer(Outbound { frame, sequence, completes_write: true });
+                    to.offer(Outbound::frame(frame, sequence, true));
                 }
             }
         }
@@ -229,6 +345,8 @@ mod tests {
             change: Arc::new(Committed {
                 sequence,
                 user_id: user.into(),
+                collection: "tasks".into(),
+                document_id: format!("d{sequence}"),
                 push: Bytes::from(format!("push{sequence}")),
                 conflict: None,
             }),
@@ -238,13 +356,13 @@ mod tests {
 
     #[test]
     fn pushes_go_to_the_users_other_sessions_and_the_reply_to_the_sender() {
-        let hub = Arc::new(Hub::new(0));
+        let hub = Arc::new(Hub::new(0, Acl::default()));
         let (a, mut ra) = link(1, 8);
         let (b, mut rb) = link(2, 8);
         let (c, mut rc) = link(3, 8);
-        let _ga = hub.register("u1", "ca", a.clone());
-        let _gb = hub.register("u1", "cb", b);
-        let _gc = hub.register("u2", "cc", c);
+        let _ga = hub.register("u1", "ca", false, a.clone()).0;
+        let _gb = hub.register("u1", "cb", false, b).0;
+        let _gc = hub.register("u2", "cc", false, c).0;
         hub.deliver(vec![commit(5, "u1", Some((a, Bytes::from("reply5"))))]);
         assert_eq!(ra.try_recv().unwrap().frame, "reply5");
         assert!(ra.try_recv().is_none(), "the sender gets no push");
@@ -257,19 +375,19 @@ mod tests {
 
     #[test]
     fn a_full_queue_disconnects_instead_of_waiting() {
-        let hub = Arc::new(Hub::new(0));
+        let hub = Arc::new(Hub::new(0, Acl::default()));
         let (a, _ra) = link(1, 1);
         let kill = a.kill.clone();
-        let _g = hub.register("u", "c", a);
+        let _g = hub.register("u", "c", false, a).0;
         hub.deliver(vec![commit(1, "u", None), commit(2, "u", None)]);
         assert!(kill.is_cancelled());
     }
 
     #[test]
     fn dropping_the_registration_unregisters() {
-        let hub = Arc::new(Hub::new(0));
+        let hub = Arc::new(Hub::new(0, Acl::default()));
         let (a, _ra) = link(1, 1);
-        let guard = hub.register("u", "c", a);
+        let guard = hub.register("u", "c", false, a).0;
         assert_eq!(hub.session_count(), 1);
         drop(guard);
         assert_eq!(hub.session_count(), 0);

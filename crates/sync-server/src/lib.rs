@@ -11,6 +11,8 @@
 //!   `handlers`: one file per message that is not a change.
 //! - `writer`: the write path (decide, group commit, answers, delivery); `hub`: sessions
 //!   and ordered fan-out; `queue`: each session's bounded outbound queue.
+//! - `access`: replacing the access rules (`/acl`, the CLI) and putting them in force;
+//!   the rules themselves are `sync_core::acl`, held by the hub.
 //! - `auth`: credentials; `ratelimit`: per-user token buckets; `monitor`: the activity
 //!   log as a `tracing` layer; `backend`: the configured store; `wire`: messages as frames.
 //!
@@ -21,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod access;
 mod app;
 mod auth;
 mod authenticated;

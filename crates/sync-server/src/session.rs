@@ -201,6 +201,13 @@ async fn run(state: &AppState, conn: &mut Connection, session: &mut Authenticate
         if let Err(ending) = result {
             return ending;
         }
+        if session.has_access_change() {
+            // Boxed like a message: it reads and sends pages of documents.
+            let mut ctx = Ctx { state, session: &mut *session, conn: &mut *conn };
+            if let Err(ending) = Box::pin(handlers::act_on_change(&mut ctx)).await {
+                return ending;
+            }
+        }
         if let Err(ending) = conn.flush().await {
             return ending;
         }

@@ -40,6 +40,8 @@ pub(crate) struct AppState {
     pub(crate) decode_limits: DecodeLimits,
     /// Deflate contexts shared between connections (no context takeover).
     pub(crate) deflate_pool: yawc::DeflatePool,
+    /// Held while the access rules are replaced, one replacement at a time.
+    pub(crate) acl_changes: tokio::sync::Mutex<()>,
 }
 
 impl AppState {

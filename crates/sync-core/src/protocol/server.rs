@@ -51,6 +51,12 @@ pub enum ServerMessage {
     DocumentDeleted(DocumentDeleted),
     /// Push: a concurrent edit was resolved against a change of this user.
     ConflictDetected(ConflictDetected),
+    /// Push: the rules changed and this session may now read the document; its current
+    /// state (later changes follow as usual).
+    DocumentShared(DocumentShared),
+    /// Push: the rules changed and this session may no longer read these documents; the
+    /// client drops its copies (and its pending changes to them).
+    AccessRevoked(AccessRevoked),
     /// Push: topic data.
     Data(TopicData),
     /// An error that is not the reply of a change (bad message, rate limit, …).
@@ -79,6 +85,8 @@ impl ServerMessage {
             ServerMessage::DocumentUpdated(_) => "document_updated",
             ServerMessage::DocumentDeleted(_) => "document_deleted",
             ServerMessage::ConflictDetected(_) => "conflict_detected",
+            ServerMessage::DocumentShared(_) => "document_shared",
+            ServerMessage::AccessRevoked(_) => "access_revoked",
             ServerMessage::Data(_) => "data",
             ServerMessage::Error(_) => "error",
         }
@@ -341,6 +349,20 @@ pub struct ChangesAcknowledged {
 pub struct SyncDocument {
     /// The document.
     pub document: Document,
+}
+
+/// `document_shared` push.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DocumentShared {
+    /// The document as it is now.
+    pub document: Document,
+}
+
+/// `access_revoked` push (at most 500 ids a message; a long list comes in several).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AccessRevoked {
+    /// The documents no longer readable.
+    pub document_ids: Vec<String>,
 }
 
 /// `sync_complete`.

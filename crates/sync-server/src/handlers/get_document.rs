@@ -24,8 +24,7 @@ pub(super) async fn handle(
             return Ok(());
         }
     };
-    let user = ctx.session.identity.user_id.clone();
-    let Some(doc) = docs.into_iter().find(|d| d.user_id == user) else {
+    let Some(doc) = docs.into_iter().find(|d| ctx.may_read(d)) else {
         ctx.send_error(ErrorCode::DocumentNotFound, format!("no document {:?}", message.document_id), request_id);
         return Ok(());
     };

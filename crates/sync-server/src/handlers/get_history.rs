@@ -17,15 +17,14 @@ pub(super) async fn handle(
     request_id: Option<RequestId>,
 ) -> Result<(), Ending> {
     ctx.settle().await?;
-    let user = ctx.session.identity.user_id.clone();
-    let owned = match ctx.state.store.load_documents(vec![message.document_id.clone()]).await {
-        Ok(docs) => docs.iter().any(|d| d.user_id == user),
+    let readable = match ctx.state.store.load_documents(vec![message.document_id.clone()]).await {
+        Ok(docs) => docs.iter().any(|d| ctx.may_read(d)),
         Err(e) => {
             ctx.storage_failed(e, request_id);
             return Ok(());
         }
     };
-    if !owned {
+    if !readable {
         ctx.send_error(ErrorCode::DocumentNotFound, format!("no document {:?}", message.document_id), request_id);
         return Ok(());
     }

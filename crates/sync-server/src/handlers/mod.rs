@@ -6,6 +6,7 @@
 //! Reads wait for the session's earlier writes to be answered (so they see them) and
 //! answer directly, in order with everything else the session sends.
 
+mod access;
 mod ack_changes;
 pub(crate) mod authenticate;
 mod get_changes_since;
@@ -15,14 +16,18 @@ mod request_full_sync;
 mod request_sync;
 mod topics;
 
-use sync_core::ErrorCode;
+use std::sync::Arc;
+
 use sync_core::protocol::{Changes, ClientMessage, RequestId, ServerMessage};
+use sync_core::{Document, ErrorCode};
 use sync_store::{ChangePage, ReadScope};
 
 use crate::authenticated::Authenticated;
 use crate::connection::{Connection, Ending};
 use crate::monitor::activity;
 use crate::state::AppState;
+
+pub(crate) use access::act_on_change;
 
 /// What a handler works with: the server's shared state, the authenticated session, and
 /// the connection its answers go out on.
@@ -86,12 +91,19 @@ impl Ctx<'_> {
 
     /// What this session may read.
     fn scope(&self) -> ReadScope {
-        ReadScope::owner_only(&self.session.identity.user_id)
+        ReadScope { view: Arc::clone(&self.session.view) }
     }
 
-    /// Waits until the session's earlier writes are answered, so a read sees them.
+    /// Whether this session may read `doc`.
+    fn may_read(&self, doc: &Document) -> bool {
+        self.session.view.may_read(&doc.user_id, &doc.collection, &doc.id)
+    }
+
+    /// Waits until the session's earlier writes are answered, so a read sees them, and
+    /// acts on a change of the access rules met meanwhile, so the read goes by them.
     async fn settle(&mut self) -> Result<(), Ending> {
-        self.session.settle(self.state, self.conn).await
+        self.session.settle(self.state, self.conn).await?;
+        access::act_on_change(self).await
     }
 
     /// Writes what is queued, then takes in what the session's queue already holds (held

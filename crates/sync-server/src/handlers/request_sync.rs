@@ -31,7 +31,6 @@ pub(super) async fn handle(
     }
     ctx.settle().await?;
     let latest = ctx.state.hub.delivered();
-    let user = ctx.session.identity.user_id.clone();
     let mut synced = 0;
     // In chunks, each written out before the next is read: a thousand large documents
     // never sit in memory at once.
@@ -44,7 +43,7 @@ pub(super) async fn handle(
             }
         };
         let mut by_id: HashMap<String, sync_core::Document> =
-            docs.into_iter().filter(|d| d.user_id == user).map(|d| (d.id.clone(), d)).collect();
+            docs.into_iter().filter(|d| ctx.may_read(d)).map(|d| (d.id.clone(), d)).collect();
         for id in ids {
             match by_id.remove(id) {
                 Some(document) => {

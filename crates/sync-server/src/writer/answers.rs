@@ -26,8 +26,10 @@ use crate::wire::encode;
 #[derive(Debug)]
 pub(crate) struct Summary {
     pub(crate) document_id: String,
-    /// The owner: whose sessions may read the document.
+    /// The owner of the document.
     pub(crate) user_id: String,
+    /// Its collection (with the id and the owner, what the access rules match).
+    pub(crate) collection: String,
     /// The revision the change made.
     pub(crate) revision: u64,
     client_change_id: Option<String>,
@@ -86,6 +88,7 @@ impl Summary {
         Self {
             document_id: doc.id.clone(),
             user_id: doc.user_id.clone(),
+            collection: doc.collection.clone(),
             revision: doc.sync_revision,
             client_change_id: decided.change.event.client_change_id.clone(),
             made,

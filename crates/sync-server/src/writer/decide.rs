@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use serde_json::Value;
+use sync_core::acl::{Acl, Action};
 use sync_core::canonical;
 use sync_core::model::{DEFAULT_COLLECTION, new_document_id, title_of, validate_collection, validate_document_id};
 use sync_core::patch::{ApplyLimits, PatchErrorKind, apply_within_limits, patch_to_value};
@@ -25,6 +26,10 @@ use super::cache::HistEntry;
 pub(crate) struct Ctx<'a> {
     pub(crate) user_id: &'a str,
     pub(crate) client_id: &'a str,
+    /// Admin credentials: the access rules do not apply.
+    pub(crate) is_admin: bool,
+    /// The access rules in force.
+    pub(crate) acl: &'a Acl,
     /// The commit time.
     pub(crate) now: Timestamp,
     /// Largest serialized content accepted.
@@ -124,7 +129,8 @@ fn event(doc: &Document, ctx: &Ctx<'_>, kind: ChangeKind, client_change_id: Opti
         event_id: uuid::Uuid::now_v7().to_string(),
         document_id: doc.id.clone(),
         collection: doc.collection.clone(),
-        user_id: doc.user_id.clone(),
+        // The author; the owner is the document's.
+        user_id: ctx.user_id.to_owned(),
         client_id: ctx.client_id.to_owned(),
         event_type: kind,
         forward_patch: None,
@@ -153,8 +159,12 @@ pub(crate) fn create(
     let collection = request.document.collection.as_deref().unwrap_or(DEFAULT_COLLECTION);
     validate_collection(collection).map_err(|e| error(ErrorCode::InvalidMessage, e.to_string()))?;
     if existing.is_some() {
-        // Never an overwrite, and nothing about the existing document is revealed.
+        // Never an overwrite, and nothing about the existing document is revealed (ids are
+        // global, so that one is taken is all a client learns).
         return Err(error(ErrorCode::DocumentExists, format!("a document with id {id:?} already exists")));
+    }
+    if !ctx.is_admin && !ctx.acl.may_create(ctx.user_id, collection, id) {
+        return Err(error(ErrorCode::Forbidden, format!("the access rules do not let you create {collection}/{id}")));
     }
     let content = request.document.normalized_content();
     let content_hash = checked_hash(&content, ctx)?;
@@ -185,17 +195,26 @@ pub(crate) fn create(
     })
 }
 
-/// Checks that the document exists for this user and is not deleted.
-fn live<'d>(doc: Option<&'d Document>, id: &str, ctx: &Ctx<'_>) -> Result<&'d Document, ErrorBody> {
+/// Whether the writer may do `action` on `doc`: its owner, an admin, or as the rules say.
+pub(crate) fn may(doc: &Document, ctx: &Ctx<'_>, action: Action) -> bool {
+    ctx.is_admin || ctx.acl.may(ctx.user_id, &doc.user_id, &doc.collection, &doc.id, action)
+}
+
+/// Checks that the writer may do `action` on the document and that it is not deleted.
+fn live<'d>(doc: Option<&'d Document>, id: &str, ctx: &Ctx<'_>, action: Action) -> Result<&'d Document, ErrorBody> {
     match doc {
-        Some(doc) if doc.user_id == ctx.user_id => {
+        Some(doc) if may(doc, ctx, action) => {
             if doc.is_deleted() {
                 Err(error(ErrorCode::DocumentDeleted, format!("document {id:?} is deleted")))
             } else {
                 Ok(doc)
             }
         }
-        // Another user's document is indistinguishable from a missing one.
+        // Readable but not this: say so (nothing is revealed that a read would not show).
+        Some(doc) if may(doc, ctx, Action::Read) => {
+            Err(error(ErrorCode::Forbidden, format!("the access rules do not let you {action} document {id:?}")))
+        }
+        // A document the writer may not read is indistinguishable from a missing one.
         _ => Err(error(ErrorCode::DocumentNotFound, format!("no document {id:?}"))),
     }
 }
@@ -250,7 +269,7 @@ pub(crate) fn update(
     ctx: &Ctx<'_>,
     policy: Policy,
 ) -> Result<Decided, ErrorBody> {
-    let doc = live(doc, &request.document_id, ctx)?;
+    let doc = live(doc, &request.document_id, ctx, Action::Update)?;
     let current = doc.sync_revision;
     // The client's ops are held to the limits while they apply, op by op, so that a small
     // patch cannot build a huge document before `checked_hash` gets to refuse it.
@@ -375,7 +394,7 @@ pub(crate) fn delete(
     ctx: &Ctx<'_>,
     policy: Policy,
 ) -> Result<Decided, ErrorBody> {
-    let doc = live(doc, &request.document_id, ctx)?;
+    let doc = live(doc, &request.document_id, ctx, Action::Delete)?;
     let mut next = doc.clone();
     next.sync_revision += 1;
     next.vector_clock.increment(ctx.client_id);
@@ -399,10 +418,14 @@ mod tests {
     use sync_core::patch::parse_patch;
     use sync_core::protocol::NewDocument;
 
+    static NO_RULES: Acl = Acl::EMPTY;
+
     fn ctx() -> Ctx<'static> {
         Ctx {
             user_id: "u1",
             client_id: "c1",
+            is_admin: false,
+            acl: &NO_RULES,
             now: Timestamp::from_unix_millis(1000),
             max_document_bytes: 1 << 20,
             max_depth: 64,

@@ -45,6 +45,7 @@ use crate::config::Config;
 use crate::hub::{Committed, Delivery, Hub};
 use crate::monitor::{activity, describe_ops};
 use crate::wire::encode;
+use sync_core::acl::Action;
 
 /// Counters of the write path, kept as it goes. The server logs them when it stops; they
 /// are what an operator's view of the write path (the metrics and dashboard to come)
@@ -320,6 +321,8 @@ impl Writer {
         let repeats = self.committed_client_changes(batch).await?;
 
         let now = Timestamp::now();
+        // One set of rules decides the whole batch.
+        let acl = self.hub.acl();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut changes: Vec<NewChange> = Vec::new();
         let mut touched: Vec<String> = Vec::new();
@@ -339,6 +342,8 @@ impl Writer {
             let ctx = Ctx {
                 user_id: &request.user_id,
                 client_id: &request.client_id,
+                is_admin: request.is_admin,
+                acl: &acl,
                 now,
                 max_document_bytes: self.config.limits.max_document_bytes,
                 max_depth: self.config.limits.max_depth,
@@ -382,6 +387,8 @@ impl Writer {
                     let change = Arc::new(Committed {
                         sequence,
                         user_id: summary.user_id.clone(),
+                        collection: summary.collection.clone(),
+                        document_id: summary.document_id.clone(),
                         push: encode(&summary.push(sequence), None),
                         conflict: summary.conflict_push(),
                     });
@@ -453,9 +460,9 @@ impl Writer {
         let max_work = self.config.limits.max_rebase_work;
         let intervening = match &request.op {
             WriteOp::Update(update) => {
-                // Only the owner's stale changes are carried (anyone else's is refused as
-                // not found below, without reading history for it).
-                let stale = self.cache.get(id).filter(|c| c.doc.user_id == request.user_id).and_then(|c| {
+                // Only the stale changes of a writer who may update the document are
+                // carried (anyone else's is refused below, without reading history for it).
+                let stale = self.cache.get(id).filter(|c| decide::may(&c.doc, ctx, Action::Update)).and_then(|c| {
                     let base = decide::rebase_base(&c.doc, update)?;
                     Some((base, decide::within_rebase_budget(&c.doc, update, base, max_work)))
                 });

@@ -21,5 +21,6 @@ mod multi_process;
 mod pages;
 mod password_flood;
 mod postgres_outage;
+mod sharing;
 mod shutdown;
 mod smoke;
