@@ -30,6 +30,8 @@ pub(crate) struct Identity {
     pub(crate) client_id: String,
     /// Admin credentials: the access rules do not apply.
     pub(crate) is_admin: bool,
+    /// Partial sync: only changes of these collections are caught up and pushed.
+    pub(crate) collections: Option<Arc<[String]>>,
 }
 
 impl Identity {
@@ -39,6 +41,7 @@ impl Identity {
             user_id: principal.user_id,
             client_id: client_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             is_admin: principal.is_admin,
+            collections: None,
         }
     }
 }
@@ -79,8 +82,7 @@ impl Authenticated {
         let capacity = state.config.limits.session_queue.max(16);
         let (tx, rx) = queue::channel(capacity);
         let link = SessionLink { id: session_id, tx, kill: CancellationToken::new() };
-        let (registration, view) =
-            state.hub.register(&identity.user_id, &identity.client_id, identity.is_admin, link.clone());
+        let (registration, view) = state.hub.register(&identity, link.clone());
         let delivered = state.hub.delivered();
         let session = Self {
             identity,

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use sync_core::acl::{Acl, ReadView};
 use tokio_util::sync::CancellationToken;
 
+use crate::authenticated::Identity;
 use crate::queue::{self, TrySendError};
 
 /// What a session's queue carries.
@@ -87,6 +88,14 @@ struct Member {
     is_admin: bool,
     /// What it may read, compiled from the rules in force.
     view: Arc<ReadView>,
+    /// Partial sync: the only collections it is pushed.
+    collections: Option<Arc<[String]>>,
+}
+
+impl Member {
+    fn syncs(&self, collection: &str) -> bool {
+        self.collections.as_ref().is_none_or(|c| c.iter().any(|name| name == collection))
+    }
 }
 
 /// The sessions and the rules, under one lock.
@@ -187,25 +196,21 @@ impl Hub {
         self.registry.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a session of `user_id` (`is_admin`: admin credentials, which read
-    /// everything). Read [`Hub::delivered`] afterwards for the position its live pushes
-    /// start after. Returns the registration and what the session may read now.
-    pub(crate) fn register(
-        self: &Arc<Self>,
-        user_id: &str,
-        client_id: &str,
-        is_admin: bool,
-        link: SessionLink,
-    ) -> (Registration, Arc<ReadView>) {
+    /// Adds a session of `identity` (admin credentials read everything). Read
+    /// [`Hub::delivered`] afterwards for the position its live pushes start after.
+    /// Returns the registration and what the session may read now.
+    pub(crate) fn register(self: &Arc<Self>, identity: &Identity, link: SessionLink) -> (Registration, Arc<ReadView>) {
         let session_id = link.id;
+        let user_id = identity.user_id.as_str();
         let mut registry = self.write();
-        let view = registry.view(user_id, is_admin);
+        let view = registry.view(user_id, identity.is_admin);
         // Most users have one session: room for one, not the four a first push reserves.
         registry.users.entry(user_id.to_owned()).or_insert_with(|| Vec::with_capacity(1)).push(Member {
             link,
-            client_id: client_id.to_owned(),
-            is_admin,
+            client_id: identity.client_id.clone(),
+            is_admin: identity.is_admin,
             view: Arc::clone(&view),
+            collections: identity.collections.clone(),
         });
         registry.note_reader(user_id);
         (Registration { hub: Arc::clone(self), user_id: user_id.to_owned(), session_id }, view)
@@ -301,7 +306,7 @@ impl Hub {
                     self.delivered.fetch_max(change.sequence, Ordering::AcqRel);
                     let origin = reply.as_ref().map(|(link, _)| link.id);
                     let push = |member: &Member| {
-                        if Some(member.link.id) == origin {
+                        if Some(member.link.id) == origin || !member.syncs(&change.collection) {
                             return;
                         }
                         member.link.offer(Outbound::frame(change.push.clone(), Some(change.sequence), false));
@@ -335,6 +340,10 @@ impl Hub {
 mod tests {
     use super::*;
 
+    fn identity(user: &str, client: &str) -> Identity {
+        Identity { user_id: user.into(), client_id: client.into(), is_admin: false, collections: None }
+    }
+
     fn link(id: u64, capacity: usize) -> (SessionLink, queue::Receiver<Outbound>) {
         let (tx, rx) = queue::channel(capacity);
         (SessionLink { id, tx, kill: CancellationToken::new() }, rx)
@@ -360,9 +369,9 @@ mod tests {
         let (a, mut ra) = link(1, 8);
         let (b, mut rb) = link(2, 8);
         let (c, mut rc) = link(3, 8);
-        let _ga = hub.register("u1", "ca", false, a.clone()).0;
-        let _gb = hub.register("u1", "cb", false, b).0;
-        let _gc = hub.register("u2", "cc", false, c).0;
+        let _ga = hub.register(&identity("u1", "ca"), a.clone()).0;
+        let _gb = hub.register(&identity("u1", "cb"), b).0;
+        let _gc = hub.register(&identity("u2", "cc"), c).0;
         hub.deliver(vec![commit(5, "u1", Some((a, Bytes::from("reply5"))))]);
         assert_eq!(ra.try_recv().unwrap().frame, "reply5");
         assert!(ra.try_recv().is_none(), "the sender gets no push");
@@ -378,7 +387,7 @@ mod tests {
         let hub = Arc::new(Hub::new(0, Acl::default()));
         let (a, _ra) = link(1, 1);
         let kill = a.kill.clone();
-        let _g = hub.register("u", "c", false, a).0;
+        let _g = hub.register(&identity("u", "c"), a).0;
         hub.deliver(vec![commit(1, "u", None), commit(2, "u", None)]);
         assert!(kill.is_cancelled());
     }
@@ -387,7 +396,7 @@ mod tests {
     fn dropping_the_registration_unregisters() {
         let hub = Arc::new(Hub::new(0, Acl::default()));
         let (a, _ra) = link(1, 1);
-        let guard = hub.register("u", "c", false, a).0;
+        let guard = hub.register(&identity("u", "c"), a).0;
         assert_eq!(hub.session_count(), 1);
         drop(guard);
         assert_eq!(hub.session_count(), 0);

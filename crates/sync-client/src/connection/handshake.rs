@@ -43,6 +43,7 @@ pub(super) async fn connect(shared: &Shared) -> Result<Socket> {
         credentials,
         client_id: Some(shared.client_id().to_owned()),
         last_sequence: None,
+        collections: None,
     });
     send(&mut socket, &[ClientEnvelope::new(message)]).await?;
     let reply = tokio::time::timeout(Duration::from_secs(10), next_messages(&mut socket))

@@ -75,6 +75,9 @@ pub struct Authenticate {
     /// Resume point: the server pushes every readable change after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sequence: Option<u64>,
+    /// Partial sync: only these collections are caught up and pushed on this session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collections: Option<Vec<String>>,
 }
 
 impl fmt::Debug for Authenticate {
@@ -83,6 +86,7 @@ impl fmt::Debug for Authenticate {
             .field("credentials", &self.credentials)
             .field("client_id", &self.client_id)
             .field("last_sequence", &self.last_sequence)
+            .field("collections", &self.collections)
             .finish()
     }
 }

@@ -16,7 +16,7 @@ pub use client::*;
 pub use server::*;
 
 use crate::error::ErrorCode;
-use crate::model::validate_client_id;
+use crate::model::{validate_client_id, validate_collection};
 use crate::patch::parse_patch;
 
 /// `request_id`: a string or an integer chosen by the client, echoed in direct replies.
@@ -464,8 +464,27 @@ fn decode_authenticate(map: &Map<String, Value>) -> Result<Authenticate, BodyErr
     if let Some(id) = &client_id {
         validate_client_id(id).map_err(|e| invalid(format!("field `client_id`: {e}")))?;
     }
-    Ok(Authenticate { credentials, client_id, last_sequence })
+    let collections = match map.get("collections") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => {
+            if items.len() > MAX_SYNC_COLLECTIONS {
+                return Err(invalid(format!("field `collections`: at most {MAX_SYNC_COLLECTIONS} collections")));
+            }
+            let mut names = Vec::with_capacity(items.len());
+            for item in items {
+                let name = item.as_str().ok_or_else(|| invalid("field `collections`: expected an array of names"))?;
+                validate_collection(name).map_err(|e| invalid(format!("field `collections`: {e}")))?;
+                names.push(name.to_owned());
+            }
+            Some(names)
+        }
+        Some(_) => return Err(invalid("field `collections`: expected an array of names")),
+    };
+    Ok(Authenticate { credentials, client_id, last_sequence, collections })
 }
+
+/// Most collections a session may limit its sync to.
+pub const MAX_SYNC_COLLECTIONS: usize = 100;
 
 fn invalid(message: impl Into<String>) -> BodyError {
     (ErrorCode::InvalidMessage, message.into())

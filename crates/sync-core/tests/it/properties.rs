@@ -344,17 +344,20 @@ fn arb_client_message() -> impl Strategy<Value = ClientMessage> {
                 },
                 client_id: Some(id),
                 last_sequence: last,
+                collections: None,
             })
         }),
         "[A-Za-z0-9.]{1,40}".prop_map(|token| ClientMessage::Authenticate(Authenticate {
             credentials: Credentials::Jwt { token },
             client_id: None,
             last_sequence: None,
+            collections: Some(vec!["tasks".into(), "notes".into()]),
         })),
         (arb_id(), arb_id()).prop_map(|(user_id, auth_token)| ClientMessage::Authenticate(Authenticate {
             credentials: Credentials::Bearer { user_id, auth_token },
             client_id: None,
             last_sequence: Some(7),
+            collections: None,
         })),
         (prop::option::of(arb_id()), prop::option::of("[a-z]{1,8}"), arb_json(), prop::option::of(arb_id())).prop_map(
             |(id, collection, content, change)| ClientMessage::CreateDocument(CreateDocument {

@@ -52,6 +52,17 @@ fn seed_era_jwt_authenticate() {
     };
     assert_eq!(auth.credentials, Credentials::Jwt { token: "a.b.c".into() });
     assert_eq!(auth.last_sequence, Some(12));
+    assert_eq!(auth.collections, None);
+}
+
+#[test]
+fn authenticate_may_limit_the_sync_to_collections() {
+    let ClientMessage::Authenticate(auth) =
+        decode(r#"{"type":"authenticate","token":"a.b.c","collections":["tasks","notes"]}"#).unwrap().message
+    else {
+        panic!()
+    };
+    assert_eq!(auth.collections, Some(vec!["tasks".to_owned(), "notes".to_owned()]));
 }
 
 #[test]
@@ -143,6 +154,17 @@ fn errors_say_which_field_and_what_was_expected() {
     check_error(r#"{"type":"get_changes_since","last_sequence":-1}"#, ErrorCode::InvalidMessage, "last_sequence");
     check_error(r#"{"type":"authenticate"}"#, ErrorCode::InvalidMessage, "authenticate needs");
     check_error(r#"{"type":"authenticate","token":3}"#, ErrorCode::InvalidMessage, "field `token`: expected a string");
+    check_error(
+        r#"{"type":"authenticate","token":"t","collections":"tasks"}"#,
+        ErrorCode::InvalidMessage,
+        "collections",
+    );
+    check_error(
+        r#"{"type":"authenticate","token":"t","collections":["Bad"]}"#,
+        ErrorCode::InvalidMessage,
+        "collection",
+    );
+    check_error(r#"{"type":"authenticate","token":"t","collections":[1]}"#, ErrorCode::InvalidMessage, "collections");
     check_error(r#"{"type":"ping","request_id":{"a":1}}"#, ErrorCode::InvalidMessage, "request_id");
 }
 
@@ -245,6 +267,7 @@ fn debug_output_never_shows_secrets() {
         },
         client_id: None,
         last_sequence: None,
+        collections: None,
     };
     let shown = format!("{auth:?}");
     assert!(!shown.contains("deadbeefcafe") && !shown.contains("0123456789abcdef"), "{shown}");

@@ -24,11 +24,13 @@ pub(crate) async fn act_on_change(ctx: &mut Ctx<'_>) -> Result<(), Ending> {
     let Some(change) = ctx.session.take_access_change() else { return Ok(()) };
     let (old, new) = (change.old, change.new);
     let (mut shared, mut revoked) = (0u64, 0u64);
+    // A session that syncs some collections hears only of those.
+    let collections = ctx.session.identity.collections.as_deref().map(<[String]>::to_vec);
     // Newly readable: readable by the new view, not by the old one.
     let mut after: Option<String> = None;
     loop {
         let scope = ReadScope { view: new.clone() };
-        let page = ctx.state.store.list_documents(scope, None, after.clone(), PAGE).await;
+        let page = ctx.state.store.list_documents(scope, collections.clone(), after.clone(), PAGE).await;
         let page = page.map_err(|e| Ending::Internal(format!("reading newly shared documents failed: {e}")))?;
         let full = page.len() == PAGE;
         after = page.last().map(|d| d.id.clone());
@@ -48,7 +50,7 @@ pub(crate) async fn act_on_change(ctx: &mut Ctx<'_>) -> Result<(), Ending> {
     let mut after: Option<String> = None;
     loop {
         let scope = ReadScope { view: old.clone() };
-        let page = ctx.state.store.list_documents(scope, None, after.clone(), PAGE).await;
+        let page = ctx.state.store.list_documents(scope, collections.clone(), after.clone(), PAGE).await;
         let page = page.map_err(|e| Ending::Internal(format!("reading revoked documents failed: {e}")))?;
         let full = page.len() == PAGE;
         after = page.last().map(|d| d.id.clone());

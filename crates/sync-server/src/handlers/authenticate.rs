@@ -8,6 +8,8 @@
 //! the catch-up held back and those the catch-up already sent dropped; without
 //! `last_sequence`, live pushes start after the `latest_sequence` of `auth_success`.
 
+use std::sync::Arc;
+
 use sync_core::protocol::{
     AuthError, AuthSuccess, Authenticate, Credentials, PROTOCOL_VERSION, RequestId, ServerMessage,
 };
@@ -34,7 +36,8 @@ pub(crate) async fn handle(
     };
     match state.auth.authenticate(&message.credentials).await {
         Ok(principal) => {
-            let identity = Identity::new(principal, message.client_id);
+            let mut identity = Identity::new(principal, message.client_id);
+            identity.collections = message.collections.map(Arc::from);
             start(state, conn, identity, message.last_sequence, method, request_id).await
         }
         Err(failure) => {
@@ -114,7 +117,12 @@ async fn catch_up(ctx: &mut Ctx<'_>, mut after: u64) -> Result<(), Ending> {
         let page = ctx
             .state
             .store
-            .changes_since(ctx.scope(), after, page_size, None)
+            .changes_since(
+                ctx.scope(),
+                after,
+                page_size,
+                ctx.session.identity.collections.as_deref().map(<[String]>::to_vec),
+            )
             .await
             .map_err(|e| Ending::Internal(format!("catch-up read failed: {e}")))?;
         let (reached, has_more) = ctx.send_changes(page, None);
