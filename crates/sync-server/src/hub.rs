@@ -382,6 +382,84 @@ mod tests {
         assert_eq!(hub.active_users(), vec!["u1".to_owned(), "u2".to_owned()]);
     }
 
+    fn rules(value: serde_json::Value) -> Acl {
+        Acl::from_json(&value).unwrap()
+    }
+
+    fn frames(rx: &mut queue::Receiver<Outbound>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv())
+            .map(
+                |o| {
+                    if o.access.is_some() {
+                        "access".to_owned()
+                    } else {
+                        String::from_utf8_lossy(&o.frame).into_owned()
+                    }
+                },
+            )
+            .collect()
+    }
+
+    #[test]
+    fn readers_of_others_get_the_changes_the_rules_let_them_read() {
+        let acl = rules(serde_json::json!([
+            {"user": "bob", "item": "doc:tasks/d2", "action": "read", "allow": false},
+            {"user": "bob", "item": "doc:tasks/*", "action": "read", "allow": true},
+        ]));
+        let hub = Arc::new(Hub::new(0, acl));
+        let (a, mut ra) = link(1, 8);
+        let (b, mut rb) = link(2, 8);
+        let (c, mut rc) = link(3, 8);
+        let (admin, mut radmin) = link(4, 8);
+        let _ga = hub.register(&identity("alice", "ca"), a.clone()).0;
+        let _gb = hub.register(&identity("bob", "cb"), b).0;
+        let _gc = hub.register(&identity("carol", "cc"), c).0;
+        let _gadmin = hub.register(&Identity { is_admin: true, ..identity("root", "cr") }, admin).0;
+        // d1 is readable by bob; d2 is denied before the allow.
+        hub.deliver(vec![commit(1, "alice", Some((a.clone(), Bytes::from("reply1")))), commit(2, "alice", None)]);
+        assert_eq!(frames(&mut ra), ["reply1", "push2"], "the owner's session gets its answer, then its other change");
+        assert_eq!(frames(&mut rb), ["push1"], "bob reads d1, not d2");
+        assert!(frames(&mut rc).is_empty(), "carol has no rule");
+        assert_eq!(frames(&mut radmin), ["push1", "push2"], "admin credentials read everything");
+    }
+
+    #[test]
+    fn a_change_of_rules_marks_the_sessions_whose_view_changed() {
+        let hub = Arc::new(Hub::new(0, Acl::default()));
+        let (a, mut ra) = link(1, 8);
+        let (b, mut rb) = link(2, 8);
+        let _ga = hub.register(&identity("alice", "ca"), a).0;
+        let (_gb, before) = hub.register(&identity("bob", "cb"), b);
+        assert!(before.is_owner_only());
+        hub.deliver(vec![commit(1, "alice", None)]);
+        let changed =
+            hub.set_acl(rules(serde_json::json!([{"user": "bob", "item": "*", "action": "read", "allow": true}])));
+        assert_eq!(changed, 1, "only bob's view changed");
+        hub.deliver(vec![commit(2, "alice", None)]);
+        assert_eq!(frames(&mut rb), ["access", "push2"], "the marker sits where the rules changed");
+        assert_eq!(frames(&mut ra), ["push1", "push2"], "alice's view did not change: no marker");
+        assert_eq!(
+            hub.set_acl(rules(serde_json::json!([{"user": "bob", "item": "*", "action": "read", "allow": true}]))),
+            0
+        );
+        assert_eq!(hub.set_acl(Acl::default()), 1);
+        hub.deliver(vec![commit(3, "alice", None)]);
+        assert_eq!(frames(&mut rb), ["access"], "after revocation nothing more reaches bob");
+    }
+
+    #[test]
+    fn a_partial_sync_session_is_pushed_only_its_collections() {
+        let hub = Arc::new(Hub::new(0, Acl::default()));
+        let (a, mut ra) = link(1, 8);
+        let (b, mut rb) = link(2, 8);
+        let _ga = hub.register(&identity("u", "ca"), a).0;
+        let notes = Identity { collections: Some(Arc::from(vec!["notes".to_owned()])), ..identity("u", "cb") };
+        let _gb = hub.register(&notes, b).0;
+        hub.deliver(vec![commit(1, "u", None)]);
+        assert_eq!(frames(&mut ra), ["push1"]);
+        assert!(frames(&mut rb).is_empty(), "the change is in tasks, the session syncs notes");
+    }
+
     #[test]
     fn a_full_queue_disconnects_instead_of_waiting() {
         let hub = Arc::new(Hub::new(0, Acl::default()));
