@@ -28,19 +28,18 @@ pub(crate) struct Identity {
     pub(crate) user_id: String,
     /// The replica (device) it speaks for.
     pub(crate) client_id: String,
-    /// Admin credentials: the access rules do not apply.
-    pub(crate) is_admin: bool,
     /// Partial sync: only changes of these collections are caught up and pushed.
     pub(crate) collections: Option<Arc<[String]>>,
 }
 
 impl Identity {
     /// The identity of `principal` on replica `client_id` (a new one when absent).
+    /// Admin credentials give a session no more than their user's access: on the
+    /// WebSocket the rules decide for everyone (PROTOCOL.md §8).
     pub(crate) fn new(principal: Principal, client_id: Option<String>) -> Self {
         Self {
             user_id: principal.user_id,
             client_id: client_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            is_admin: principal.is_admin,
             collections: None,
         }
     }
@@ -157,7 +156,6 @@ impl Authenticated {
             op,
             user_id: self.identity.user_id.clone(),
             client_id: self.identity.client_id.clone(),
-            is_admin: self.identity.is_admin,
             reply_to: self.link.clone(),
             request_id,
         };

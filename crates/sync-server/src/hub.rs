@@ -85,7 +85,6 @@ impl SessionLink {
 struct Member {
     link: SessionLink,
     client_id: String,
-    is_admin: bool,
     /// What it may read, compiled from the rules in force.
     view: Arc<ReadView>,
     /// Partial sync: the only collections it is pushed.
@@ -110,8 +109,8 @@ struct Registry {
 }
 
 impl Registry {
-    fn view(&self, user_id: &str, is_admin: bool) -> Arc<ReadView> {
-        Arc::new(if is_admin { ReadView::everything(user_id) } else { self.acl.read_view(user_id) })
+    fn view(&self, user_id: &str) -> Arc<ReadView> {
+        Arc::new(self.acl.read_view(user_id))
     }
 
     fn note_reader(&mut self, user_id: &str) {
@@ -196,19 +195,18 @@ impl Hub {
         self.registry.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a session of `identity` (admin credentials read everything). Read
+    /// Adds a session of `identity`. Read
     /// [`Hub::delivered`] afterwards for the position its live pushes start after.
     /// Returns the registration and what the session may read now.
     pub(crate) fn register(self: &Arc<Self>, identity: &Identity, link: SessionLink) -> (Registration, Arc<ReadView>) {
         let session_id = link.id;
         let user_id = identity.user_id.as_str();
         let mut registry = self.write();
-        let view = registry.view(user_id, identity.is_admin);
+        let view = registry.view(user_id);
         // Most users have one session: room for one, not the four a first push reserves.
         registry.users.entry(user_id.to_owned()).or_insert_with(|| Vec::with_capacity(1)).push(Member {
             link,
             client_id: identity.client_id.clone(),
-            is_admin: identity.is_admin,
             view: Arc::clone(&view),
             collections: identity.collections.clone(),
         });
@@ -246,10 +244,10 @@ impl Hub {
         let mut changed = 0;
         let users: Vec<String> = registry.users.keys().cloned().collect();
         for user_id in users {
-            // An admin's view never changes; compile the user's once for all their sessions.
-            let view = registry.view(&user_id, false);
+            // Compiled once for all the user's sessions.
+            let view = registry.view(&user_id);
             let Some(members) = registry.users.get_mut(&user_id) else { continue };
-            for member in members.iter_mut().filter(|m| !m.is_admin) {
+            for member in members.iter_mut() {
                 let new = Arc::clone(&view);
                 if new == member.view {
                     continue;
@@ -341,7 +339,7 @@ mod tests {
     use super::*;
 
     fn identity(user: &str, client: &str) -> Identity {
-        Identity { user_id: user.into(), client_id: client.into(), is_admin: false, collections: None }
+        Identity { user_id: user.into(), client_id: client.into(), collections: None }
     }
 
     fn link(id: u64, capacity: usize) -> (SessionLink, queue::Receiver<Outbound>) {
@@ -401,7 +399,7 @@ mod tests {
     }
 
     #[test]
-    fn readers_of_others_get_the_changes_the_rules_let_them_read() {
+    fn readers_of_others_get_the_changes_the_rules_let_them_read_and_no_more() {
         let acl = rules(serde_json::json!([
             {"user": "bob", "item": "doc:tasks/d2", "action": "read", "allow": false},
             {"user": "bob", "item": "doc:tasks/*", "action": "read", "allow": true},
@@ -410,17 +408,14 @@ mod tests {
         let (a, mut ra) = link(1, 8);
         let (b, mut rb) = link(2, 8);
         let (c, mut rc) = link(3, 8);
-        let (admin, mut radmin) = link(4, 8);
         let _ga = hub.register(&identity("alice", "ca"), a.clone()).0;
         let _gb = hub.register(&identity("bob", "cb"), b).0;
         let _gc = hub.register(&identity("carol", "cc"), c).0;
-        let _gadmin = hub.register(&Identity { is_admin: true, ..identity("root", "cr") }, admin).0;
         // d1 is readable by bob; d2 is denied before the allow.
         hub.deliver(vec![commit(1, "alice", Some((a.clone(), Bytes::from("reply1")))), commit(2, "alice", None)]);
         assert_eq!(frames(&mut ra), ["reply1", "push2"], "the owner's session gets its answer, then its other change");
         assert_eq!(frames(&mut rb), ["push1"], "bob reads d1, not d2");
         assert!(frames(&mut rc).is_empty(), "carol has no rule");
-        assert_eq!(frames(&mut radmin), ["push1", "push2"], "admin credentials read everything");
     }
 
     #[test]

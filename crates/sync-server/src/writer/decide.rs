@@ -26,8 +26,6 @@ use super::cache::HistEntry;
 pub(crate) struct Ctx<'a> {
     pub(crate) user_id: &'a str,
     pub(crate) client_id: &'a str,
-    /// Admin credentials: the access rules do not apply.
-    pub(crate) is_admin: bool,
     /// The access rules in force.
     pub(crate) acl: &'a Acl,
     /// The commit time.
@@ -163,7 +161,7 @@ pub(crate) fn create(
         // global, so that one is taken is all a client learns).
         return Err(error(ErrorCode::DocumentExists, format!("a document with id {id:?} already exists")));
     }
-    if !ctx.is_admin && !ctx.acl.may_create(ctx.user_id, collection, id) {
+    if !ctx.acl.may_create(ctx.user_id, collection, id) {
         return Err(error(ErrorCode::Forbidden, format!("the access rules do not let you create {collection}/{id}")));
     }
     let content = request.document.normalized_content();
@@ -195,9 +193,9 @@ pub(crate) fn create(
     })
 }
 
-/// Whether the writer may do `action` on `doc`: its owner, an admin, or as the rules say.
+/// Whether the writer may do `action` on `doc`: its owner, or as the rules say.
 pub(crate) fn may(doc: &Document, ctx: &Ctx<'_>, action: Action) -> bool {
-    ctx.is_admin || ctx.acl.may(ctx.user_id, &doc.user_id, &doc.collection, &doc.id, action)
+    ctx.acl.may(ctx.user_id, &doc.user_id, &doc.collection, &doc.id, action)
 }
 
 /// Checks that the writer may do `action` on the document and that it is not deleted.
@@ -424,7 +422,6 @@ mod tests {
         Ctx {
             user_id: "u1",
             client_id: "c1",
-            is_admin: false,
             acl: &NO_RULES,
             now: Timestamp::from_unix_millis(1000),
             max_document_bytes: 1 << 20,

@@ -342,7 +342,6 @@ impl Writer {
             let ctx = Ctx {
                 user_id: &request.user_id,
                 client_id: &request.client_id,
-                is_admin: request.is_admin,
                 acl: &acl,
                 now,
                 max_document_bytes: self.config.limits.max_document_bytes,

@@ -70,8 +70,6 @@ pub(crate) struct WriteRequest {
     pub(crate) op: WriteOp,
     pub(crate) user_id: String,
     pub(crate) client_id: String,
-    /// Admin credentials: the access rules do not apply.
-    pub(crate) is_admin: bool,
     /// Where the answer goes.
     pub(crate) reply_to: SessionLink,
     /// Echoed in the answer.
