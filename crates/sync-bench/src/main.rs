@@ -64,6 +64,8 @@ enum Scenario {
     Catchup(scenarios::catchup::CatchupArgs),
     /// A client with queued offline changes reconnects; drain time.
     Offline(scenarios::offline::OfflineArgs),
+    /// Users in teams sharing documents by rules; write rate, deliveries/s, catch-up of a reader of others.
+    Shared(scenarios::shared::SharedArgs),
     /// Local write latency of the client engine (no server involved).
     ClientWrite(scenarios::client_write::ClientWriteArgs),
 }
@@ -160,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Scenario::Connections(args) => scenarios::connections::run(&target, args).await?,
                 Scenario::Catchup(args) => scenarios::catchup::run(&target, args).await?,
                 Scenario::Offline(args) => scenarios::offline::run(&target, args).await?,
+                Scenario::Shared(args) => scenarios::shared::run(&target, args).await?,
                 Scenario::ClientWrite(_) => unreachable!("handled above"),
             }
         }

@@ -7,4 +7,5 @@ pub(crate) mod client_write;
 pub(crate) mod connections;
 pub(crate) mod fanout;
 pub(crate) mod offline;
+pub(crate) mod shared;
 pub(crate) mod write;
