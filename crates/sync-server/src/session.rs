@@ -204,7 +204,7 @@ async fn run(state: &AppState, conn: &mut Connection, session: &mut Authenticate
         if session.has_access_change() {
             // Boxed like a message: it reads and sends pages of documents.
             let mut ctx = Ctx { state, session: &mut *session, conn: &mut *conn };
-            if let Err(ending) = Box::pin(handlers::act_on_change(&mut ctx)).await {
+            if let Err(ending) = Box::pin(handlers::act_on_change(&mut ctx, 0)).await {
                 return ending;
             }
         }
@@ -251,6 +251,12 @@ async fn on_messages(
                 activity!("ERROR", session = conn.id, "session {}: {err}", conn.id);
                 conn.send(&ServerMessage::error(err.code, err.message), err.request_id);
             }
+        }
+        // A change of the rules met while answering holds everything after it back
+        // (answers included): act on it between messages, so a long batch never piles
+        // its answers up behind it.
+        if session.has_access_change() {
+            Box::pin(handlers::act_on_change(&mut Ctx { state, session: &mut *session, conn: &mut *conn }, 0)).await?;
         }
         // The answers of a batch go out as they are made, not all at its end.
         if conn.must_flush() {

@@ -19,8 +19,9 @@ use crate::monitor::activity;
 /// Documents read at a time, and most ids an `access_revoked` names.
 const PAGE: usize = 500;
 
-/// Acts on a change of what the session may read, if one is waiting.
-pub(crate) async fn act_on_change(ctx: &mut Ctx<'_>) -> Result<(), Ending> {
+/// Acts on a change of what the session may read, if one is waiting, then lets the held
+/// pushes through except those at or below `sent` (already sent, by a catch-up).
+pub(crate) async fn act_on_change(ctx: &mut Ctx<'_>, sent: u64) -> Result<(), Ending> {
     let Some(change) = ctx.session.take_access_change() else { return Ok(()) };
     let (old, new) = (change.old, change.new);
     let (mut shared, mut revoked) = (0u64, 0u64);
@@ -71,6 +72,6 @@ pub(crate) async fn act_on_change(ctx: &mut Ctx<'_>) -> Result<(), Ending> {
         "session {}: access changed: {shared} documents shared, {revoked} revoked",
         ctx.conn.id
     );
-    ctx.conn.release(0);
+    ctx.conn.release(sent);
     Ok(())
 }

@@ -132,6 +132,11 @@ async fn catch_up(ctx: &mut Ctx<'_>, mut after: u64) -> Result<(), Ending> {
             break;
         }
     }
+    if ctx.session.has_access_change() {
+        // The rules changed during the catch-up: send what they changed before the held
+        // pushes (those the pages sent are dropped there too).
+        return super::act_on_change(ctx, after).await;
+    }
     ctx.conn.release(after);
     Ok(())
 }

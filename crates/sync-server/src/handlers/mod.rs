@@ -103,7 +103,7 @@ impl Ctx<'_> {
     /// acts on a change of the access rules met meanwhile, so the read goes by them.
     async fn settle(&mut self) -> Result<(), Ending> {
         self.session.settle(self.state, self.conn).await?;
-        access::act_on_change(self).await
+        access::act_on_change(self, 0).await
     }
 
     /// Writes what is queued, then takes in what the session's queue already holds (held
