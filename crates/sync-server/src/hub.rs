@@ -195,14 +195,16 @@ impl Hub {
         self.registry.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a session of `identity`. Read
-    /// [`Hub::delivered`] afterwards for the position its live pushes start after.
-    /// Returns the registration and what the session may read now.
+    /// Adds a session of `identity`. Read [`Hub::delivered`] afterwards for the position
+    /// its live pushes start after. Returns the registration and what the session may
+    /// read now.
     pub(crate) fn register(self: &Arc<Self>, identity: &Identity, link: SessionLink) -> (Registration, Arc<ReadView>) {
         let session_id = link.id;
         let user_id = identity.user_id.as_str();
         let mut registry = self.write();
-        let view = registry.view(user_id);
+        // A user's sessions share one compiled view.
+        let shared = registry.users.get(user_id).and_then(|members| members.first()).map(|m| Arc::clone(&m.view));
+        let view = shared.unwrap_or_else(|| registry.view(user_id));
         // Most users have one session: room for one, not the four a first push reserves.
         registry.users.entry(user_id.to_owned()).or_insert_with(|| Vec::with_capacity(1)).push(Member {
             link,
