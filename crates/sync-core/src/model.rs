@@ -251,7 +251,7 @@ pub struct ChangeEvent {
     pub document_id: String,
     /// Its collection.
     pub collection: String,
-    /// Its owner.
+    /// The change's author: the document's owner, or a user the access rules let change it.
     pub user_id: String,
     /// The replica that made the change.
     pub client_id: String,
