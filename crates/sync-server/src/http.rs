@@ -35,7 +35,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", any(not_yet))
         .route("/api/sync/publish", any(not_yet))
         .route("/api/sync/broadcast", any(not_yet))
-        .route("/events", any(not_yet))
+        .route("/events", get(crate::events::get).post(crate::events::post))
         .route("/acl", get(crate::access::get).put(crate::access::put))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

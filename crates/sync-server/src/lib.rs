@@ -11,6 +11,8 @@
 //!   `handlers`: one file per message that is not a change.
 //! - `writer`: the write path (decide, group commit, answers, delivery); `hub`: sessions
 //!   and ordered fan-out; `queue`: each session's bounded outbound queue.
+//! - `events`: the event-log HTTP API (`GET`/`POST /events`) over the change log and
+//!   the write path.
 //! - `access`: replacing the access rules (`/acl`, the CLI) and putting them in force;
 //!   the rules themselves are `sync_core::acl`, held by the hub.
 //! - `auth`: credentials; `ratelimit`: per-user token buckets; `monitor`: the activity
@@ -31,6 +33,7 @@ mod backend;
 mod cli;
 pub mod config;
 mod connection;
+mod events;
 mod handlers;
 mod http;
 mod hub;

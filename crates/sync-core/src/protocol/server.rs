@@ -51,6 +51,9 @@ pub enum ServerMessage {
     DocumentDeleted(DocumentDeleted),
     /// Push: a concurrent edit was resolved against a change of this user.
     ConflictDetected(ConflictDetected),
+    /// Push: an application event recorded on a document (`POST /events` with an action
+    /// other than create/update/delete): the revision moves, the content does not.
+    DocumentEvent(DocumentEvent),
     /// Push: the rules changed and this session may now read the document; its current
     /// state (later changes follow as usual).
     DocumentShared(DocumentShared),
@@ -85,6 +88,7 @@ impl ServerMessage {
             ServerMessage::DocumentUpdated(_) => "document_updated",
             ServerMessage::DocumentDeleted(_) => "document_deleted",
             ServerMessage::ConflictDetected(_) => "conflict_detected",
+            ServerMessage::DocumentEvent(_) => "document_event",
             ServerMessage::DocumentShared(_) => "document_shared",
             ServerMessage::AccessRevoked(_) => "access_revoked",
             ServerMessage::Data(_) => "data",
@@ -349,6 +353,26 @@ pub struct ChangesAcknowledged {
 pub struct SyncDocument {
     /// The document.
     pub document: Document,
+}
+
+/// `document_event` push.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DocumentEvent {
+    /// The document the event is about.
+    pub document_id: String,
+    /// The application's action name.
+    pub action: String,
+    /// What the application sent with it.
+    pub payload: Value,
+    /// Who recorded it.
+    pub user_id: String,
+    /// The document's revision after it (its content unchanged).
+    pub sync_revision: u64,
+    /// The event's sequence.
+    pub sequence: u64,
+    /// The idempotency key it was recorded with (the event's `uuid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_change_id: Option<String>,
 }
 
 /// `document_shared` push.

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sync_core::patch::parse_patch;
 use sync_core::protocol::{
-    ChangeResponse, ConflictDetected, Created, Deleted, DocumentCreated, DocumentDeleted, DocumentUpdated, PushedPatch,
-    ResolutionStrategy, ServerMessage, Updated,
+    ChangeResponse, ConflictDetected, Created, Deleted, DocumentCreated, DocumentDeleted, DocumentEvent,
+    DocumentUpdated, PushedPatch, ResolutionStrategy, ServerMessage, Updated,
 };
 use sync_core::transform::{Conflict, Policy};
 use sync_core::{ChangeEvent, ChangeKind, Document, Patch};
@@ -53,6 +53,14 @@ pub(crate) enum Made {
     },
     /// A delete.
     Delete,
+    /// An application event: a new revision, the content unchanged.
+    Event {
+        action: String,
+        payload: serde_json::Value,
+        /// Who recorded it.
+        author: String,
+        content_hash: String,
+    },
 }
 
 /// Conflicts met while rebasing an update, and what other sessions are told of them.
@@ -69,6 +77,12 @@ impl Summary {
     pub(crate) fn of(decided: &Decided) -> Self {
         let doc = &decided.change.document;
         let made = match (&decided.update, &decided.change.event.event_type) {
+            (_, ChangeKind::Custom(action)) => Made::Event {
+                action: action.clone(),
+                payload: decided.change.event.forward_patch.clone().unwrap_or_default(),
+                author: decided.change.event.user_id.clone(),
+                content_hash: doc.content_hash.clone(),
+            },
             // Only an update has a patch and its inverse.
             (Some(update), _) => Made::Update {
                 forward: Arc::clone(&update.forward),
@@ -101,6 +115,7 @@ impl Summary {
             Made::Create(_) => "create",
             Made::Update { .. } => "update",
             Made::Delete => "delete",
+            Made::Event { .. } => "event",
         }
     }
 
@@ -129,6 +144,16 @@ impl Summary {
                 document_id,
                 outcome: Ok(Deleted { sync_revision, sequence }),
             }),
+            Made::Event { content_hash, .. } => ServerMessage::DocumentUpdatedResponse(ChangeResponse {
+                document_id,
+                outcome: Ok(Updated {
+                    sync_revision,
+                    sequence,
+                    applied_patch: None,
+                    conflicts: Vec::new(),
+                    content_hash: Some(content_hash.clone()),
+                }),
+            }),
         }
     }
 
@@ -154,6 +179,15 @@ impl Summary {
             }),
             Made::Delete => ServerMessage::DocumentDeleted(DocumentDeleted {
                 document_id,
+                sync_revision: self.revision,
+                sequence,
+                client_change_id,
+            }),
+            Made::Event { action, payload, author, .. } => ServerMessage::DocumentEvent(DocumentEvent {
+                document_id,
+                action: action.clone(),
+                payload: payload.clone(),
+                user_id: author.clone(),
                 sync_revision: self.revision,
                 sequence,
                 client_change_id,
@@ -214,7 +248,7 @@ pub(crate) fn repeated(op: &WriteOp, event: &ChangeEvent) -> ServerMessage {
                 outcome: Ok(Created { sync_revision, sequence, document }),
             })
         }
-        WriteOp::Update(_) => ServerMessage::DocumentUpdatedResponse(ChangeResponse {
+        WriteOp::Update(_) | WriteOp::Merge(_) => ServerMessage::DocumentUpdatedResponse(ChangeResponse {
             document_id,
             outcome: Ok(Updated {
                 sync_revision,
@@ -227,6 +261,16 @@ pub(crate) fn repeated(op: &WriteOp, event: &ChangeEvent) -> ServerMessage {
         WriteOp::Delete(_) => ServerMessage::DocumentDeletedResponse(ChangeResponse {
             document_id,
             outcome: Ok(Deleted { sync_revision, sequence }),
+        }),
+        WriteOp::Event(_) => ServerMessage::DocumentUpdatedResponse(ChangeResponse {
+            document_id,
+            outcome: Ok(Updated {
+                sync_revision,
+                sequence,
+                applied_patch: None,
+                conflicts: Vec::new(),
+                content_hash: event.content_hash.clone(),
+            }),
         }),
     }
 }

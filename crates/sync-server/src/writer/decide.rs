@@ -12,7 +12,7 @@ use serde_json::Value;
 use sync_core::acl::{Acl, Action};
 use sync_core::canonical;
 use sync_core::model::{DEFAULT_COLLECTION, new_document_id, title_of, validate_collection, validate_document_id};
-use sync_core::patch::{ApplyLimits, PatchErrorKind, apply_within_limits, patch_to_value};
+use sync_core::patch::{ApplyLimits, PatchErrorKind, apply_within_limits, merge_diff, patch_to_value};
 use sync_core::protocol::{CreateDocument, DeleteDocument, DocumentPatch};
 use sync_core::transform::{Conflict, Policy, Rebased, independent, rebase_within_limits};
 use sync_core::vclock::VectorClock;
@@ -20,6 +20,7 @@ use sync_core::{ChangeEvent, ChangeKind, Document, ErrorBody, ErrorCode, Patch, 
 use sync_store::NewChange;
 
 use super::cache::HistEntry;
+use super::request::{AppEvent, Merge};
 
 /// Who is writing, when, and under which limits.
 #[derive(Clone, Copy, Debug)]
@@ -409,6 +410,48 @@ pub(crate) fn delete(
     })
 }
 
+/// Decides an RFC 7396 merge of the content: the JSON Patch that makes the merge from the
+/// current state, applied at the current revision like any update (limits included).
+pub(crate) fn merge(
+    doc: Option<&Document>,
+    request: &Merge,
+    ctx: &Ctx<'_>,
+    policy: Policy,
+) -> Result<Decided, ErrorBody> {
+    let current = live(doc, &request.document_id, ctx, Action::Update)?;
+    let patch = DocumentPatch {
+        document_id: request.document_id.clone(),
+        patch: merge_diff(&current.content, &request.merge),
+        base_revision: Some(current.sync_revision),
+        content_hash: None,
+        client_change_id: request.client_change_id.clone(),
+    };
+    update(doc, Intervening::None, &patch, ctx, policy)
+}
+
+/// Decides an application event: a new revision with the same content, the event's
+/// action and payload recorded in the change log. Writing one needs `update` rights.
+pub(crate) fn app_event(
+    doc: Option<&Document>,
+    request: &AppEvent,
+    ctx: &Ctx<'_>,
+    policy: Policy,
+) -> Result<Decided, ErrorBody> {
+    let doc = live(doc, &request.document_id, ctx, Action::Update)?;
+    let mut next = doc.clone();
+    next.sync_revision += 1;
+    next.vector_clock.increment(ctx.client_id);
+    next.updated_at = ctx.now;
+    let mut ev = event(&next, ctx, ChangeKind::Custom(request.action.clone()), request.client_change_id.as_deref());
+    ev.forward_patch = Some(request.payload.clone());
+    ev.content_hash = Some(next.content_hash.clone());
+    // In the history as an empty patch: a stale update rebases across it unchanged.
+    let empty = Arc::new(Vec::new());
+    let update = Some(HistEntry { revision: next.sync_revision, forward: Arc::clone(&empty), reverse: empty });
+    let change = NewChange { event: ev, document: Arc::new(next), expected_revision: doc.sync_revision };
+    Ok(Decided { change, update, transformed: None, conflicts: Vec::new(), policy })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,5 +789,43 @@ mod tests {
         assert_eq!(d.change.document.sync_revision, 2);
         assert_eq!(d.change.event.reverse_patch, Some(json!({"k": 1})));
         assert_eq!(d.change.event.forward_patch, None);
+    }
+
+    #[test]
+    fn a_merge_is_the_patch_from_the_current_state() {
+        let doc = created(json!({"a": 1, "b": {"c": 2, "d": 3}, "gone": true})).change.document;
+        let request = Merge {
+            document_id: "d1".into(),
+            merge: json!({"a": 5, "b": {"c": null, "e": 4}, "gone": null}),
+            client_change_id: None,
+        };
+        let d = merge(Some(&doc), &request, &ctx(), Policy::LastWriterWins).unwrap();
+        assert_eq!(d.change.document.content, json!({"a": 5, "b": {"d": 3, "e": 4}}));
+        assert_eq!(d.change.document.sync_revision, 2);
+        let mut other = Document::clone(&doc);
+        other.user_id = "u2".into();
+        let err = merge(Some(&other), &request, &ctx(), Policy::LastWriterWins).unwrap_err();
+        assert_eq!(err.code, ErrorCode::DocumentNotFound, "another user's document, no rule");
+    }
+
+    #[test]
+    fn an_application_event_moves_the_revision_and_not_the_content() {
+        let doc = created(json!({"k": 1})).change.document;
+        let request = AppEvent {
+            document_id: "d1".into(),
+            action: "done".into(),
+            payload: json!({"by": "u1"}),
+            client_change_id: Some("e1".into()),
+        };
+        let d = app_event(Some(&doc), &request, &ctx(), Policy::LastWriterWins).unwrap();
+        assert_eq!(d.change.document.content, doc.content);
+        assert_eq!(d.change.document.content_hash, doc.content_hash);
+        assert_eq!(d.change.document.sync_revision, 2);
+        assert_eq!(d.change.expected_revision, 1);
+        assert_eq!(d.change.event.event_type, ChangeKind::Custom("done".into()));
+        assert_eq!(d.change.event.forward_patch, Some(json!({"by": "u1"})));
+        let history = d.update.expect("an entry in the history");
+        assert!(history.forward.is_empty() && history.reverse.is_empty(), "rebasing across it changes nothing");
+        assert_eq!(history.revision, 2);
     }
 }

@@ -38,7 +38,7 @@ use tracing::Instrument as _;
 use answers::{Made, Summary};
 use cache::{DocCache, HistEntry};
 use decide::{Ctx, Decided, Intervening};
-pub(crate) use request::{WriteOp, WriteRequest};
+pub(crate) use request::{AppEvent, Merge, WriteOp, WriteRequest};
 
 use crate::backend::AnyStore;
 use crate::config::Config;
@@ -309,6 +309,8 @@ impl Writer {
                 WriteOp::Create(c) => decide::create_id(c),
                 WriteOp::Update(u) => u.document_id.clone(),
                 WriteOp::Delete(d) => d.document_id.clone(),
+                WriteOp::Merge(m) => m.document_id.clone(),
+                WriteOp::Event(e) => e.document_id.clone(),
             })
             .collect();
         let missing: Vec<String> =
@@ -491,6 +493,12 @@ impl Writer {
                 ctx,
                 doc.map_or(config.default_policy, |d| policy(&d.collection)),
             ),
+            WriteOp::Merge(merge) => {
+                decide::merge(doc, merge, ctx, doc.map_or(config.default_policy, |d| policy(&d.collection)))
+            }
+            WriteOp::Event(event) => {
+                decide::app_event(doc, event, ctx, doc.map_or(config.default_policy, |d| policy(&d.collection)))
+            }
         })
     }
 
@@ -502,10 +510,16 @@ impl Writer {
         let events = self.store.document_changes(id.to_owned(), base, None).await?;
         let mut entries = Vec::with_capacity(events.len());
         for event in events {
+            let revision = event.sync_revision;
+            if let ChangeKind::Custom(_) = event.event_type {
+                // An application event changed no content: an empty patch both ways.
+                let empty = Arc::new(Vec::new());
+                entries.push(HistEntry { revision, forward: Arc::clone(&empty), reverse: empty });
+                continue;
+            }
             if event.event_type != ChangeKind::Update {
                 continue;
             }
-            let revision = event.sync_revision;
             let parse = |v: Option<serde_json::Value>| {
                 parse_patch(v.unwrap_or(serde_json::Value::Array(Vec::new())))
                     .map(Arc::new)

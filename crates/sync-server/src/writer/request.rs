@@ -2,6 +2,7 @@
 //! messages, converted from the client message in one place), who makes it, and where
 //! its answer goes.
 
+use serde_json::Value;
 use sync_core::ErrorBody;
 use sync_core::protocol::{
     ChangeResponse, ClientMessage, CreateDocument, DeleteDocument, DocumentPatch, RequestId, ServerMessage,
@@ -18,6 +19,31 @@ pub(crate) enum WriteOp {
     Update(DocumentPatch),
     /// `delete_document`.
     Delete(DeleteDocument),
+    /// An RFC 7396 merge of the document's content (`POST /events` `update`), decided
+    /// against its current state.
+    Merge(Merge),
+    /// An application event on a document (`POST /events` with another action): a new
+    /// revision with the same content.
+    Event(AppEvent),
+}
+
+/// An RFC 7396 merge of a document's content.
+#[derive(Debug)]
+pub(crate) struct Merge {
+    pub(crate) document_id: String,
+    /// The merge patch (an object).
+    pub(crate) merge: Value,
+    pub(crate) client_change_id: Option<String>,
+}
+
+/// An application event on a document.
+#[derive(Debug)]
+pub(crate) struct AppEvent {
+    pub(crate) document_id: String,
+    /// Not `create`, `update` or `delete`.
+    pub(crate) action: String,
+    pub(crate) payload: Value,
+    pub(crate) client_change_id: Option<String>,
 }
 
 impl TryFrom<ClientMessage> for WriteOp {
@@ -41,6 +67,8 @@ impl WriteOp {
             WriteOp::Create(c) => c.document.id.as_deref(),
             WriteOp::Update(u) => Some(&u.document_id),
             WriteOp::Delete(d) => Some(&d.document_id),
+            WriteOp::Merge(m) => Some(&m.document_id),
+            WriteOp::Event(e) => Some(&e.document_id),
         }
     }
 
@@ -50,6 +78,8 @@ impl WriteOp {
             WriteOp::Create(c) => c.client_change_id.as_deref(),
             WriteOp::Update(u) => u.client_change_id.as_deref(),
             WriteOp::Delete(d) => d.client_change_id.as_deref(),
+            WriteOp::Merge(m) => m.client_change_id.as_deref(),
+            WriteOp::Event(e) => e.client_change_id.as_deref(),
         }
     }
 
@@ -58,7 +88,10 @@ impl WriteOp {
         let document_id = self.document_id().unwrap_or_default();
         match self {
             WriteOp::Create(_) => ServerMessage::DocumentCreatedResponse(ChangeResponse::refused(document_id, error)),
-            WriteOp::Update(_) => ServerMessage::DocumentUpdatedResponse(ChangeResponse::refused(document_id, error)),
+            // A merge and an event make a new revision like an update, and are answered so.
+            WriteOp::Update(_) | WriteOp::Merge(_) | WriteOp::Event(_) => {
+                ServerMessage::DocumentUpdatedResponse(ChangeResponse::refused(document_id, error))
+            }
             WriteOp::Delete(_) => ServerMessage::DocumentDeletedResponse(ChangeResponse::refused(document_id, error)),
         }
     }

@@ -134,13 +134,7 @@ async fn unknown_and_unbuilt_routes_answer_with_json_errors(backend: Backend) {
         assert!(body["error"]["code"].is_string(), "{body}");
         assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains(path)), "{body}");
     }
-    for (method, path) in [
-        ("GET", "/metrics"),
-        ("POST", "/api/sync/publish"),
-        ("POST", "/api/sync/broadcast"),
-        ("GET", "/events"),
-        ("POST", "/events"),
-    ] {
+    for (method, path) in [("GET", "/metrics"), ("POST", "/api/sync/publish"), ("POST", "/api/sync/broadcast")] {
         let response = http_request(server.addr, method, path, &[], b"").await;
         assert_eq!(response.status, 501, "{method} {path}: {response:?}");
         let body = response.json();

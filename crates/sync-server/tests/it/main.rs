@@ -9,6 +9,7 @@ mod auth;
 mod crash;
 mod delivery;
 mod errors;
+mod events;
 mod fanout;
 mod hostile;
 mod http;
