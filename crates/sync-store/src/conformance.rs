@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use serde_json::{Value, json};
-use sync_core::acl::Acl;
+use sync_core::acl::{Acl, ReadView, Rule};
 use sync_core::canonical::content_hash;
 use sync_core::model::new_document_id;
 use sync_core::vclock::VectorClock;
@@ -70,6 +70,12 @@ pub async fn run_all<S: Store>(store: &S) {
     stats_count_live_documents_and_changes(store).await;
     concurrent_appends_get_unique_gap_free_sequences(store).await;
     a_refused_append_does_not_fail_the_appends_grouped_with_it(store).await;
+    a_shared_document_is_visible_to_its_reader(store).await;
+    an_earlier_denial_shadows_a_later_allow(store).await;
+    prefixes_match_names_that_start_with_them_and_nothing_else(store).await;
+    everything_and_admin_views_read_every_document(store).await;
+    a_collections_filter_narrows_what_shares_show(store).await;
+    paging_through_a_mostly_hidden_log_misses_nothing(store).await;
 }
 
 /// `ping` answers on a working store.
@@ -692,6 +698,302 @@ pub async fn a_refused_append_does_not_fail_the_appends_grouped_with_it<S: Store
     assert_eq!(ok(fine, "the bystander"), vec![last + 1], "the bystander commits right after");
 }
 
+/// A rule that lets a reader read another user's document shows it in `list_documents`
+/// and every change of it in `changes_since`: the owner's, and the reader's own changes
+/// to it. Without the rule the reader sees none of them (not even the change they made),
+/// and the owner's feed holds every change of the document, whoever made it: a change
+/// belongs to its document's owner, not to its author.
+pub async fn a_shared_document_is_visible_to_its_reader<S: Store>(store: &S) {
+    let (owner, reader, stranger) = (unique("owner"), unique("reader"), unique("user"));
+    let collection = unique_collection();
+    let before = latest(store).await;
+    let shared = create(&owner, &collection, &unique("doc"), json!({"n": 1}));
+    let private = create(&owner, &collection, &unique("doc"), json!({}));
+    let own = create(&reader, &collection, &unique("doc"), json!({}));
+    let created = ok(store.append_batch(vec![shared.clone(), private, own.clone()]).await, "creates");
+    let by_reader = authored_by(update(&shared.document, json!({"n": 2})), &reader);
+    let by_owner = update(&by_reader.document, json!({"n": 3}));
+    let s_reader = ok(store.append_batch(vec![by_reader.clone()]).await, "the reader's update")[0];
+    let s_owner = ok(store.append_batch(vec![by_owner.clone()]).await, "the owner's update")[0];
+    let rule = format!("doc:{collection}/{}", shared.document.id);
+    let granted = ruled(&reader, &[(&reader, &rule, true)]);
+
+    let seen = visible_changes(store, &granted, before, None).await;
+    assert_eq!(
+        seen,
+        vec![created[0], created[2], s_reader, s_owner],
+        "the shared document's changes and the reader's own"
+    );
+    let page = ok(store.changes_since(granted.clone(), created[2], 10, None).await, "the updates");
+    let expected = vec![with_sequence(&by_reader.event, s_reader), with_sequence(&by_owner.event, s_owner)];
+    assert_eq!(page.events, expected, "each change keeps its author");
+    let listed = visible_documents(store, &granted, None).await;
+    let expected = sorted_documents(vec![(*by_owner.document).clone(), (*own.document).clone()]);
+    assert_eq!(listed, expected, "the shared document, as its last change left it, and the reader's own");
+    let same_owner = ok(store.load_documents(vec![shared.document.id.clone()]).await, "load")[0].user_id.clone();
+    assert_eq!(same_owner, owner, "an update by another user leaves the owner");
+
+    let alone = scope(&reader);
+    assert_eq!(visible_changes(store, &alone, before, None).await, vec![created[2]], "without the rule");
+    assert_eq!(visible_documents(store, &alone, None).await, vec![(*own.document).clone()], "without the rule");
+    let theirs = visible_changes(store, &scope(&owner), before, None).await;
+    assert_eq!(theirs, vec![created[0], created[1], s_reader, s_owner], "the owner's feed holds the reader's change");
+    let not_for_me = ruled(&stranger, &[(&reader, &rule, true)]);
+    assert_eq!(visible_changes(store, &not_for_me, before, None).await, Vec::<u64>::new(), "a rule for another user");
+    assert_eq!(visible_documents(store, &not_for_me, None).await, Vec::<Document>::new(), "a rule for another user");
+}
+
+/// The first matching rule decides: a denial before a broader allow hides what it names,
+/// the same denial after it hides nothing, and a denial for another user changes nothing.
+pub async fn an_earlier_denial_shadows_a_later_allow<S: Store>(store: &S) {
+    let (owner, reader) = (unique("owner"), unique("reader"));
+    let collection = unique_collection();
+    let before = latest(store).await;
+    let batch = vec![
+        create(&owner, &collection, &unique("secret"), json!({})),
+        create(&owner, &collection, &unique("open"), json!({})),
+        create(&owner, &collection, &unique("secret"), json!({})),
+    ];
+    let s = ok(store.append_batch(batch.clone()).await, "append");
+    let (secret, all) = (format!("doc:{collection}/secret-*"), format!("doc:{collection}/*"));
+    let ids = |picked: &[usize]| picked.iter().map(|&i| batch[i].document.id.clone()).collect::<Vec<_>>();
+    let check = |rules: Vec<(&str, &str, bool)>, visible: &[usize], what: &'static str| {
+        let reading = ruled(&reader, &rules);
+        let expected_ids = sorted_ids(ids(visible));
+        let expected_sequences: Vec<u64> = visible.iter().map(|&i| s[i]).collect();
+        async move {
+            assert_eq!(visible_changes(store, &reading, before, None).await, expected_sequences, "changes: {what}");
+            assert_eq!(ids_of(visible_documents(store, &reading, None).await), expected_ids, "documents: {what}");
+        }
+    };
+    check(vec![(&reader, &secret, false), (&reader, &all, true)], &[1], "deny, then allow").await;
+    check(vec![("*", &secret, false), ("*", &all, true)], &[1], "the same for everyone").await;
+    check(vec![(&reader, &all, true), (&reader, &secret, false)], &[0, 1, 2], "allow, then deny").await;
+    check(vec![(&owner, &secret, false), (&reader, &all, true)], &[0, 1, 2], "a denial for another user").await;
+}
+
+/// Prefix patterns select exactly the names that start with the prefix, byte for byte:
+/// not the prefix without its last character, not another case, not names that only a
+/// SQL wildcard (`_`, `.` as any character) would match, and an exact collection is not
+/// a prefix of a longer one.
+pub async fn prefixes_match_names_that_start_with_them_and_nothing_else<S: Store>(store: &S) {
+    let (owner, reader) = (unique("owner"), unique("reader"));
+    let collection = unique_collection();
+    let longer = format!("{collection}2");
+    let p = unique("p");
+    let before = latest(store).await;
+    let names = ["task-1", "task-", "task", "task.1", "Task-2", "taskX", "a_b1", "aXb1", "c.d1", "cXd1", "task-:9"];
+    let mut batch: Vec<NewChange> =
+        names.iter().map(|name| create(&owner, &collection, &format!("{p}.{name}"), json!({}))).collect();
+    // In the longer collection: matched by the bare prefix (any collection) only.
+    batch.push(create(&owner, &longer, &format!("{p}.task-in-longer"), json!({})));
+    let s = ok(store.append_batch(batch.clone()).await, "append");
+    let by_id: std::collections::HashMap<String, u64> =
+        batch.iter().zip(&s).map(|(c, &seq)| (c.document.id.clone(), seq)).collect();
+
+    let check = |items: Vec<String>, expected: Vec<&str>, what: &'static str| {
+        let rules: Vec<(String, String, bool)> = items.into_iter().map(|item| (reader.clone(), item, true)).collect();
+        let rules: Vec<(&str, &str, bool)> = rules.iter().map(|(u, i, a)| (u.as_str(), i.as_str(), *a)).collect();
+        let reading = ruled(&reader, &rules);
+        let expected = sorted_ids(expected.iter().map(|name| format!("{p}.{name}")).collect());
+        let mut sequences: Vec<u64> = expected.iter().map(|id| by_id[id]).collect();
+        sequences.sort_unstable();
+        async move {
+            assert_eq!(visible_changes(store, &reading, before, None).await, sequences, "changes: {what}");
+            assert_eq!(ids_of(visible_documents(store, &reading, None).await), expected, "documents: {what}");
+        }
+    };
+    check(vec![format!("{p}.task-*")], vec!["task-1", "task-", "task-:9", "task-in-longer"], "a bare id prefix").await;
+    check(
+        vec![format!("doc:{collection}/{p}.task-*")],
+        vec!["task-1", "task-", "task-:9"],
+        "an id prefix in a collection",
+    )
+    .await;
+    check(vec![format!("{p}.a_b*"), format!("{p}.c.d*")], vec!["a_b1", "c.d1"], "`_` and `.` are plain characters")
+        .await;
+    check(vec![format!("{p}.task")], vec!["task"], "an exact id").await;
+    check(vec![format!("{p}.Task-*")], vec!["Task-2"], "case counts").await;
+    check(vec![format!("doc:{collection}/*")], names.to_vec(), "an exact collection is not a prefix").await;
+    let everything: Vec<&str> = names.iter().copied().chain(["task-in-longer"]).collect();
+    check(vec![format!("doc:{collection}*")], everything, "a collection prefix").await;
+    check(vec![format!("doc:{longer}/*")], vec!["task-in-longer"], "the longer collection alone").await;
+}
+
+/// An admin view and a rule that allows everything read every document; a denial before
+/// the rule that allows everything still hides what it names.
+pub async fn everything_and_admin_views_read_every_document<S: Store>(store: &S) {
+    let (first, second, reader) = (unique("owner"), unique("owner"), unique("reader"));
+    let (collection, hidden) = (unique_collection(), unique_collection());
+    let before = latest(store).await;
+    let batch = vec![
+        create(&first, &collection, &unique("doc"), json!({})),
+        create(&second, &collection, &unique("doc"), json!({})),
+        create(&first, &hidden, &unique("doc"), json!({})),
+    ];
+    let s = ok(store.append_batch(batch.clone()).await, "append");
+    let only = |name: &String| Some(vec![name.clone()]);
+    let admin = ReadScope { view: Arc::new(ReadView::everything(&reader)) };
+    let everyone = ruled(&reader, &[("*", "*", true)]);
+    for (reading, what) in [(&admin, "admin"), (&everyone, "a rule for everything")] {
+        // Nothing else writes meanwhile, so everything after `before` is this check's.
+        assert_eq!(visible_changes(store, reading, before, None).await, s, "{what}: every change");
+        assert_eq!(visible_changes(store, reading, before, only(&collection)).await, s[..2], "{what}: one collection");
+        let listed = ids_of(visible_documents(store, reading, only(&collection)).await);
+        assert_eq!(listed, sorted_ids(vec![batch[0].document.id.clone(), batch[1].document.id.clone()]), "{what}");
+    }
+    let item = format!("doc:{hidden}/*");
+    let all_but = ruled(&reader, &[(&reader, &item, false), ("*", "*", true)]);
+    assert_eq!(visible_changes(store, &all_but, before, None).await, s[..2], "a denial before everything");
+    assert_eq!(visible_documents(store, &all_but, only(&hidden)).await, Vec::<Document>::new(), "denied collection");
+}
+
+/// A collections filter applies to shared documents as to the reader's own: a share in
+/// any collection shows only the filtered ones, a share of another collection nothing.
+pub async fn a_collections_filter_narrows_what_shares_show<S: Store>(store: &S) {
+    let (owner, reader) = (unique("owner"), unique("reader"));
+    let (ca, cb) = (unique_collection(), unique_collection());
+    let p = unique("p");
+    let before = latest(store).await;
+    let batch = vec![
+        create(&owner, &ca, &format!("{p}-1"), json!({})),
+        create(&owner, &cb, &format!("{p}-2"), json!({})),
+        create(&reader, &cb, &unique("doc"), json!({})),
+        create(&owner, &ca, &format!("{p}-3"), json!({})),
+    ];
+    let s = ok(store.append_batch(batch.clone()).await, "append");
+    let filter = |names: &[&String]| Some(names.iter().map(|n| (*n).clone()).collect::<Vec<_>>());
+    let ids = |picked: &[usize]| sorted_ids(picked.iter().map(|&i| batch[i].document.id.clone()).collect());
+
+    let prefix = ruled(&reader, &[(&reader, &format!("{p}-*"), true)]);
+    assert_eq!(
+        visible_changes(store, &prefix, before, filter(&[&ca])).await,
+        vec![s[0], s[3]],
+        "prefix, one collection"
+    );
+    assert_eq!(ids_of(visible_documents(store, &prefix, filter(&[&ca])).await), ids(&[0, 3]), "prefix, one collection");
+    assert_eq!(visible_changes(store, &prefix, before, filter(&[&ca, &cb])).await, s, "prefix, both collections");
+    assert_eq!(ids_of(visible_documents(store, &prefix, filter(&[&cb])).await), ids(&[1, 2]), "prefix and own, cb");
+    assert_eq!(visible_changes(store, &prefix, before, Some(Vec::new())).await, Vec::<u64>::new(), "an empty filter");
+
+    let other = ruled(&reader, &[(&reader, &format!("doc:{cb}/*"), true)]);
+    assert_eq!(
+        visible_changes(store, &other, before, filter(&[&ca])).await,
+        Vec::<u64>::new(),
+        "a share of cb, ca only"
+    );
+    assert_eq!(
+        visible_documents(store, &other, filter(&[&ca])).await,
+        Vec::<Document>::new(),
+        "a share of cb, ca only"
+    );
+    assert_eq!(
+        visible_changes(store, &other, before, filter(&[&cb])).await,
+        vec![s[1], s[2]],
+        "a share of cb, cb only"
+    );
+}
+
+/// Paging through a feed where the SQL selects many rows the reader may not read (a
+/// denial inside a shared collection): every page holds at most `limit` changes, pages
+/// follow each other without a gap or a repeat, `reached` never moves back, a page may
+/// come back short (the call's work is bounded) but then says there is more, and the
+/// last page says there is none and reaches the newest sequence.
+pub async fn paging_through_a_mostly_hidden_log_misses_nothing<S: Store>(store: &S) {
+    let (owner, reader) = (unique("owner"), unique("reader"));
+    let collection = unique_collection();
+    let before = latest(store).await;
+    // Visible documents between runs of hidden ones, one run longer than a call may read.
+    let mut batch = Vec::new();
+    for (run, hidden) in [3, 0, 40, 700, 1, 130].into_iter().enumerate() {
+        for _ in 0..hidden {
+            batch.push(create(&owner, &collection, &unique("hidden"), json!({})));
+        }
+        batch.push(create(&owner, &collection, &unique("shown"), json!({"run": run})));
+    }
+    batch.push(create(&owner, &collection, &unique("hidden"), json!({})));
+    let mut sequences = Vec::new();
+    for chunk in batch.chunks(200) {
+        sequences.extend(ok(store.append_batch(chunk.to_vec()).await, "append"));
+    }
+    let newest = latest(store).await;
+    let shown: Vec<u64> =
+        batch.iter().zip(&sequences).filter(|(c, _)| c.document.id.starts_with("shown")).map(|(_, &s)| s).collect();
+    let rules = [
+        (reader.as_str(), format!("doc:{collection}/hidden-*"), false),
+        (reader.as_str(), format!("doc:{collection}/*"), true),
+    ];
+    let rules: Vec<(&str, &str, bool)> = rules.iter().map(|(u, i, a)| (*u, i.as_str(), *a)).collect();
+    let reading = ruled(&reader, &rules);
+
+    for limit in [1, 2, 5, 1000] {
+        let (mut after, mut seen, mut calls) = (before, Vec::new(), 0);
+        loop {
+            calls += 1;
+            assert!(calls < 1000, "limit {limit}: the feed does not end");
+            let page = ok(store.changes_since(reading.clone(), after, limit, None).await, "page");
+            assert!(page.events.len() <= limit, "limit {limit}: {} changes in a page", page.events.len());
+            assert!(page.reached >= after, "limit {limit}: reached {} moved back from {after}", page.reached);
+            for event in &page.events {
+                assert!(
+                    event.sequence > after && event.sequence <= page.reached,
+                    "limit {limit}: {} outside the page",
+                    event.sequence
+                );
+                seen.push(event.sequence);
+            }
+            if page.events.len() < limit && page.has_more {
+                assert!(page.reached > after, "limit {limit}: a short page that does not move on");
+            }
+            after = page.reached;
+            if !page.has_more {
+                if page.events.len() < limit {
+                    assert_eq!(page.reached, newest, "limit {limit}: the last page reaches the newest sequence");
+                }
+                break;
+            }
+        }
+        assert_eq!(seen, shown, "limit {limit}: every visible change once, in order");
+    }
+
+    let (mut after, mut listed) = (None, Vec::new());
+    loop {
+        let page = ok(store.list_documents(reading.clone(), None, after.clone(), 2).await, "list page");
+        listed.extend(page.iter().map(|d| d.id.clone()));
+        if page.len() < 2 {
+            break;
+        }
+        after = page.last().map(|d| d.id.clone());
+    }
+    let expected =
+        sorted_ids(batch.iter().map(|c| c.document.id.clone()).filter(|id| id.starts_with("shown")).collect());
+    assert_eq!(listed, expected, "every visible document once, in id order");
+}
+
+/// For a backend's own test, on a database that was created by migration 0001 alone
+/// and given (with raw SQL, in 0001's columns) these changes: `ada` created `m-ada` in
+/// `tasks` (sequence 1), `bob` created `m-bob` in `notes` (2), `ada` updated `m-ada` (3),
+/// with the documents as they left them; and then opened with the store (which applied
+/// the later migrations). The changes belong to their authors, who were the owners; the
+/// shares of the new schema work on them; and a change by a non-owner appended now
+/// belongs to the owner.
+pub async fn changes_from_before_owners_are_their_authors<S: Store>(store: &S) {
+    let ada = scope("ada");
+    assert_eq!(visible_changes(store, &ada, 0, None).await, vec![1, 3], "ada's changes");
+    assert_eq!(visible_changes(store, &scope("bob"), 0, None).await, vec![2], "bob's changes");
+    let bob_reads_tasks = ruled("bob", &[("bob", "doc:tasks/*", true)]);
+    assert_eq!(visible_changes(store, &bob_reads_tasks, 0, None).await, vec![1, 2, 3], "bob reads ada's tasks");
+    assert_eq!(ids_of(visible_documents(store, &bob_reads_tasks, None).await), vec!["m-ada", "m-bob"], "listed");
+    assert_eq!(ids_of(visible_documents(store, &scope("bob"), None).await), vec!["m-bob"], "bob's own");
+
+    let document = ok(store.load_documents(vec!["m-ada".to_owned()]).await, "load").remove(0);
+    let by_bob = authored_by(update(&document, json!({"by": "bob"})), "bob");
+    let s = ok(store.append_batch(vec![by_bob]).await, "bob's update of ada's document")[0];
+    assert_eq!(visible_changes(store, &ada, 0, None).await, vec![1, 3, s], "ada's feed holds bob's change");
+    assert_eq!(visible_changes(store, &scope("bob"), 0, None).await, vec![2], "bob without the rule");
+    assert_eq!(visible_changes(store, &bob_reads_tasks, 0, None).await, vec![1, 2, 3, s], "bob with the rule");
+}
+
 /// For a backend's own test, after it damaged (with raw SQL) the stored document `id` of
 /// `user` and its change event at `sequence`: both reads name what is damaged, with
 /// `Corrupt`, and the store keeps working for everything else.
@@ -730,6 +1032,77 @@ fn unique_collection() -> String {
 
 fn scope(user: &str) -> ReadScope {
     ReadScope::owner_only(user)
+}
+
+/// The scope of `reader` under read rules `(user, item, allow)`, in order.
+fn ruled(reader: &str, rules: &[(&str, &str, bool)]) -> ReadScope {
+    let rules = rules
+        .iter()
+        .map(|(user, item, allow)| match Rule::parse(user, item, "read", *allow) {
+            Ok(rule) => rule,
+            Err(e) => panic!("the rule {user} {item}: {e}"),
+        })
+        .collect();
+    match Acl::new(rules) {
+        Ok(acl) => ReadScope { view: Arc::new(acl.read_view(reader)) },
+        Err(e) => panic!("the rules: {e}"),
+    }
+}
+
+/// `change` as made by `author` (the document keeps its owner).
+fn authored_by(mut change: NewChange, author: &str) -> NewChange {
+    change.event.user_id = author.to_owned();
+    change
+}
+
+/// Every change `reading` sees after `after`, by sequence, read in pages of 100 (each
+/// page checked to be in order and above the previous one).
+async fn visible_changes<S: Store>(
+    store: &S,
+    reading: &ReadScope,
+    after: u64,
+    collections: Option<Vec<String>>,
+) -> Vec<u64> {
+    let (mut after, mut seen) = (after, Vec::new());
+    loop {
+        let page = ok(store.changes_since(reading.clone(), after, 100, collections.clone()).await, "changes_since");
+        for event in &page.events {
+            assert!(event.sequence > after, "sequence {} after {after}", event.sequence);
+            after = event.sequence;
+            seen.push(event.sequence);
+        }
+        after = after.max(page.reached);
+        if !page.has_more {
+            return seen;
+        }
+    }
+}
+
+/// Every document `reading` sees, in id order, read in pages of 100.
+async fn visible_documents<S: Store>(
+    store: &S,
+    reading: &ReadScope,
+    collections: Option<Vec<String>>,
+) -> Vec<Document> {
+    let (mut after, mut listed) = (None, Vec::<Document>::new());
+    loop {
+        let page = ok(store.list_documents(reading.clone(), collections.clone(), after, 100).await, "list_documents");
+        let short = page.len() < 100;
+        after = page.last().map(|d| d.id.clone());
+        listed.extend(page);
+        if short {
+            return listed;
+        }
+    }
+}
+
+fn ids_of(documents: Vec<Document>) -> Vec<String> {
+    documents.into_iter().map(|d| d.id).collect()
+}
+
+fn sorted_ids(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
 }
 
 /// Unwraps a store result, naming the step that failed.

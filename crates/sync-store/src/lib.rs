@@ -10,14 +10,18 @@
 //! - `sqlite/` (feature `sqlite`): the embedded default (rusqlite, WAL, one writer thread,
 //!   `synchronous=FULL`): `mod.rs` the store and its `Store` methods, `open.rs` opening,
 //!   pragmas and migrations, `pool.rs` the read connections, `queries.rs` document and
-//!   event queries and their rows, `writer.rs` the writer thread and group commit;
+//!   event queries and their rows (the reads of a scope among them), `writer.rs` the writer thread and group commit;
 //! - `postgres/` (feature `postgres`): PostgreSQL through sqlx (JSONB, one committer task
 //!   per process that writes queued appends as one statement, sequences from a counter
 //!   row locked until commit, so several server processes can share one database):
 //!   `mod.rs` the store and its `Store` methods, `open.rs` connecting, the version check
 //!   and migrations, `committer.rs` group commit, `plan.rs` a group as the arrays of one
-//!   statement, `decode.rs` rows;
+//!   statement, `scoped.rs` the reads of a scope, `decode.rs` rows;
 //! - `rows`: decoding documents and events, shared by both backends;
+//! - `scope`: what a [`ReadScope`] selects, shared by both backends: one index scan
+//!   ("arm") for the reader's own rows and one per share, merged in key order by the
+//!   database, then filtered with [`ReadView::may_read`]; and the bound on the work of
+//!   one `changes_since` call;
 //! - `conformance` (feature `testing`): one behavioural suite, generic over [`Store`], run
 //!   on every backend by `tests/it/`.
 //!
@@ -41,6 +45,8 @@ mod params;
 pub mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod rows;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod scope;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod url;
@@ -167,7 +173,8 @@ pub trait Store: Send + Sync + 'static {
     fn load_documents(&self, ids: Vec<String>) -> impl Future<Output = StoreResult<Vec<Document>>> + Send;
 
     /// Documents visible to `scope`, tombstones included, ordered by id, after `after_id`,
-    /// at most `limit`, optionally only in some collections.
+    /// at most `limit`, optionally only in some collections. A page shorter than `limit`
+    /// is the last one.
     fn list_documents(
         &self,
         scope: ReadScope,
@@ -180,7 +187,14 @@ pub trait Store: Send + Sync + 'static {
     /// each. Durable (committed and synced to disk) when it returns `Ok`.
     fn append_batch(&self, batch: Vec<NewChange>) -> impl Future<Output = StoreResult<Vec<u64>>> + Send;
 
-    /// Visible changes with a sequence above `after`, at most `limit`.
+    /// Visible changes with a sequence above `after`, at most `limit` (a change is visible
+    /// when its document is: the document's owner, collection and id decide, not the
+    /// change's author).
+    ///
+    /// One call does bounded work: when many candidate rows are not visible to the reader
+    /// (rules that deny part of what a broader rule allows), it may answer fewer than
+    /// `limit` changes with `has_more = true` and `reached` at the last row it read; the
+    /// reader asks again from `reached`.
     fn changes_since(
         &self,
         scope: ReadScope,

@@ -36,8 +36,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::committer::Command;
 use self::decode::{document_from_row, event_from_row};
+use self::scoped::{Filter, ScopedRead, read_changes, read_documents};
 use crate::params::{sql_bound, sql_int, sql_limit};
-use crate::rows::{self, corrupt, decode_acl, rule_columns};
+use crate::rows::{corrupt, decode_acl, rule_columns};
+use crate::scope;
 use crate::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, StoreStats, TokenRecord};
 
 /// How long a caller waits for a connection (the pool retries connecting meanwhile).
@@ -68,6 +70,7 @@ mod committer;
 mod decode;
 mod open;
 mod plan;
+mod scoped;
 
 /// Settings of a [`PgStore`].
 #[derive(Clone, Debug)]
@@ -143,24 +146,10 @@ impl Store for PgStore {
         after_id: Option<String>,
         limit: usize,
     ) -> StoreResult<Vec<Document>> {
-        // The page's ids first, then its rows (see `changes_since`).
-        let sql = concat!(
-            "SELECT ",
-            document_columns!(),
-            " FROM documents WHERE id = ANY(ARRAY(SELECT id FROM documents WHERE user_id = $1 AND id > $2",
-            " AND ($3::text[] IS NULL OR collection = ANY($3::text[]))",
-            " ORDER BY id LIMIT $4)) ORDER BY id"
-        );
-        let rows = sqlx::query(sql)
-            .bind(scope.user_id().to_owned())
-            // Ids are never empty, so "after the empty string" means from the start.
-            .bind(after_id.unwrap_or_default())
-            .bind(collections)
-            .bind(sql_limit(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("listing documents"))?;
-        rows.iter().map(document_from_row).collect()
+        let read = ScopedRead::documents(&scope::select(&scope.view, collections.as_deref()));
+        let filter = Filter { view: &scope.view, collections: collections.as_deref() };
+        // Ids are never empty, so "after the empty string" means from the start.
+        read_documents(&self.pool, &read, &filter, after_id.unwrap_or_default(), limit).await
     }
 
     async fn append_batch(&self, batch: Vec<NewChange>) -> StoreResult<Vec<u64>> {
@@ -182,54 +171,19 @@ impl Store for PgStore {
         limit: usize,
         collections: Option<Vec<String>>,
     ) -> StoreResult<ChangePage> {
-        // One statement, so one snapshot, for the page and the counter: `reached` must
-        // not pass a change the page did not see. One row more than the page tells
-        // whether more follow. The counter row joins every event row (and stands alone
-        // when there are none).
+        // Each chunk is one statement, so one snapshot, for its rows and the counter:
+        // `reached` must not pass a change the page did not see. The counter row joins
+        // every event row (and stands alone when there are none).
         //
-        // The page's sequences are chosen first and its rows read after: on a table
+        // A chunk's sequences are chosen first and its rows read after: on a table
         // whose statistics lag behind (a bulk load autovacuum has not analyzed yet),
         // PostgreSQL takes the page for a few rows, reads every later row of the user,
         // turns all of their patches into text and sorts them on disk before the LIMIT —
         // 160 ms a page of 5,000 at the middle of 100,000 changes, against 35 ms this way
         // (and the same 20 ms either way once analyzed).
-        let sql = concat!(
-            "SELECT c.value, e.* FROM counters AS c LEFT JOIN LATERAL (SELECT ",
-            event_columns!(),
-            " FROM change_events WHERE sequence = ANY(ARRAY(SELECT sequence FROM change_events",
-            " WHERE user_id = $1 AND sequence > $2",
-            " AND ($3::text[] IS NULL OR collection = ANY($3::text[]))",
-            " ORDER BY sequence LIMIT $4))) AS e ON TRUE",
-            " WHERE c.name = 'change_events' ORDER BY e.sequence"
-        );
-        let rows = sqlx::query(sql)
-            .bind(scope.user_id().to_owned())
-            .bind(sql_bound(after))
-            .bind(collections)
-            .bind(sql_limit(limit.saturating_add(1)))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("reading changes"))?;
-        let mut latest = 0;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let value: i64 = row.try_get(0).map_err(|e| corrupt("the change_events counter".to_owned(), e))?;
-            latest = unsigned(value, "latest sequence")?;
-            let sequence: Option<i64> = row.try_get(1).map_err(|e| corrupt("change event sequence".to_owned(), e))?;
-            if sequence.is_some() {
-                events.push(rows::event(row, 1)?);
-            }
-        }
-        let has_more = events.len() > limit;
-        events.truncate(limit);
-        let reached = if events.len() >= limit {
-            // A full page reaches its last event (or stays at `after` for a zero limit).
-            events.last().map_or(after, |e| e.sequence)
-        } else {
-            // Everything visible after `after` in this snapshot is in the page.
-            latest.max(after)
-        };
-        Ok(ChangePage { events, reached, has_more })
+        let read = ScopedRead::changes(&scope::select(&scope.view, collections.as_deref()));
+        let filter = Filter { view: &scope.view, collections: collections.as_deref() };
+        read_changes(&self.pool, &read, &filter, after, limit).await
     }
 
     async fn document_changes(

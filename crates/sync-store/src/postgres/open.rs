@@ -17,7 +17,10 @@ use crate::{StoreError, StoreResult};
 /// The schema, one step per entry: (version, description, SQL). Steps are appended, never
 /// edited: sqlx stores each step's checksum and refuses a database whose applied steps
 /// changed.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
+    (2, "owner and read indexes", include_str!("../../migrations/postgres/0002_owner_and_read_indexes.sql")),
+];
 
 /// The oldest server this store runs on (`server_version_num`): 14 brought the
 /// multi-argument `UNNEST … WITH ORDINALITY` plans and the lock behaviour the tests cover.

@@ -15,7 +15,8 @@ use crate::params::sql_int;
 
 /// One group of appends as one statement. `$1`–`$12` are the documents (one row per
 /// document, its state after the group, and the revision the database must hold before
-/// it: 0 for a create); `$13`–`$24` are the events in order.
+/// it: 0 for a create); `$13`–`$24` are the events in order, and `$25` the owner of each
+/// event's document (the author, `user_id`, may be another user).
 ///
 /// `checked` raises (rolling everything back) when an update found another revision or
 /// a create found the id taken. Only then does `counter` take the counter row — its
@@ -52,14 +53,16 @@ WITH doc_in AS (
 ), events AS (
     INSERT INTO change_events (sequence, event_id, document_id, collection, user_id, client_id, event_type,
                                forward_patch, reverse_patch, sync_revision, created_at, client_change_id,
-                               content_hash)
+                               content_hash, owner_id)
     SELECT counter.base + e.ord, e.event_id, e.document_id, e.collection, e.user_id, e.client_id, e.event_type,
            e.forward_patch::jsonb, e.reverse_patch::jsonb, e.sync_revision, e.created_at, e.client_change_id,
-           e.content_hash
+           e.content_hash, e.owner_id
     FROM counter, UNNEST($13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-                         $19::text[], $20::text[], $21::int8[], $22::int8[], $23::text[], $24::text[])
+                         $19::text[], $20::text[], $21::int8[], $22::int8[], $23::text[], $24::text[],
+                         $25::text[])
         WITH ORDINALITY AS e(event_id, document_id, collection, user_id, client_id, event_type, forward_patch,
-                             reverse_patch, sync_revision, created_at, client_change_id, content_hash, ord)
+                             reverse_patch, sync_revision, created_at, client_change_id, content_hash, owner_id,
+                             ord)
 )
 SELECT base FROM counter";
 
@@ -89,6 +92,8 @@ struct DocRow<'a> {
 /// A change event to insert.
 pub(super) struct EventRow<'a> {
     pub(super) event: &'a ChangeEvent,
+    /// The owner of the event's document.
+    owner: &'a str,
     revision: i64,
     forward: Option<String>,
     reverse: Option<String>,
@@ -151,6 +156,7 @@ impl<'a> Plan<'a> {
                 }
                 plan.events.push(EventRow {
                     event,
+                    owner: &document.user_id,
                     revision: sql_int(event.sync_revision, "revision").map_err(refuse)?,
                     forward: event.forward_patch.as_ref().map(to_json).transpose().map_err(refuse)?,
                     reverse: event.reverse_patch.as_ref().map(to_json).transpose().map_err(refuse)?,
@@ -222,6 +228,7 @@ impl<'a> Plan<'a> {
             .bind(events.iter().map(|r| r.event.created_at.unix_millis()).collect::<Vec<i64>>())
             .bind(events.iter().map(|r| r.event.client_change_id.as_deref()).collect::<Vec<Option<&str>>>())
             .bind(events.iter().map(|r| r.event.content_hash.as_deref()).collect::<Vec<Option<&str>>>())
+            .bind(texts(events.iter().map(|r| r.owner).collect()))
     }
 }
 

@@ -27,10 +27,11 @@ use sync_core::{ChangeEvent, Document};
 use tokio::sync::{Semaphore, oneshot};
 
 use self::pool::ReadPool;
-use self::queries::{latest_sequence, query_documents, query_events};
+use self::queries::{Filter, ScopedRead, latest_sequence, query_documents, query_events, read_changes, read_documents};
 use self::writer::{Envelope, Reply, Request, Responder};
 use crate::params::{sql_bound, sql_int, sql_limit};
 use crate::rows::decode_acl;
+use crate::scope;
 use crate::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, StoreStats, TokenRecord};
 
 /// The columns of a document, in the order [`queries::document_from_row`] reads them.
@@ -181,19 +182,18 @@ impl Store for SqliteStore {
         after_id: Option<String>,
         limit: usize,
     ) -> StoreResult<Vec<Document>> {
-        let collections = collections.as_deref().map(json_list).transpose()?;
-        // Ids are never empty, so "after the empty string" means from the start.
-        let after_id = after_id.unwrap_or_default();
-        let limit = sql_limit(limit);
+        let collections_json = collections.as_deref().map(json_list).transpose()?;
+        let read = ScopedRead::documents(&scope::select(&scope.view, collections.as_deref()));
         self.read(move |conn| {
-            let sql = concat!(
-                "SELECT ",
-                document_columns!(),
-                " FROM documents WHERE user_id = ?1 AND id > ?2",
-                " AND (?3 IS NULL OR collection IN (SELECT value FROM json_each(?3)))",
-                " ORDER BY id LIMIT ?4"
-            );
-            query_documents(conn, sql, params![scope.user_id().to_owned(), after_id, collections, limit])
+            let filter = Filter {
+                view: &scope.view,
+                collections: collections.as_deref(),
+                collections_json: collections_json.as_deref(),
+            };
+            // One snapshot for every chunk of the page.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db("begin a read"))?;
+            // Ids are never empty, so "after the empty string" means from the start.
+            read_documents(&tx, &read, &filter, after_id.unwrap_or_default(), limit)
         })
         .await
     }
@@ -212,45 +212,18 @@ impl Store for SqliteStore {
         limit: usize,
         collections: Option<Vec<String>>,
     ) -> StoreResult<ChangePage> {
-        let collections = collections.as_deref().map(json_list).transpose()?;
-        let after_sql = sql_bound(after);
-        let limit_sql = sql_limit(limit);
+        let collections_json = collections.as_deref().map(json_list).transpose()?;
+        let read = ScopedRead::changes(&scope::select(&scope.view, collections.as_deref()));
         self.read(move |conn| {
+            let filter = Filter {
+                view: &scope.view,
+                collections: collections.as_deref(),
+                collections_json: collections_json.as_deref(),
+            };
             // One snapshot for the page and for `reached`/`has_more`: a commit between the
             // statements would otherwise let `reached` skip a change the page never saw.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db("begin a read"))?;
-            let sql = concat!(
-                "SELECT ",
-                event_columns!(),
-                " FROM change_events WHERE user_id = ?1 AND sequence > ?2",
-                " AND (?3 IS NULL OR collection IN (SELECT value FROM json_each(?3)))",
-                " ORDER BY sequence LIMIT ?4"
-            );
-            let events =
-                query_events(&tx, sql, params![scope.user_id().to_owned(), after_sql, collections, limit_sql])?;
-            let full = events.len() >= limit;
-            let (reached, has_more) = if full {
-                // More may remain: the page reached its last event, and one more probe
-                // tells whether anything visible follows.
-                let reached = events.last().map_or(after, |e| e.sequence);
-                let reached_sql = sql_bound(reached);
-                let probe = "SELECT EXISTS (SELECT 1 FROM change_events WHERE user_id = ?1 AND sequence > ?2 \
-                     AND (?3 IS NULL OR collection IN (SELECT value FROM json_each(?3))))";
-                let has_more = tx
-                    .prepare_cached(probe)
-                    .and_then(|mut s| {
-                        s.query_row(params![scope.user_id().to_owned(), reached_sql, collections], |r| {
-                            r.get::<_, bool>(0)
-                        })
-                    })
-                    .map_err(db("probing for more changes"))?;
-                (reached, has_more)
-            } else {
-                // Everything visible after `after` in this snapshot is in the page, so the
-                // page reached the snapshot's newest sequence.
-                (latest_sequence(&tx)?.max(after), false)
-            };
-            Ok(ChangePage { events, reached, has_more })
+            read_changes(&tx, &read, &filter, after, limit)
         })
         .await
     }

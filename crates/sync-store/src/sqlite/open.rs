@@ -16,7 +16,10 @@ use crate::{DatabaseUrl, StoreError, StoreResult};
 
 /// The schema, one step per entry; entry `i` moves the database to `user_version = i + 1`.
 /// Steps are appended, never edited: a database that ran a step must never see it change.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+    include_str!("../../migrations/sqlite/0002_owner_and_read_indexes.sql"),
+];
 
 /// Read-only connections kept open. Reads are short; four keep both cores busy while one
 /// waits on the disk.

@@ -1,14 +1,166 @@
 //! Running document and change event queries, and decoding their rows: a stored value
-//! that cannot be decoded is `Corrupt`, naming its record and column.
+//! that cannot be decoded is `Corrupt`, naming its record and column. The reads of a
+//! scope (`changes_since`, `list_documents`) are built here from the arms `scope` chose.
 
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, Params, Row};
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, Params, Row, params_from_iter};
 use serde::de::DeserializeOwned;
+use sync_core::acl::ReadView;
 use sync_core::{ChangeEvent, Document};
 
 use super::db;
-use crate::rows::{self, ColumnError, Columns};
-use crate::{StoreError, StoreResult};
+use crate::params::{sql_bound, sql_limit};
+use crate::rows::{self, ColumnError, Columns, corrupt};
+use crate::scope::{FeedWalk, ListWalk, Selection, Stop, Table, arm_conditions, in_collections};
+use crate::{ChangePage, StoreError, StoreResult};
+
+/// A read of a scope as one statement, run once per chunk: `?1` the key to read after,
+/// `?2` the collections filter (a JSON list, or NULL for every collection), `?3` the
+/// chunk's size, `?4`… the values of the arms.
+///
+/// Each arm is a SELECT of its own and the arms are one compound `UNION ALL … ORDER BY
+/// key LIMIT`: SQLite runs a compound with an ORDER BY as a merge of its arms, each read
+/// in key order from its index (a co-routine), and stops them all at the LIMIT. A row
+/// two arms select comes twice, one after the other; the walk skips the repeat.
+pub(super) struct ScopedRead {
+    sql: String,
+    values: Vec<String>,
+}
+
+impl ScopedRead {
+    /// The read of `change_events`: the event columns, then `owner_id`.
+    pub(super) fn changes(selection: &Selection) -> ScopedRead {
+        let select = concat!("SELECT ", event_columns!(), ", owner_id FROM change_events WHERE sequence > ?1");
+        ScopedRead::new(selection, Table::Changes, select, "sequence")
+    }
+
+    /// The read of `documents`: the document columns.
+    pub(super) fn documents(selection: &Selection) -> ScopedRead {
+        let select = concat!("SELECT ", document_columns!(), " FROM documents WHERE id > ?1");
+        ScopedRead::new(selection, Table::Documents, select, "id")
+    }
+
+    fn new(selection: &Selection, table: Table, select: &str, key: &str) -> ScopedRead {
+        let filter = " AND (?2 IS NULL OR collection IN (SELECT value FROM json_each(?2)))";
+        let (arms, values) = match selection {
+            Selection::All => (vec![format!("{select}{filter}")], Vec::new()),
+            Selection::Arms(arms) => {
+                let (conditions, values) = arm_conditions(arms, table, 4, '?');
+                let arms = arms
+                    .iter()
+                    .zip(conditions)
+                    .map(|(arm, condition)| {
+                        let filter = if arm.needs_collection_filter() { filter } else { "" };
+                        format!("{select} AND {condition}{filter}")
+                    })
+                    .collect();
+                (arms, values)
+            }
+        };
+        let sql = format!("{} ORDER BY {key} LIMIT ?3", arms.join(" UNION ALL "));
+        ScopedRead { sql, values }
+    }
+
+    fn parameters(&self, after: Value, collections: Option<&str>, chunk: usize) -> Vec<Value> {
+        let mut parameters = Vec::with_capacity(3 + self.values.len());
+        parameters.push(after);
+        parameters.push(collections.map_or(Value::Null, |c| Value::Text(c.to_owned())));
+        parameters.push(Value::Integer(sql_limit(chunk)));
+        parameters.extend(self.values.iter().map(|v| Value::Text(v.clone())));
+        parameters
+    }
+}
+
+/// What a scoped read filters by: the reader's view and the collections filter (as a
+/// list, and as the JSON parameter the SQL reads).
+pub(super) struct Filter<'a> {
+    pub(super) view: &'a ReadView,
+    pub(super) collections: Option<&'a [String]>,
+    pub(super) collections_json: Option<&'a str>,
+}
+
+impl Filter<'_> {
+    fn admits(&self, owner: &str, collection: &str, id: &str) -> bool {
+        in_collections(self.collections, collection) && self.view.may_read(owner, collection, id)
+    }
+}
+
+/// One `changes_since` page, read in `conn`'s snapshot (the caller holds a read
+/// transaction, so every chunk and the newest sequence agree).
+pub(super) fn read_changes(
+    conn: &Connection,
+    read: &ScopedRead,
+    filter: &Filter<'_>,
+    after: u64,
+    limit: usize,
+) -> StoreResult<ChangePage> {
+    let mut statement = conn.prepare_cached(&read.sql).map_err(db("preparing a change feed query"))?;
+    let mut walk = FeedWalk::new(after, limit);
+    let stop = 'walk: loop {
+        let asked = walk.chunk();
+        let parameters = read.parameters(Value::Integer(sql_bound(walk.cursor())), filter.collections_json, asked);
+        let mut rows = statement.query(params_from_iter(parameters)).map_err(db("querying change events"))?;
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(db("reading change events"))? {
+            count += 1;
+            let sequence = row.unsigned(0).map_err(|e| corrupt("change event sequence".to_owned(), e))?;
+            if !walk.candidate(sequence) {
+                continue;
+            }
+            let what = |column: &str| format!("change event {sequence}: {column}");
+            let id = column_str(row, 2, || what("document_id"))?;
+            let collection = column_str(row, 3, || what("collection"))?;
+            let owner = column_str(row, 13, || what("owner_id"))?;
+            // The patches are decoded only for the rows the reader may see.
+            if filter.admits(owner, collection, id) && walk.keep(event_from_row(row)?) {
+                break 'walk Stop::Full;
+            }
+        }
+        if let Some(stop) = walk.after_chunk(count, asked) {
+            break stop;
+        }
+    };
+    let latest = if matches!(stop, Stop::Exhausted) { latest_sequence(conn)? } else { 0 };
+    Ok(walk.finish(stop, latest))
+}
+
+/// One `list_documents` page.
+pub(super) fn read_documents(
+    conn: &Connection,
+    read: &ScopedRead,
+    filter: &Filter<'_>,
+    after_id: String,
+    limit: usize,
+) -> StoreResult<Vec<Document>> {
+    let mut walk = ListWalk::new(after_id, limit);
+    if limit == 0 {
+        return Ok(walk.finish());
+    }
+    let mut statement = conn.prepare_cached(&read.sql).map_err(db("preparing a document list query"))?;
+    loop {
+        let asked = walk.chunk();
+        let parameters = read.parameters(Value::Text(walk.cursor().to_owned()), filter.collections_json, asked);
+        let mut rows = statement.query(params_from_iter(parameters)).map_err(db("querying documents"))?;
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(db("reading documents"))? {
+            count += 1;
+            let id = column_str(row, 0, || "documents.id".to_owned())?;
+            if !walk.candidate(id) {
+                continue;
+            }
+            let what = |column: &str| format!("document {id}: {column}");
+            let owner = column_str(row, 1, || what("user_id"))?;
+            let collection = column_str(row, 2, || what("collection"))?;
+            // The content is decoded only for the documents the reader may see.
+            if filter.admits(owner, collection, id) && walk.keep(document_from_row(row)?) {
+                return Ok(walk.finish());
+            }
+        }
+        if count < asked {
+            return Ok(walk.finish());
+        }
+    }
+}
 
 /// Runs a document query.
 pub(super) fn query_documents(conn: &Connection, sql: &str, params: impl Params) -> StoreResult<Vec<Document>> {
@@ -30,6 +182,14 @@ pub(super) fn query_events(conn: &Connection, sql: &str, params: impl Params) ->
         events.push(event_from_row(row)?);
     }
     Ok(events)
+}
+
+/// A text column read in place, for the columns a row is filtered by.
+fn column_str<'r>(row: &'r Row<'_>, index: usize, what: impl FnOnce() -> String) -> StoreResult<&'r str> {
+    row.get_ref(index)
+        .map_err(ColumnError::from)
+        .and_then(|value| value.as_str().map_err(ColumnError::from))
+        .map_err(|e| corrupt(what(), e))
 }
 
 pub(super) fn document_from_row(row: &Row<'_>) -> StoreResult<Document> {
@@ -82,7 +242,10 @@ pub(super) fn latest_sequence(conn: &Connection) -> StoreResult<u64> {
 
 #[cfg(test)]
 mod tests {
+    use sync_core::acl::{Acl, Rule};
+
     use super::*;
+    use crate::scope::select;
     use crate::sqlite::open::migrate;
 
     #[test]
@@ -92,7 +255,9 @@ mod tests {
         migrate(&mut conn).expect("migrate");
         let plan = |sql: &str| -> String {
             let mut s = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("prepare");
-            let rows = s.query_map([], |r| r.get::<_, String>(3)).expect("query");
+            // Parameters stay NULL: the plan does not depend on their values.
+            let nulls = std::iter::repeat_n(Value::Null, s.parameter_count());
+            let rows = s.query_map(params_from_iter(nulls), |r| r.get::<_, String>(3)).expect("query");
             rows.map(|r| r.expect("row")).collect::<Vec<_>>().join("; ")
         };
         let find = concat!(
@@ -102,5 +267,36 @@ mod tests {
         assert!(plan(find).contains("change_events_client_change"), "{}", plan(find));
         let load = "SELECT id FROM documents WHERE id IN (SELECT value FROM json_each('[\"a\"]'))";
         assert!(plan(load).contains("sqlite_autoindex_documents_1 (id=?)"), "{}", plan(load));
+
+        // A reader's own rows, a shared collection, a shared document, a shared id
+        // prefix: each arm is read through its index, and none scans the table.
+        let rules = [("bob", "doc:tasks/*"), ("bob", "doc:notes/n1"), ("bob", "task-*"), ("bob", "doc:team*")];
+        let rules = rules.iter().map(|(user, item)| Rule::parse(user, item, "read", true).expect("rule")).collect();
+        let view = Acl::new(rules).expect("rules").read_view("bob");
+        let selection = select(&view, None);
+        let changes = plan(&ScopedRead::changes(&selection).sql);
+        for index in [
+            "change_events_owner_sequence (owner_id=? AND sequence>?)",
+            "change_events_collection_sequence (collection=? AND sequence>?)",
+            "change_events_document_revision (document_id=?)",
+            "change_events_document_revision (document_id>? AND document_id<?)",
+            "change_events_collection_sequence (collection>? AND collection<?)",
+            "MERGE (UNION ALL)",
+        ] {
+            assert!(changes.contains(index), "{index} in {changes}");
+        }
+        assert!(!changes.contains("SCAN change_events"), "{changes}");
+        let documents = plan(&ScopedRead::documents(&selection).sql);
+        for index in [
+            "documents_user_id (user_id=? AND id>?)",
+            "documents_collection_id (collection=? AND id>?)",
+            "MERGE (UNION ALL)",
+        ] {
+            assert!(documents.contains(index), "{index} in {documents}");
+        }
+        assert!(!documents.contains("SCAN documents"), "{documents}");
+        // A reader of nothing but their own: one arm, no merge.
+        let own = plan(&ScopedRead::changes(&select(&ReadView::owner_only("ann"), None)).sql);
+        assert!(own.contains("change_events_owner_sequence") && !own.contains("SCAN change_events"), "{own}");
     }
 }

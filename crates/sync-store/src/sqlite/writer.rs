@@ -37,10 +37,12 @@ const UPDATE_DOCUMENT: &str = "UPDATE documents SET title = ?4, content = ?5, sy
      vector_clock = ?7, content_hash = ?8, updated_at = ?10, deleted_at = ?11 \
      WHERE id = ?1 AND sync_revision = ?12";
 
+/// The event's columns, then `owner_id`: the owner of its document, which the author
+/// (`user_id`) need not be.
 const INSERT_EVENT: &str = concat!(
     "INSERT INTO change_events (",
     event_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ", owner_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
 );
 
 /// A queued write and where its answer goes.
@@ -283,6 +285,7 @@ impl Writer {
                 event.created_at.unix_millis(),
                 event.client_change_id,
                 event.content_hash,
+                document.user_id,
             ]);
             if let Err(e) = inserted {
                 return Err(event_insert_error(e, event));

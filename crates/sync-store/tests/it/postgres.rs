@@ -7,6 +7,7 @@
 //! tests say so loudly and pass without running (CI sets `SYNC_REQUIRE_POSTGRES=1`,
 //! which makes that a failure).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
-use sqlx::Connection;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Connection, SqlSafeStr};
 use sync_store::postgres::{PgOptions, PgStore};
 use sync_store::{ReadScope, Store, StoreError, conformance};
 use sync_testkit::{PgServer, PgSettings};
 
-use crate::common::{create, update};
+use crate::common::{changes_before_owners, create, json_text, update};
 
 /// A fresh database on the shared test server, or `None` when there is no PostgreSQL.
 async fn fresh_database() -> Result<Option<String>> {
@@ -79,14 +81,29 @@ async fn the_schema_stores_json_as_jsonb_with_an_index_for_the_feed() -> Result<
     ];
     let types: Vec<(&str, &str, &str)> = types.iter().map(|(t, c, d)| (t.as_str(), c.as_str(), d.as_str())).collect();
     ensure!(types == expected, "JSON columns: {types:?}");
-    let feed: String =
-        sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE indexname = 'change_events_user_sequence'")
+    // The feed is read by owner, by collection (a shared collection) and by document (a
+    // shared document); the author's index of 0001 is gone.
+    for (index, columns) in [
+        ("change_events_owner_sequence", "(owner_id, sequence)"),
+        ("change_events_collection_sequence", "(collection, sequence)"),
+        ("change_events_document_revision", "(document_id, sync_revision)"),
+        ("documents_collection_id", "(collection, id)"),
+        ("documents_user_id", "(user_id, id)"),
+    ] {
+        let definition: Option<String> = sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE indexname = $1")
+            .bind(index)
+            .fetch_optional(&mut conn)
+            .await?;
+        ensure!(definition.as_deref().is_some_and(|d| d.contains(columns)), "{index}: {definition:?}");
+    }
+    let old: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'change_events_user_sequence'")
             .fetch_one(&mut conn)
             .await?;
-    ensure!(feed.contains("(user_id, sequence)"), "{feed}");
+    ensure!(old == 0, "change_events_user_sequence is still there");
     let applied: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&mut conn).await?;
-    ensure!(applied == 1, "applied migrations: {applied}");
+    ensure!(applied == 2, "applied migrations: {applied}");
     Ok(())
 }
 
@@ -305,4 +322,88 @@ async fn corrupt_rows_are_reported_with_their_id() -> Result<()> {
     sqlx::query("UPDATE change_events SET sync_revision = -5 WHERE document_id = 'doc-bad'").execute(&mut conn).await?;
     conformance::damaged_rows_are_reported(&store, "ada", "doc-bad", 1).await;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migration_0002_makes_the_authors_of_older_changes_their_owners() -> Result<()> {
+    let Some(url) = fresh_database().await? else { return Ok(()) };
+    let mut conn = raw(&url).await?;
+    // Migration 0001 alone, recorded as sqlx records it, as a database of the release
+    // before this one holds it.
+    let first = Migration::new(
+        1,
+        Cow::Borrowed("initial"),
+        MigrationType::Simple,
+        include_str!("../../migrations/postgres/0001_initial.sql").into_sql_str(),
+        false,
+    );
+    Migrator::with_migrations(vec![first]).run_direct(None, &mut conn, false).await?;
+    for (sequence, change) in (1_i64..).zip(changes_before_owners()) {
+        let (d, e) = (&change.document, &change.event);
+        sqlx::query(
+            "INSERT INTO documents (id, user_id, collection, title, content, sync_revision, vector_clock, \
+             content_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb, $8, $9, $10) \
+             ON CONFLICT (id) DO UPDATE SET title = excluded.title, content = excluded.content, \
+             sync_revision = excluded.sync_revision, vector_clock = excluded.vector_clock, \
+             content_hash = excluded.content_hash, updated_at = excluded.updated_at",
+        )
+        .bind(&d.id)
+        .bind(&d.user_id)
+        .bind(&d.collection)
+        .bind(&d.title)
+        .bind(json_text(&d.content))
+        .bind(d.sync_revision as i64)
+        .bind(json_text(&d.vector_clock))
+        .bind(&d.content_hash)
+        .bind(d.created_at.unix_millis())
+        .bind(d.updated_at.unix_millis())
+        .execute(&mut conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO change_events (sequence, event_id, document_id, collection, user_id, client_id, \
+             event_type, forward_patch, reverse_patch, sync_revision, created_at, content_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10, $11, $12)",
+        )
+        .bind(sequence)
+        .bind(&e.event_id)
+        .bind(&e.document_id)
+        .bind(&e.collection)
+        .bind(&e.user_id)
+        .bind(&e.client_id)
+        .bind(e.event_type.as_str())
+        .bind(e.forward_patch.as_ref().map(json_text))
+        .bind(e.reverse_patch.as_ref().map(json_text))
+        .bind(e.sync_revision as i64)
+        .bind(e.created_at.unix_millis())
+        .bind(&e.content_hash)
+        .execute(&mut conn)
+        .await?;
+    }
+    sqlx::query("UPDATE counters SET value = 3 WHERE name = 'change_events'").execute(&mut conn).await?;
+
+    let store = open(&url).await?;
+    let pair = |s: i64, author: &str, owner: &str| (s, author.to_owned(), owner.to_owned());
+    let backfilled = vec![pair(1, "ada", "ada"), pair(2, "bob", "bob"), pair(3, "ada", "ada")];
+    let found = owners(&mut conn).await?;
+    ensure!(found == backfilled, "owners after the migration: {found:?}");
+    let nullable: String = sqlx::query_scalar(
+        "SELECT is_nullable::text FROM information_schema.columns \
+         WHERE table_name = 'change_events' AND column_name = 'owner_id'",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    ensure!(nullable == "NO", "owner_id is nullable: {nullable}");
+
+    conformance::changes_from_before_owners_are_their_authors(&store).await;
+    let mut expected = backfilled;
+    expected.push(pair(4, "bob", "ada"));
+    let found = owners(&mut conn).await?;
+    ensure!(found == expected, "a change by bob to ada's document: {found:?}");
+    Ok(())
+}
+
+/// `(sequence, author, owner)` of every change, in order.
+async fn owners(conn: &mut sqlx::PgConnection) -> Result<Vec<(i64, String, String)>> {
+    let sql = "SELECT sequence, user_id, owner_id FROM change_events ORDER BY sequence";
+    Ok(sqlx::query_as(sql).fetch_all(conn).await?)
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use sync_store::sqlite::SqliteStore;
 use sync_store::{ApiCredential, ReadScope, Store, StoreError, TokenRecord, conformance};
 
-use crate::common::{create, update};
+use crate::common::{changes_before_owners, create, json_text, update};
 
 /// A fresh database file in its own temporary directory (removed on drop).
 struct Fixture {
@@ -245,5 +245,91 @@ async fn corrupt_rows_are_reported_with_their_id() -> Result<()> {
     raw.execute("UPDATE change_events SET forward_patch = 'not json' WHERE document_id = 'doc-bad'", [])?;
 
     conformance::damaged_rows_are_reported(&store, "ada", "doc-bad", 1).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migration_0002_makes_the_authors_of_older_changes_their_owners() -> Result<()> {
+    let fixture = Fixture::new()?;
+    {
+        let raw = fixture.raw()?;
+        raw.execute_batch(include_str!("../../migrations/sqlite/0001_initial.sql"))?;
+        raw.pragma_update(None, "user_version", 1)?;
+        for (sequence, change) in (1..).zip(changes_before_owners()) {
+            let (d, e) = (&change.document, &change.event);
+            raw.execute(
+                "INSERT OR REPLACE INTO documents (id, user_id, collection, title, content, sync_revision, \
+                 vector_clock, content_hash, created_at, updated_at, deleted_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)",
+                rusqlite::params![
+                    d.id,
+                    d.user_id,
+                    d.collection,
+                    d.title,
+                    json_text(&d.content),
+                    d.sync_revision as i64,
+                    json_text(&d.vector_clock),
+                    d.content_hash,
+                    d.created_at.unix_millis(),
+                    d.updated_at.unix_millis(),
+                ],
+            )?;
+            raw.execute(
+                "INSERT INTO change_events (sequence, event_id, document_id, collection, user_id, client_id, \
+                 event_type, forward_patch, reverse_patch, sync_revision, created_at, client_change_id, content_hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, ?12)",
+                rusqlite::params![
+                    sequence,
+                    e.event_id,
+                    e.document_id,
+                    e.collection,
+                    e.user_id,
+                    e.client_id,
+                    e.event_type.as_str(),
+                    e.forward_patch.as_ref().map(json_text),
+                    e.reverse_patch.as_ref().map(json_text),
+                    e.sync_revision as i64,
+                    e.created_at.unix_millis(),
+                    e.content_hash,
+                ],
+            )?;
+        }
+    }
+    let store = fixture.open()?;
+    let raw = fixture.raw()?;
+    let version: i64 = raw.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    ensure!(version == 2, "schema version {version}");
+    let owners = |raw: &rusqlite::Connection| -> Result<Vec<(i64, String, String)>> {
+        let mut statement = raw.prepare("SELECT sequence, user_id, owner_id FROM change_events ORDER BY sequence")?;
+        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    };
+    let pair = |s: i64, author: &str, owner: &str| (s, author.to_owned(), owner.to_owned());
+    let backfilled = vec![pair(1, "ada", "ada"), pair(2, "bob", "bob"), pair(3, "ada", "ada")];
+    ensure!(owners(&raw)? == backfilled, "owners after the migration: {:?}", owners(&raw)?);
+    let not_null: bool =
+        raw.query_row("SELECT \"notnull\" FROM pragma_table_info('change_events') WHERE name = 'owner_id'", [], |r| {
+            r.get(0)
+        })?;
+    ensure!(not_null, "owner_id may be NULL");
+    let mut indexes: Vec<String> = raw
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    indexes.sort();
+    let expected = [
+        "change_events_client_change",
+        "change_events_collection_sequence",
+        "change_events_document_revision",
+        "change_events_owner_sequence",
+        "documents_collection_id",
+        "documents_user_id",
+    ];
+    ensure!(indexes == expected, "indexes {indexes:?}");
+
+    conformance::changes_from_before_owners_are_their_authors(&store).await;
+    let mut expected = backfilled;
+    expected.push(pair(4, "bob", "ada"));
+    ensure!(owners(&raw)? == expected, "a change by bob to ada's document: {:?}", owners(&raw)?);
     Ok(())
 }
