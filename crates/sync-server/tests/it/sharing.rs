@@ -102,7 +102,7 @@ async fn a_granted_reader_gets_the_document_and_then_every_change(backend: Backe
     let reply = alice.update("list1", json!([{"op": "add", "path": "/items/-", "value": "eggs"}]), Some(1)).await;
     assert_ok(&reply, "document_updated_response");
     let push = next_of(&mut bob, "document_updated").await;
-    assert_eq!(push["document_id"], "list1", "{push}");
+    assert_eq!(push["patch"]["document_id"], "list1", "{push}");
     assert_eq!(bob.get("list1").await["document"]["content"]["items"], json!(["milk", "eggs"]));
     // Reading is not writing.
     let reply = bob.update("list1", json!([{"op": "add", "path": "/items/-", "value": "x"}]), Some(2)).await;
@@ -114,8 +114,11 @@ async fn a_granted_reader_gets_the_document_and_then_every_change(backend: Backe
     assert_eq!(ids, ["list1", "list1"], "{changes:?}");
     assert_eq!(bob.request(json!({"type": "get_history", "document_id": "list1"})).await["type"], "history");
     assert_error(&bob.get("diary").await, "document_not_found");
-    let full = bob.request(json!({"type": "request_full_sync"})).await;
-    assert_eq!(full["synced_count"], 1, "{full}");
+    bob.send(json!({"type": "request_full_sync", "request_id": "full"})).await;
+    let synced = next_of(&mut bob, "sync_document").await;
+    assert_eq!((&synced["document"]["id"], &synced["request_id"]), (&json!("list1"), &json!("full")), "{synced}");
+    let complete = next_of(&mut bob, "sync_complete").await;
+    assert_eq!(complete["synced_count"], 1, "only the shared document: {complete}");
     // The owner's other device still gets its pushes; nothing else reached bob.
     let other = alice.until_pong().await;
     Client::assert_nothing(&other, "alice (the writer)");
@@ -141,8 +144,8 @@ async fn a_granted_writer_merges_with_the_owner_and_both_converge(backend: Backe
     assert_eq!(from_alice["document"], from_bob["document"], "both read the same state");
     assert_eq!(from_alice["document"]["user_id"], json!(user_id_for_email(ALICE)), "the owner stays alice");
     // Each got the other's change pushed.
-    assert_eq!(next_of(&mut alice, "document_updated").await["document_id"], "plan");
-    assert_eq!(next_of(&mut bob, "document_updated").await["document_id"], "plan");
+    assert_eq!(next_of(&mut alice, "document_updated").await["patch"]["document_id"], "plan");
+    assert_eq!(next_of(&mut bob, "document_updated").await["patch"]["document_id"], "plan");
     // Creating in someone else's name is not a thing: bob's create is bob's.
     assert_ok(&bob.create_in("team", "bobs", json!({})).await, "document_created_response");
     assert_eq!(alice.get("bobs").await["type"], "error", "no rule lets alice read bob's documents");
