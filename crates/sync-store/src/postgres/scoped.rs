@@ -19,8 +19,12 @@ use crate::{ChangePage, StoreResult};
 /// `$2` the collections filter (NULL for every collection), `$3` the chunk's size, `$4`…
 /// the values of the arms.
 ///
-/// The arms are `UNION ALL`ed in a subquery ordered by the key with a LIMIT: PostgreSQL
-/// reads them as a Merge Append of index scans in key order and stops at the LIMIT. The
+/// Each arm is ordered by the key and limited to the chunk's size itself, and the arms
+/// are `UNION ALL`ed in a subquery ordered by the key with the same LIMIT: PostgreSQL
+/// reads them as a Merge Append of index scans in key order and stops at the LIMIT. (An
+/// arm with a WHERE cannot be pulled up into the append, so without its own ORDER BY and
+/// LIMIT PostgreSQL read every later row of each arm and sorted them: 27 ms a chunk of
+/// 501 in a shared collection of 100,000 changes, against 0.25 ms this way.) The
 /// keys go into an array first (with a row two arms select twice, once per arm: the
 /// array's length is how many candidates the chunk read), and only the rows of those keys
 /// are then read and their JSON turned into text (see `changes_since` in mod.rs for why).
@@ -33,8 +37,8 @@ pub(super) struct ScopedRead {
 impl ScopedRead {
     /// The read of `change_events`: the newest sequence (the counter), the number of
     /// candidates, then the event columns and `owner_id` (NULL when there are none).
-    pub(super) fn changes(selection: &Selection) -> ScopedRead {
-        let keys = keys(selection, Table::Changes, "sequence", "change_events", "sequence > $1");
+    pub(super) fn changes(selection: &Selection, filtered: bool) -> ScopedRead {
+        let keys = keys(selection, filtered, Table::Changes, "sequence", "change_events", "sequence > $1");
         let sql = format!(
             concat!(
                 "SELECT c.value, cardinality(p.keys), e.* FROM counters AS c CROSS JOIN ({}) AS p",
@@ -50,8 +54,8 @@ impl ScopedRead {
 
     /// The read of `documents`: the document columns (NULL when there are none), then the
     /// number of candidates.
-    pub(super) fn documents(selection: &Selection) -> ScopedRead {
-        let keys = keys(selection, Table::Documents, "id", "documents", "id > $1");
+    pub(super) fn documents(selection: &Selection, filtered: bool) -> ScopedRead {
+        let keys = keys(selection, filtered, Table::Documents, "id", "documents", "id > $1");
         let sql = format!(
             concat!(
                 "SELECT d.*, cardinality(p.keys) FROM ({}) AS p LEFT JOIN LATERAL (SELECT ",
@@ -65,19 +69,28 @@ impl ScopedRead {
 }
 
 /// `SELECT ARRAY(…) AS keys`: the chunk's keys in order, and the values of the arms.
-fn keys(selection: &Selection, table: Table, key: &str, from: &str, after: &str) -> (String, Vec<String>) {
+/// `filtered`: whether the read has a collections filter (without one, no arm mentions
+/// `collection` beyond its own condition, so an arm on an id range can be index-only).
+fn keys(
+    selection: &Selection,
+    filtered: bool,
+    table: Table,
+    key: &str,
+    from: &str,
+    after: &str,
+) -> (String, Vec<String>) {
     let filter = " AND ($2::text[] IS NULL OR collection = ANY($2::text[]))";
     let select = format!("SELECT {key} FROM {from} WHERE {after}");
     let (arms, values) = match selection {
-        Selection::All => (vec![format!("{select}{filter}")], Vec::new()),
+        Selection::All => (vec![format!("{select}{}", if filtered { filter } else { "" })], Vec::new()),
         Selection::Arms(arms) => {
             let (conditions, values) = arm_conditions(arms, table, 4, '$');
             let arms = arms
                 .iter()
                 .zip(conditions)
                 .map(|(arm, condition)| {
-                    let filter = if arm.needs_collection_filter() { filter } else { "" };
-                    format!("{select} AND {condition}{filter}")
+                    let filter = if filtered && arm.needs_collection_filter() { filter } else { "" };
+                    format!("({select} AND {condition}{filter} ORDER BY {key} LIMIT $3)")
                 })
                 .collect();
             (arms, values)

@@ -183,7 +183,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> StoreResult<Vec<Document>> {
         let collections_json = collections.as_deref().map(json_list).transpose()?;
-        let read = ScopedRead::documents(&scope::select(&scope.view, collections.as_deref()));
+        let read = ScopedRead::documents(&scope::select(&scope.view, collections.as_deref()), collections.is_some());
         self.read(move |conn| {
             let filter = Filter {
                 view: &scope.view,
@@ -213,7 +213,7 @@ impl Store for SqliteStore {
         collections: Option<Vec<String>>,
     ) -> StoreResult<ChangePage> {
         let collections_json = collections.as_deref().map(json_list).transpose()?;
-        let read = ScopedRead::changes(&scope::select(&scope.view, collections.as_deref()));
+        let read = ScopedRead::change_keys(&scope::select(&scope.view, collections.as_deref()), collections.is_some());
         self.read(move |conn| {
             let filter = Filter {
                 view: &scope.view,

@@ -27,30 +27,45 @@ pub(super) struct ScopedRead {
     values: Vec<String>,
 }
 
+/// The rows of the sequences a [`ScopedRead::change_keys`] chunk chose (`?1`, a JSON
+/// list): the event columns, then `owner_id`.
+const CHANGES_BY_SEQUENCE: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    ", owner_id FROM change_events WHERE sequence IN (SELECT value FROM json_each(?1)) ORDER BY sequence"
+);
+
 impl ScopedRead {
-    /// The read of `change_events`: the event columns, then `owner_id`.
-    pub(super) fn changes(selection: &Selection) -> ScopedRead {
-        let select = concat!("SELECT ", event_columns!(), ", owner_id FROM change_events WHERE sequence > ?1");
-        ScopedRead::new(selection, Table::Changes, select, "sequence")
+    /// The sequences of a chunk of `change_events`, to be read with
+    /// [`CHANGES_BY_SEQUENCE`]. An arm that is a range of ids is read to its end and
+    /// sorted on every chunk; selecting only the sequence (in every index, as the rowid)
+    /// makes that an index-only read instead of a table lookup per row. The chosen rows
+    /// are then read by sequence, and only those the reader may see are decoded.
+    pub(super) fn change_keys(selection: &Selection, filtered: bool) -> ScopedRead {
+        let select = "SELECT sequence FROM change_events WHERE sequence > ?1";
+        ScopedRead::new(selection, filtered, Table::Changes, select, "sequence")
     }
 
     /// The read of `documents`: the document columns.
-    pub(super) fn documents(selection: &Selection) -> ScopedRead {
+    pub(super) fn documents(selection: &Selection, filtered: bool) -> ScopedRead {
         let select = concat!("SELECT ", document_columns!(), " FROM documents WHERE id > ?1");
-        ScopedRead::new(selection, Table::Documents, select, "id")
+        ScopedRead::new(selection, filtered, Table::Documents, select, "id")
     }
 
-    fn new(selection: &Selection, table: Table, select: &str, key: &str) -> ScopedRead {
+    /// `filtered`: whether the read has a collections filter. Without one, no arm
+    /// mentions `collection` beyond its own condition, so an arm on an id range stays an
+    /// index-only read.
+    fn new(selection: &Selection, filtered: bool, table: Table, select: &str, key: &str) -> ScopedRead {
         let filter = " AND (?2 IS NULL OR collection IN (SELECT value FROM json_each(?2)))";
         let (arms, values) = match selection {
-            Selection::All => (vec![format!("{select}{filter}")], Vec::new()),
+            Selection::All => (vec![format!("{select}{}", if filtered { filter } else { "" })], Vec::new()),
             Selection::Arms(arms) => {
                 let (conditions, values) = arm_conditions(arms, table, 4, '?');
                 let arms = arms
                     .iter()
                     .zip(conditions)
                     .map(|(arm, condition)| {
-                        let filter = if arm.needs_collection_filter() { filter } else { "" };
+                        let filter = if filtered && arm.needs_collection_filter() { filter } else { "" };
                         format!("{select} AND {condition}{filter}")
                     })
                     .collect();
@@ -89,31 +104,42 @@ impl Filter<'_> {
 /// transaction, so every chunk and the newest sequence agree).
 pub(super) fn read_changes(
     conn: &Connection,
-    read: &ScopedRead,
+    keys: &ScopedRead,
     filter: &Filter<'_>,
     after: u64,
     limit: usize,
 ) -> StoreResult<ChangePage> {
-    let mut statement = conn.prepare_cached(&read.sql).map_err(db("preparing a change feed query"))?;
+    let mut choose = conn.prepare_cached(&keys.sql).map_err(db("preparing a change feed query"))?;
+    let mut fetch = conn.prepare_cached(CHANGES_BY_SEQUENCE).map_err(db("preparing a change feed query"))?;
     let mut walk = FeedWalk::new(after, limit);
+    let mut chosen: Vec<u64> = Vec::new();
     let stop = 'walk: loop {
         let asked = walk.chunk();
-        let parameters = read.parameters(Value::Integer(sql_bound(walk.cursor())), filter.collections_json, asked);
-        let mut rows = statement.query(params_from_iter(parameters)).map_err(db("querying change events"))?;
+        let parameters = keys.parameters(Value::Integer(sql_bound(walk.cursor())), filter.collections_json, asked);
+        let mut rows = choose.query(params_from_iter(parameters)).map_err(db("querying change events"))?;
         let mut count = 0;
+        chosen.clear();
         while let Some(row) = rows.next().map_err(db("reading change events"))? {
             count += 1;
             let sequence = row.unsigned(0).map_err(|e| corrupt("change event sequence".to_owned(), e))?;
-            if !walk.candidate(sequence) {
-                continue;
+            if walk.candidate(sequence) {
+                chosen.push(sequence);
             }
-            let what = |column: &str| format!("change event {sequence}: {column}");
-            let id = column_str(row, 2, || what("document_id"))?;
-            let collection = column_str(row, 3, || what("collection"))?;
-            let owner = column_str(row, 13, || what("owner_id"))?;
-            // The patches are decoded only for the rows the reader may see.
-            if filter.admits(owner, collection, id) && walk.keep(event_from_row(row)?) {
-                break 'walk Stop::Full;
+        }
+        if !chosen.is_empty() {
+            let list =
+                serde_json::to_string(&chosen).map_err(|e| StoreError::database("encoding a list parameter", e))?;
+            let mut rows = fetch.query([list]).map_err(db("querying change events"))?;
+            while let Some(row) = rows.next().map_err(db("reading change events"))? {
+                let sequence = row.unsigned(0).map_err(|e| corrupt("change event sequence".to_owned(), e))?;
+                let what = |column: &str| format!("change event {sequence}: {column}");
+                let id = column_str(row, 2, || what("document_id"))?;
+                let collection = column_str(row, 3, || what("collection"))?;
+                let owner = column_str(row, 13, || what("owner_id"))?;
+                // The patches are decoded only for the rows the reader may see.
+                if filter.admits(owner, collection, id) && walk.keep(event_from_row(row)?) {
+                    break 'walk Stop::Full;
+                }
             }
         }
         if let Some(stop) = walk.after_chunk(count, asked) {
@@ -274,19 +300,19 @@ mod tests {
         let rules = rules.iter().map(|(user, item)| Rule::parse(user, item, "read", true).expect("rule")).collect();
         let view = Acl::new(rules).expect("rules").read_view("bob");
         let selection = select(&view, None);
-        let changes = plan(&ScopedRead::changes(&selection).sql);
+        let changes = plan(&ScopedRead::change_keys(&selection, false).sql);
         for index in [
             "change_events_owner_sequence (owner_id=? AND sequence>?)",
             "change_events_collection_sequence (collection=? AND sequence>?)",
             "change_events_document_revision (document_id=?)",
-            "change_events_document_revision (document_id>? AND document_id<?)",
+            "COVERING INDEX change_events_document_revision (document_id>? AND document_id<?)",
             "change_events_collection_sequence (collection>? AND collection<?)",
             "MERGE (UNION ALL)",
         ] {
             assert!(changes.contains(index), "{index} in {changes}");
         }
         assert!(!changes.contains("SCAN change_events"), "{changes}");
-        let documents = plan(&ScopedRead::documents(&selection).sql);
+        let documents = plan(&ScopedRead::documents(&selection, false).sql);
         for index in [
             "documents_user_id (user_id=? AND id>?)",
             "documents_collection_id (collection=? AND id>?)",
@@ -296,7 +322,7 @@ mod tests {
         }
         assert!(!documents.contains("SCAN documents"), "{documents}");
         // A reader of nothing but their own: one arm, no merge.
-        let own = plan(&ScopedRead::changes(&select(&ReadView::owner_only("ann"), None)).sql);
+        let own = plan(&ScopedRead::change_keys(&select(&ReadView::owner_only("ann"), None), true).sql);
         assert!(own.contains("change_events_owner_sequence") && !own.contains("SCAN change_events"), "{own}");
     }
 }
