@@ -22,4 +22,5 @@ mod pages;
 mod password_flood;
 mod postgres_outage;
 mod shutdown;
+mod slowloris;
 mod smoke;
