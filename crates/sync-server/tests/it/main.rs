@@ -8,6 +8,7 @@ mod common;
 mod auth;
 mod crash;
 mod delivery;
+mod disk_full;
 mod errors;
 mod fanout;
 mod hostile;
