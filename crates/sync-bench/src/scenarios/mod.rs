@@ -1,4 +1,5 @@
-//! The scenarios. Each one is bounded in count and time and returns a [`Report`].
+//! The scenarios. Each one is bounded in count and time and returns a [`Report`]
+//! (`soak` checks durability rather than measuring speed).
 //!
 //! [`Report`]: crate::report::Report
 
@@ -7,4 +8,5 @@ pub(crate) mod client_write;
 pub(crate) mod connections;
 pub(crate) mod fanout;
 pub(crate) mod offline;
+pub(crate) mod soak;
 pub(crate) mod write;
