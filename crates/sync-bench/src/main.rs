@@ -68,6 +68,9 @@ enum Scenario {
     Shared(scenarios::shared::SharedArgs),
     /// Local write latency of the client engine (no server involved).
     ClientWrite(scenarios::client_write::ClientWriteArgs),
+    /// kill -9 / restart cycles of a private SQLite server under write load; fails on
+    /// any acknowledged change lost or any gap in the log (`scripts/soak.sh`).
+    Soak(scenarios::soak::SoakArgs),
 }
 
 /// Where the load goes.
@@ -154,6 +157,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let host_speed = calibrate::host_speed();
     let mut report = match &cli.scenario {
         Scenario::ClientWrite(args) => scenarios::client_write::run(args).await?,
+        Scenario::Soak(args) => {
+            // The soak kills and restarts its server, so it must own it.
+            if cli.server.is_some() || cli.spawn.as_deref().is_some_and(|b| b != "sqlite") {
+                bail!("soak runs its own SQLite server; it takes neither --server nor --spawn postgres");
+            }
+            let server = ServerProcess::start_sqlite(&SPAWN_ENV)?;
+            scenarios::soak::run(server, "sqlite", args).await?
+        }
         scenario => {
             let target = target(&cli)?;
             match scenario {
@@ -163,7 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Scenario::Catchup(args) => scenarios::catchup::run(&target, args).await?,
                 Scenario::Offline(args) => scenarios::offline::run(&target, args).await?,
                 Scenario::Shared(args) => scenarios::shared::run(&target, args).await?,
-                Scenario::ClientWrite(_) => unreachable!("handled above"),
+                Scenario::ClientWrite(_) | Scenario::Soak(_) => unreachable!("handled above"),
             }
         }
     };

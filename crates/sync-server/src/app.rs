@@ -1,15 +1,15 @@
 //! The running server: start-up (store, secret key, first credential, the shared
 //! [`AppState`]), the HTTP/WebSocket listener, and graceful shutdown.
 //!
-//! Shutdown order: stop accepting, close every session with 1001, let the write path
-//! commit and answer what was already queued, then close the store.
+//! Shutdown order: stop accepting (and let HTTP connections finish), close every session
+//! with 1001, let the write path commit and answer what was already queued, then close
+//! the store.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt;
 use sync_core::protocol::DecodeLimits;
 use sync_store::Store;
 use tokio::net::TcpListener;
@@ -91,17 +91,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     tracing::info!(%addr, backend = store.kind(), latest_sequence = latest, "sync-server listening");
 
     let router = crate::http::router(Arc::clone(&state));
-    // Answers and pushes are small frames written as they come: with Nagle's algorithm a
-    // frame written while an earlier one is unacknowledged waits for the peer's delayed
-    // ACK (40 ms on Linux), which a session receiving pushes between its answers hits.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let serve = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let served = serve.await;
+    crate::accept::serve(listener, router, &config.limits, shutdown.clone()).await;
 
     // Sessions see the shutdown token and close with 1001; give them a moment.
     state.sessions.close();
@@ -121,7 +111,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         failed_batches = write_stats.failed_batches.load(Ordering::Relaxed),
         "sync-server stopped"
     );
-    served.context("serving HTTP")
+    Ok(())
 }
 
 fn print_first_credential(api_key: &str, secret: &str, addr: std::net::SocketAddr) {

@@ -201,7 +201,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
+    #[cfg(unix)]
+    catch_file_size_signal();
     crate::app::run(config, listener, shutdown).await
+}
+
+/// Takes SIGXFSZ instead of dying of it. A process under a file-size limit (`ulimit -f`,
+/// systemd's `LimitFSIZE=`) receives SIGXFSZ when a write would pass the limit, and the
+/// signal's default action ends the process, every session with it. Caught, the write
+/// fails with EFBIG instead: the store answers it like a full disk (the transaction is
+/// rolled back, its changes are answered `server_error` and never acknowledged), while
+/// reads, the other sessions and the health routes go on, and writes succeed again once
+/// the limit is raised. Once caught, the signal stays caught for the process's life.
+#[cfg(unix)]
+fn catch_file_size_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+        Ok(mut signals) => {
+            tokio::spawn(async move {
+                while signals.recv().await.is_some() {
+                    tracing::debug!("SIGXFSZ: a write passed the file-size limit");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot catch SIGXFSZ; a file-size limit would end the process"),
+    }
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -97,6 +97,15 @@ pub struct Limits {
     pub max_depth: usize,
     /// Most simultaneous WebSocket connections.
     pub max_connections: usize,
+    /// Most TCP connections open at once that are not an authenticated WebSocket session
+    /// (plain HTTP connections, upgrades in progress, sessions not yet authenticated). A
+    /// new connection beyond it closes the oldest of them, so a flood of idle sockets
+    /// can neither exhaust the server's file descriptors nor lock out a fresh client.
+    pub max_unauthenticated: usize,
+    /// Seconds a connection may take to send a request's head (the request line and the
+    /// headers), counted from the connection's start or the end of its previous request;
+    /// a slower one is closed (at least 1).
+    pub header_read_timeout_secs: u64,
     /// Messages queued for one session before it counts as too slow and is disconnected.
     pub session_queue: usize,
     /// Seconds a connection may stay unauthenticated.
@@ -208,6 +217,8 @@ impl Default for Limits {
             max_patch_ops: 1000,
             max_depth: 64,
             max_connections: 100_000,
+            max_unauthenticated: 1024,
+            header_read_timeout_secs: 10,
             session_queue: 1024,
             auth_timeout_secs: 10,
             ping_interval_secs: 30,
@@ -294,6 +305,7 @@ impl Config {
             "# sync-server configuration. Precedence: defaults < this file < environment < flags.\n\
              # Environment: DATABASE_URL, SYNC_DB_POOL_SIZE, HOST, PORT, JWT_SECRET, JWT_PUBLIC_KEY_FILE,\n\
              # SYNC_SECRET_KEY, SYNC_SECRET_KEY_FILE, MONITORING, RUST_LOG, SYNC_MAX_CONNECTIONS,\n\
+             # SYNC_MAX_UNAUTHENTICATED, SYNC_HEADER_READ_TIMEOUT_SECS,\n\
              # SYNC_RATE_LIMIT_PER_SECOND, SYNC_RATE_LIMIT_BURST, SYNC_MAX_FRAME_BYTES, SYNC_MAX_DOCUMENT_BYTES,\n\
              # SYNC_PASSWORD_CHECKS, SYNC_PASSWORD_CHECK_QUEUE, SYNC_BOOTSTRAP_CREDENTIALS.\n\
              # Per-collection merge policy: [collections.tasks] policy = \"server_wins\"\n\n{body}"
@@ -348,6 +360,12 @@ impl Config {
         }
         if let Some(v) = get("SYNC_MAX_CONNECTIONS") {
             self.limits.max_connections = parse("SYNC_MAX_CONNECTIONS", v)?;
+        }
+        if let Some(v) = get("SYNC_MAX_UNAUTHENTICATED") {
+            self.limits.max_unauthenticated = parse("SYNC_MAX_UNAUTHENTICATED", v)?;
+        }
+        if let Some(v) = get("SYNC_HEADER_READ_TIMEOUT_SECS") {
+            self.limits.header_read_timeout_secs = parse("SYNC_HEADER_READ_TIMEOUT_SECS", v)?;
         }
         if let Some(v) = get("SYNC_MAX_FRAME_BYTES") {
             self.limits.max_frame_bytes = parse("SYNC_MAX_FRAME_BYTES", v)?;

@@ -42,6 +42,9 @@ pub(crate) enum Ending {
     TooSlow,
     /// No frame from the client for too long (1001).
     Idle,
+    /// Not yet authenticated, and the oldest of more unauthenticated connections than
+    /// the server keeps (1013): the client may retry at once.
+    Crowded,
     /// A failure of the server's own (1011); the reason is logged, not sent.
     Internal(String),
 }
@@ -55,6 +58,7 @@ impl Ending {
             Ending::Unauthenticated(why) => (4001, why),
             Ending::TooSlow => (1013, "too slow to keep up; reconnect and resume"),
             Ending::Idle => (1001, "idle timeout"),
+            Ending::Crowded => (1013, "too many connections waiting to authenticate; retry"),
             Ending::Internal(_) => (1011, "internal error"),
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Extension, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -19,6 +19,7 @@ use sync_core::{ErrorCode, Timestamp};
 use sync_store::Store;
 use yawc::{IncomingUpgrade, Options};
 
+use crate::accept::Unauthenticated;
 use crate::auth::{AuthFailure, Principal};
 use crate::authenticated::PreAuth;
 use crate::state::AppState;
@@ -185,6 +186,7 @@ pub(crate) struct UpgradeParams {
 async fn upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(unauthenticated): Extension<Unauthenticated>,
     headers: HeaderMap,
     params: Result<Query<UpgradeParams>, QueryRejection>,
     incoming: Result<IncomingUpgrade, StatusCode>,
@@ -256,7 +258,7 @@ async fn upgrade(
         // The session is built in its own statement, so that no temporary of the match
         // (the upgraded socket) stays in the task's future beside the session's.
         let session = match connection.await {
-            Ok(ws) => crate::session::serve(ws, Arc::clone(&state), peer.to_string(), pre_auth),
+            Ok(ws) => crate::session::serve(ws, Arc::clone(&state), peer.to_string(), pre_auth, unauthenticated),
             Err(e) => {
                 tracing::debug!(error = %e, %peer, "websocket upgrade did not complete");
                 return;

@@ -4,7 +4,8 @@
 //!
 //! Module map (the modules are private; `docs/ARCHITECTURE.md` draws their dependencies):
 //! - `cli`: the command line and logging; `config`: configuration and its precedence.
-//! - `app`: start-up, shared state, graceful shutdown; `http`: HTTP routes and the
+//! - `app`: start-up, shared state, graceful shutdown; `accept`: the accept loop (header
+//!   read timeout, the cap on unauthenticated connections); `http`: HTTP routes and the
 //!   WebSocket upgrade.
 //! - `session`: one connection's life; `connection`: its socket and ordered output;
 //!   `authenticated`: what authentication creates (identity, hub registration, queue);
@@ -25,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+mod accept;
 mod access;
 mod app;
 mod auth;

@@ -3,7 +3,9 @@
 //!
 //! Guarantees:
 //! - nothing but `authenticate` is processed before authentication; anything else gets
-//!   `auth_error` and the connection closes (4001), as does 10 s of silence;
+//!   `auth_error` and the connection closes (4001), as does 10 s of silence; a
+//!   connection still unauthenticated when newer ones push it out of
+//!   `limits.max_unauthenticated` closes with 1013;
 //! - every recoverable error is answered and the connection stays open;
 //! - messages of one session are processed in order: a read that follows writes waits
 //!   until those writes are answered;
@@ -25,6 +27,7 @@ use sync_core::{ErrorBody, ErrorCode};
 use tracing::Instrument as _;
 use yawc::{Frame, HttpWebSocket, OpCode};
 
+use crate::accept::Unauthenticated;
 use crate::auth::AuthFailure;
 use crate::authenticated::{Authenticated, PreAuth};
 use crate::connection::{Connection, Ending};
@@ -47,6 +50,7 @@ pub(crate) fn serve(
     state: Arc<AppState>,
     peer: String,
     pre_auth: Option<Box<Result<PreAuth, AuthFailure>>>,
+    unauthenticated: Unauthenticated,
 ) -> impl Future<Output = ()> + Send {
     let id = state.session_id();
     // The session's span: the logs of everything it does carry its id (and, once known,
@@ -57,7 +61,7 @@ pub(crate) fn serve(
     // a connection inside the future would take its room twice.
     let mut conn = Connection::new(ws, id, peer, Duration::from_secs(state.config.limits.write_timeout_secs.max(1)));
     async move {
-        let mut session = match Box::pin(start(&state, &mut conn, pre_auth)).await {
+        let mut session = match Box::pin(start(&state, &mut conn, pre_auth, unauthenticated)).await {
             Ok(session) => session,
             Err((mut session, ending)) => return Box::pin(finish(&mut conn, session.as_mut(), ending)).await,
         };
@@ -71,15 +75,20 @@ pub(crate) fn serve(
 /// first message — then handles the messages that followed `authenticate` in its frame
 /// and writes out what the session has to say so far. A failure after authentication
 /// comes back with the authenticated state, so closing can settle its writes.
+///
+/// Until authentication the connection holds its place among the unauthenticated ones
+/// (`unauthenticated`); once authenticated it gives the place up.
 async fn start(
     state: &AppState,
     conn: &mut Connection,
     pre_auth: Option<Box<Result<PreAuth, AuthFailure>>>,
+    unauthenticated: Unauthenticated,
 ) -> Result<Authenticated, (Option<Authenticated>, Ending)> {
     let (mut session, rest) = match pre_auth {
         Some(pre_auth) => (authenticate::upgrade(state, conn, *pre_auth).await.map_err(|e| (None, e))?, Vec::new()),
-        None => await_authentication(state, conn).await.map_err(|e| (None, e))?,
+        None => await_authentication(state, conn, &unauthenticated).await.map_err(|e| (None, e))?,
     };
+    drop(unauthenticated);
     let handled = match on_messages(state, conn, &mut session, rest).await {
         Ok(()) => conn.flush().await,
         Err(ending) => Err(ending),
@@ -133,6 +142,7 @@ fn read(state: &AppState, frame: Frame) -> Read {
 async fn await_authentication(
     state: &AppState,
     conn: &mut Connection,
+    unauthenticated: &Unauthenticated,
 ) -> Result<(Authenticated, Vec<Result<ClientEnvelope, DecodeError>>), Ending> {
     let timeout = tokio::time::sleep(Duration::from_secs(state.config.limits.auth_timeout_secs));
     tokio::pin!(timeout);
@@ -141,6 +151,7 @@ async fn await_authentication(
             biased;
             () = state.shutdown.cancelled() => return Err(Ending::ShuttingDown),
             () = &mut timeout => return Err(Ending::Unauthenticated("authentication timeout")),
+            () = unauthenticated.evicted() => return Err(Ending::Crowded),
             frame = conn.next_frame() => frame,
         };
         let Some(frame) = frame else {

@@ -1,4 +1,5 @@
-//! The scenarios. Each one is bounded in count and time and returns a [`Report`].
+//! The scenarios. Each one is bounded in count and time and returns a [`Report`]
+//! (`soak` checks durability rather than measuring speed).
 //!
 //! [`Report`]: crate::report::Report
 
@@ -8,4 +9,5 @@ pub(crate) mod connections;
 pub(crate) mod fanout;
 pub(crate) mod offline;
 pub(crate) mod shared;
+pub(crate) mod soak;
 pub(crate) mod write;

@@ -711,3 +711,88 @@ impl Client {
         }
     }
 }
+
+/// The server binary as a child process on a free port, with its log in its directory,
+/// killed (SIGKILL) when dropped: for tests where the process itself is the point (a
+/// crash, a resource limit).
+pub(crate) struct ServerBinary {
+    child: std::process::Child,
+    pub(crate) addr: SocketAddr,
+}
+
+impl ServerBinary {
+    /// Starts `sync-server serve` in `dir` on `database_url` and waits until it is ready.
+    pub(crate) async fn start(dir: &std::path::Path, database_url: &str) -> Self {
+        Self::start_wrapped(dir, database_url, &[]).await
+    }
+
+    /// Like [`ServerBinary::start`], run through `wrapper` (a command that executes its
+    /// arguments, such as `prlimit --fsize=…`), whose process becomes the server's.
+    pub(crate) async fn start_wrapped(dir: &std::path::Path, database_url: &str, wrapper: &[&str]) -> Self {
+        use std::process::{Command, Stdio};
+        let port = free_port();
+        let log = std::fs::File::create(dir.join(format!("server-{port}.log"))).expect("log file");
+        let binary = env!("CARGO_BIN_EXE_sync-server");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
+            .args(["serve", "--port", &port.to_string(), "--host", "127.0.0.1"])
+            .current_dir(dir)
+            .env("DATABASE_URL", database_url)
+            .env("SYNC_SECRET_KEY", SECRET_KEY)
+            .env("SYNC_BOOTSTRAP_CREDENTIALS", "false")
+            .env("RUST_LOG", "warn")
+            .env_remove("JWT_SECRET")
+            .env_remove("JWT_PUBLIC_KEY_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the server binary");
+        let server = Self { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < deadline {
+            if TcpStream::connect(self.addr).await.is_ok() {
+                let ready = http_request(self.addr, "GET", "/ready", &[], b"").await;
+                if ready.status == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the server binary did not become ready on {}", self.addr);
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The WebSocket URL.
+    pub(crate) fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Kills the process with SIGKILL (no shutdown code runs) and waits for it.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerBinary {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

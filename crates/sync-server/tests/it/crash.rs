@@ -7,72 +7,15 @@ use crate::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::common::{Backend, Client, SECRET_KEY, assert_ok, hmac_auth};
+use crate::common::{Backend, Client, ServerBinary, assert_ok, hmac_auth};
 use serde_json::json;
 
 const EMAIL: &str = "crash@example.com";
 const WRITERS: usize = 4;
-
-/// The server binary as a child process, killed (SIGKILL) when dropped.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ServerProcess {
-    async fn start(dir: &std::path::Path, database_url: &str) -> Self {
-        let port = common::free_port();
-        let log = std::fs::File::create(dir.join(format!("server-{port}.log"))).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_sync-server"))
-            .args(["serve", "--port", &port.to_string(), "--host", "127.0.0.1"])
-            .current_dir(dir)
-            .env("DATABASE_URL", database_url)
-            .env("SYNC_SECRET_KEY", SECRET_KEY)
-            .env("SYNC_BOOTSTRAP_CREDENTIALS", "false")
-            .env("RUST_LOG", "warn")
-            .env_remove("JWT_SECRET")
-            .env_remove("JWT_PUBLIC_KEY_FILE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the server binary");
-        let server = Self { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
-        server.wait_ready().await;
-        server
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while tokio::time::Instant::now() < deadline {
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                let ready = common::http_request(self.addr, "GET", "/ready", &[], b"").await;
-                if ready.status == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the server binary did not become ready on {}", self.addr);
-    }
-
-    fn kill(&mut self) {
-        // `Child::kill` sends SIGKILL on Unix: no shutdown code runs.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 async fn connect(addr: SocketAddr, api_key: &str, secret: &str) -> Client {
     let mut client = Client::connect(&format!("ws://{addr}/ws")).await;
@@ -146,7 +89,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_change(backend: Backend) {
     let config = common::test_config_on(backend, dir.path()).await;
     let (api_key, secret) = sync_server::generate_credentials(&config, "crash", false).await.expect("credentials");
 
-    let mut server = ServerProcess::start(dir.path(), &config.database.url).await;
+    let mut server = ServerBinary::start(dir.path(), &config.database.url).await;
     let total = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
@@ -173,7 +116,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_change(backend: Backend) {
     assert!(acked.len() >= 300, "{}", acked.len());
 
     // Restart on the same database.
-    let server = ServerProcess::start(dir.path(), &config.database.url).await;
+    let server = ServerBinary::start(dir.path(), &config.database.url).await;
     let mut client = connect(server.addr, &api_key, &secret).await;
     let events = client.all_changes_since(0, 97).await;
     let sequences: Vec<u64> = events.iter().map(|e| e["sequence"].as_u64().expect("sequence")).collect();
