@@ -51,6 +51,10 @@ int main(int argc, char **argv) {
     printf("bad json rejected: %s\n", sync_last_error());
     char *missing = NULL;
     if (sync_engine_get_document(engine, "no-such-document", &missing) != ErrorNotFound) return fail("not-found check");
+    /* So are bad options: no engine, and the reason names the option. */
+    if (sync_engine_create_with_options(argv[1], argv[2], argv[3], argv[4], secret, "{\"collections\":[\"No Caps\"]}"))
+        return fail("options check");
+    printf("bad options rejected: %s\n", sync_last_error());
 
     char *json = NULL;
     if (sync_engine_get_document(engine, id, &json) != Success) return fail("get_document");
@@ -66,6 +70,10 @@ int main(int argc, char **argv) {
         synced = pending == 0 && sync_engine_is_connected(engine);
         if (!synced) usleep(50 * 1000);
     }
+    char *user_id = NULL;
+    if (sync_engine_get_user_id(engine, &user_id) != Success) return fail("get_user_id");
+    printf("user %s\n", user_id ? user_id : "(not connected yet)");
+    sync_string_free(user_id);
     uint64_t count = 0;
     if (sync_engine_count_documents(engine, &count) != Success) return fail("count_documents");
     char *all = NULL;

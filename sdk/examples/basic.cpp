@@ -35,6 +35,13 @@ int main(int argc, char **argv) {
         } catch (const SyncClient::sync_exception &e) {
             std::cout << "not found (" << e.code() << "): " << e.what() << std::endl;
         }
+        try {
+            SyncClient::sync_engine bad(argv[1], argv[2], argv[3], argv[4], secret, R"({"sync_everything":true})");
+            std::cout << "unknown option accepted?!" << std::endl;
+            return 1;
+        } catch (const SyncClient::sync_exception &e) {
+            std::cout << "bad options rejected (" << e.code() << "): " << e.what() << std::endl;
+        }
         bool synced = false;
         for (int i = 0; i < wait_seconds * 20 && !synced; ++i) {
             engine.process_events();
@@ -43,6 +50,7 @@ int main(int argc, char **argv) {
         }
         std::cout << "document " << engine.get_document(id) << std::endl;
         std::cout << "events " << local_events << std::endl;
+        std::cout << "user " << engine.get_user_id() << std::endl;
         std::cout << (synced ? "synced" : "not synced") << std::endl;
         SyncClient::sync_engine moved = std::move(engine);  // move-only, still works
         std::cout << "documents " << moved.count_documents() << std::endl;

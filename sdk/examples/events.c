@@ -1,8 +1,10 @@
 /* events.c: plain C callbacks, run on this thread by sync_engine_process_events().
  *
- *   ./events <database> <server-url> <email> <api-key> <api-secret|-> <seconds>
+ *   ./events <database> <server-url> <email> <api-key> <api-secret|-> <seconds> [options-json]
  *
- * Prints one line per event for <seconds>, then how many documents were created. */
+ * Prints one line per event for <seconds>, then how many documents were created.
+ * [options-json] goes to sync_engine_create_with_options, e.g. '{"collections":["tasks"]}'
+ * to sync only the tasks collection. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,13 +27,15 @@ static void count_created(const SyncEventData *event, void *context) {
 
 int main(int argc, char **argv) {
     if (argc < 7) {
-        fprintf(stderr, "usage: %s <database> <server-url> <email> <api-key> <api-secret|-> <seconds>\n", argv[0]);
+        fprintf(stderr, "usage: %s <database> <server-url> <email> <api-key> <api-secret|-> <seconds> [options-json]\n",
+                argv[0]);
         return 64;
     }
     const char *secret = strcmp(argv[5], "-") == 0 ? NULL : argv[5];
-    struct CSyncEngine *engine = sync_engine_create(argv[1], argv[2], argv[3], argv[4], secret);
+    const char *options = argc > 7 ? argv[7] : NULL;
+    struct CSyncEngine *engine = sync_engine_create_with_options(argv[1], argv[2], argv[3], argv[4], secret, options);
     if (!engine) {
-        fprintf(stderr, "sync_engine_create failed: %s\n", sync_last_error());
+        fprintf(stderr, "sync_engine_create_with_options failed: %s\n", sync_last_error());
         return 1;
     }
     int created = 0;

@@ -85,6 +85,17 @@ typedef enum SyncEventType {
    Connected and authenticated.
    */
   SYNC_EVENT_CONNECTION_SUCCEEDED = 9,
+  /*
+   Another user's document is now readable (the server's access rules): its state
+   was stored; `content` and `title` are its view. `owner` in
+   `sync_engine_get_document` names its owner.
+   */
+  SYNC_EVENT_DOCUMENT_SHARED = 10,
+  /*
+   The document is no longer readable: its local copy was removed with
+   `numeric_data` local changes not yet sent; `title` is the last one shown.
+   */
+  SYNC_EVENT_ACCESS_REVOKED = 11,
 } SyncEventType;
 
 /*
@@ -118,7 +129,8 @@ typedef struct SyncEventData {
    */
   const char *error;
   /*
-   A count (documents synced, connection attempt number).
+   A count (documents synced, connection attempt number, local changes dropped with
+   a revoked document).
    */
   uint64_t numeric_data;
   /*
@@ -152,6 +164,27 @@ struct CSyncEngine *sync_engine_create(const char *database_url,
                                        const char *email,
                                        const char *api_key,
                                        const char *api_secret);
+
+/*
+ Like `sync_engine_create`, with more options as a JSON object in `options_json`
+ (NULL or `{}` for the defaults). Known members:
+ - `"collections"`: an array of 1–100 collection names: partial sync, only documents
+   of these collections are caught up, pushed and shared to this engine; `null` syncs
+   every collection.
+
+ An unknown member, or a value of the wrong shape, is refused: NULL is returned and
+ `sync_last_error` names it.
+
+ # Safety
+ The string arguments must be NULL (`api_secret`, `options_json`) or NUL-terminated
+ strings valid for the call.
+ */
+struct CSyncEngine *sync_engine_create_with_options(const char *database_url,
+                                                    const char *server_url,
+                                                    const char *email,
+                                                    const char *api_key,
+                                                    const char *api_secret,
+                                                    const char *options_json);
 
 /*
  Destroys an engine: first pushes the outbox for the engine's grace period (3 s),
@@ -233,7 +266,9 @@ enum CSyncResult sync_engine_delete_document(struct CSyncEngine *engine, const c
 
 /*
  Writes a document as JSON (`{id, collection, title, content, sync_revision, status,
- pending}`) to `*out_json`; free it with `sync_string_free`.
+ pending, owner}`) to `*out_json`; free it with `sync_string_free`. `owner` is the
+ owner's user id (null until the server has said): another user's for a document
+ shared with this one (compare with `sync_engine_get_user_id`).
 
  # Safety
  `engine` a live handle; `document_id` a NUL-terminated string; `out_json` writable.
@@ -275,7 +310,17 @@ enum CSyncResult sync_engine_count_pending_sync(struct CSyncEngine *engine, uint
 bool sync_engine_is_connected(struct CSyncEngine *engine);
 
 /*
- Registers a callback for every event (`event_filter` -1) or one type (0–9). Callbacks
+ Writes the user id the server knows this user as (for API keys, derived from the
+ email) to `*out_user_id`; free it with `sync_string_free`. Writes NULL until the
+ engine has connected once (the id is kept in the local database after that).
+
+ # Safety
+ `engine` a live handle; `out_user_id` writable.
+ */
+enum CSyncResult sync_engine_get_user_id(struct CSyncEngine *engine, char **out_user_id);
+
+/*
+ Registers a callback for every event (`event_filter` -1) or one type (0–11). Callbacks
  run only inside `sync_engine_process_events`, on the calling thread, for local and
  remote changes alike; `context` is passed back untouched.
 

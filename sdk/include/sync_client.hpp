@@ -2,6 +2,8 @@
  *
  *   SyncClient::sync_engine engine("sqlite:app.db?mode=rwc", "ws://localhost:8080/ws",
  *                                  "me@example.com", "rpa_…", "rps_…");
+ *   // or, syncing only some collections:
+ *   // SyncClient::sync_engine engine(db, url, email, key, secret, R"({"collections":["tasks"]})");
  *   std::string id = engine.create_document(R"({"title":"Buy milk"})");
  *   engine.update_document(id, R"({"done":true})");
  *   engine.register_callback([&](const SyncEventData *e, void *) { ... });
@@ -49,6 +51,17 @@ public:
     sync_engine(const std::string &database_url, const std::string &server_url, const std::string &email,
                 const std::string &api_key, const std::string &api_secret)
         : sync_engine(database_url, server_url, email, api_key, api_secret.c_str()) {}
+    /* With the options of sync_engine_create_with_options as a JSON object, e.g.
+     * R"({"collections":["tasks"]})" for partial sync. Throws sync_exception on failure
+     * (an unknown option or a bad collection name included). */
+    sync_engine(const std::string &database_url, const std::string &server_url, const std::string &email,
+                const std::string &api_key, const char *api_secret, const std::string &options_json)
+        : engine_(sync_engine_create_with_options(database_url.c_str(), server_url.c_str(), email.c_str(),
+                                                  api_key.c_str(), api_secret, options_json.c_str())) {
+        if (!engine_)
+            throw sync_exception(ErrorInvalidInput,
+                                 std::string("sync_engine_create_with_options: ") + sync_last_error());
+    }
     ~sync_engine() { sync_engine_destroy(engine_); }
     sync_engine(const sync_engine &) = delete;
     sync_engine &operator=(const sync_engine &) = delete;
@@ -100,7 +113,8 @@ public:
         check(sync_engine_delete_document(engine_, id.c_str()), "delete_document");
     }
 
-    /* A document as JSON ({id, collection, title, content, sync_revision, status, pending}). */
+    /* A document as JSON ({id, collection, title, content, sync_revision, status, pending,
+     * owner}); `owner` is another user's id for a document shared with this one. */
     std::string get_document(const std::string &id) {
         char *json = nullptr;
         check(sync_engine_get_document(engine_, id.c_str(), &json), "get_document");
@@ -126,6 +140,13 @@ public:
         uint64_t n = 0;
         check(sync_engine_count_pending_sync(engine_, &n), "count_pending_sync");
         return n;
+    }
+
+    /* The user id the server knows this user as; "" until the engine has connected once. */
+    std::string get_user_id() {
+        char *id = nullptr;
+        check(sync_engine_get_user_id(engine_, &id), "get_user_id");
+        return take(id);
     }
 
     /* Whether connected and authenticated. */

@@ -25,6 +25,8 @@ static inline const char *get_event_name(int event_type) {
         case SYNC_EVENT_CONNECTION_LOST: return "connection_lost";
         case SYNC_EVENT_CONNECTION_ATTEMPTED: return "connection_attempted";
         case SYNC_EVENT_CONNECTION_SUCCEEDED: return "connection_succeeded";
+        case SYNC_EVENT_DOCUMENT_SHARED: return "document_shared";
+        case SYNC_EVENT_ACCESS_REVOKED: return "access_revoked";
         default: return "unknown";
     }
 }
@@ -52,6 +54,13 @@ public:
     SyncEngine(const std::string &database_url, const std::string &server_url, const std::string &email,
                const std::string &api_key, const std::string &api_secret)
         : SyncEngine(database_url, server_url, email, api_key, api_secret.c_str()) {}
+    /* With the options of sync_engine_create_with_options, e.g. R"({"collections":["tasks"]})". */
+    SyncEngine(const std::string &database_url, const std::string &server_url, const std::string &email,
+               const std::string &api_key, const char *api_secret, const std::string &options_json)
+        : engine_(sync_engine_create_with_options(database_url.c_str(), server_url.c_str(), email.c_str(),
+                                                  api_key.c_str(), api_secret, options_json.c_str())) {
+        if (!engine_) throw std::runtime_error(std::string("sync_engine_create_with_options: ") + sync_last_error());
+    }
     ~SyncEngine() { sync_engine_destroy(engine_); }
     SyncEngine(const SyncEngine &) = delete;
     SyncEngine &operator=(const SyncEngine &) = delete;

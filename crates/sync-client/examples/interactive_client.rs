@@ -15,6 +15,22 @@
 //!
 //! Tasks are documents in the `tasks` collection:
 //! `{"title", "status": "pending"|"completed", "priority": "low"|"medium"|"high", "tags": [..], "created": <RFC 3339>}`.
+//! The client syncs only that collection (partial sync).
+//!
+//! Sharing: two users share their task lists when an admin grants access with a rule
+//! naming the other user's id (the header shows it once connected: `(user id <id>)`; for
+//! an API key it is derived from the email):
+//!
+//! ```sh
+//! sync-server acl add --user <bob's user id> --item 'doc:tasks/*' --action '*'   # read and edit
+//! # (a running server reads rules changed by the CLI within `auth.acl_reload_secs`)
+//! # or, over HTTP with admin credentials: PUT /acl {"rules":[{"user":"<id>","item":"doc:tasks/*","action":"read","allow":true}]}
+//! ```
+//!
+//! `doc:tasks/*` covers the tasks of every owner; the document's owner always keeps full
+//! access. The other user's tasks then appear live, marked `(shared by <owner id>…)`, with a
+//! status line saying so; when the rule is removed they disappear, with a line saying that
+//! too (an edit not yet sent to them is dropped).
 //!
 //! Files in `interactive_client/`: `task.rs` (the document shape), `app.rs` (keys and
 //! events), `ui.rs` (drawing).
@@ -69,6 +85,8 @@ async fn main() -> anyhow::Result<()> {
     let mut config = SyncConfig::new(&args.database, &args.server, &args.user_id, auth);
     // A person is watching the connection indicator: retry at least every 5 s (`s` retries now).
     config.backoff_max = Duration::from_secs(5);
+    // Only tasks are shown, so only tasks are synced (and shared to this user).
+    config.collections = Some(vec![task::COLLECTION.to_owned()]);
     let engine = SyncEngine::with_config(config).context("starting the sync engine")?;
 
     let outcome = run(&engine, &args).await;

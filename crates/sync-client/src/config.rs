@@ -89,6 +89,13 @@ pub struct SyncConfig {
     pub catch_up_page: u32,
     /// Most events kept for `process_events` before the oldest are dropped.
     pub event_queue: usize,
+    /// Partial sync: when set, only documents of these collections are caught up,
+    /// pushed and shared to this replica (sent on `authenticate` and every
+    /// `get_changes_since`); `None` syncs every collection. Local writes to other
+    /// collections still go to the server. Widening the list makes the next connection
+    /// catch up again from the start, so that the documents of the added collections
+    /// arrive; documents of collections taken off the list stay as they were locally.
+    pub collections: Option<Vec<String>>,
 }
 
 impl SyncConfig {
@@ -111,6 +118,7 @@ impl SyncConfig {
             shutdown_grace: Duration::from_secs(3),
             catch_up_page: 1000,
             event_queue: 100_000,
+            collections: None,
         }
     }
 
@@ -122,6 +130,37 @@ impl SyncConfig {
     /// The local rebase policy of a collection.
     pub fn policy_for(&self, collection: &str) -> Policy {
         self.collection_policies.get(collection).copied().unwrap_or(self.default_policy)
+    }
+
+    /// Whether this replica syncs `collection` (always, without partial sync).
+    pub fn syncs(&self, collection: &str) -> bool {
+        self.collections.as_ref().is_none_or(|names| names.iter().any(|name| name == collection))
+    }
+
+    /// Checks [`SyncConfig::collections`]: 1 to 100 valid collection names
+    /// (`[a-z0-9_-]{1,64}`). Duplicates are dropped and the names sorted, so the list
+    /// compares equal however it was written.
+    pub(crate) fn check_collections(&mut self) -> Result<()> {
+        let Some(names) = &mut self.collections else { return Ok(()) };
+        if names.is_empty() {
+            return Err(SyncError::Config(
+                "collections is empty: name at least one collection, or leave it unset to sync them all".into(),
+            ));
+        }
+        if names.len() > sync_core::protocol::MAX_SYNC_COLLECTIONS {
+            return Err(SyncError::Config(format!(
+                "collections names {} collections; the server accepts at most {}",
+                names.len(),
+                sync_core::protocol::MAX_SYNC_COLLECTIONS
+            )));
+        }
+        for name in names.iter() {
+            sync_core::model::validate_collection(name)
+                .map_err(|e| SyncError::Config(format!("collections: {name:?}: {e}")))?;
+        }
+        names.sort();
+        names.dedup();
+        Ok(())
     }
 }
 
@@ -137,6 +176,7 @@ pub struct SyncConfigBuilder {
     backoff: Option<(Duration, Duration)>,
     grace: Option<Duration>,
     catch_up_page: Option<u32>,
+    collections: Option<Vec<String>>,
 }
 
 impl SyncConfigBuilder {
@@ -196,7 +236,17 @@ impl SyncConfigBuilder {
         self
     }
 
-    /// The configuration, or what is missing.
+    /// Partial sync: only these collections (see [`SyncConfig::collections`]).
+    pub fn collections<I, S>(mut self, collections: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.collections = Some(collections.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The configuration, or what is missing or invalid.
     pub fn build(self) -> Result<SyncConfig> {
         let missing = |what: &str| SyncError::Config(format!("{what} is required"));
         let mut config = SyncConfig::new(
@@ -222,6 +272,8 @@ impl SyncConfigBuilder {
         if let Some(page) = self.catch_up_page {
             config.catch_up_page = page.clamp(1, 5000);
         }
+        config.collections = self.collections;
+        config.check_collections()?;
         Ok(config)
     }
 }
@@ -256,5 +308,21 @@ mod tests {
             .unwrap();
         assert_eq!(config.policy_for("tasks"), Policy::ServerWins);
         assert!(!format!("{config:?}").contains("rps_secret"));
+        assert!(config.syncs("anything"), "without partial sync every collection syncs");
+    }
+
+    #[test]
+    fn partial_sync_names_are_checked_and_normalised() {
+        let builder = || SyncConfig::builder().database("x.db").server("ws://h/ws").user("u").token("sts_t");
+        let config = builder().collections(["team", "notes", "team"]).build().unwrap();
+        assert_eq!(config.collections.as_deref(), Some(&["notes".to_owned(), "team".to_owned()][..]));
+        assert!(config.syncs("team") && config.syncs("notes"));
+        assert!(!config.syncs("tasks"));
+        for (bad, needle) in [(vec![], "empty"), (vec!["Team"], "\"Team\""), (vec!["a/b"], "\"a/b\"")] {
+            let err = builder().collections(bad).build().unwrap_err();
+            assert!(matches!(err, SyncError::Config(_)) && err.to_string().contains(needle), "{err}");
+        }
+        let many: Vec<String> = (0..101).map(|i| format!("c{i}")).collect();
+        assert!(builder().collections(many).build().unwrap_err().to_string().contains("at most 100"));
     }
 }

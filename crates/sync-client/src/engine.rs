@@ -73,7 +73,7 @@ impl SyncEngine {
     /// Creates an engine with every option explicit. Opens (or creates) the local
     /// database on the calling thread, and starts the engine's runtime and its
     /// checkpoint thread.
-    pub fn with_config(config: SyncConfig) -> Result<SyncEngine> {
+    pub fn with_config(mut config: SyncConfig) -> Result<SyncEngine> {
         if config.user.trim().is_empty() {
             return Err(SyncError::Config("the user (email or user id) is empty".into()));
         }
@@ -83,6 +83,7 @@ impl SyncEngine {
                 config.server_url
             )));
         }
+        config.check_collections()?;
         let local = LocalStore::open(&config.database)?;
         let checkpointer = crate::local::Checkpointer::start(&config.database, Duration::from_millis(500))?;
         let shared = Arc::new(Shared::new(config, local)?);
@@ -99,6 +100,14 @@ impl SyncEngine {
     /// This replica's id (stable for the local database).
     pub fn client_id(&self) -> &str {
         self.shared.client_id()
+    }
+
+    /// The user id the server knows this user as (`auth_success.user_id`; for API keys,
+    /// derived from the email), kept in the local database: `None` until the engine has
+    /// connected once. A document whose [`Document::owner`] differs from it is another
+    /// user's, shared with this one.
+    pub fn user_id(&self) -> Option<String> {
+        self.shared.user_id()
     }
 
     /// Creates a document in the default collection.
@@ -143,6 +152,7 @@ impl SyncEngine {
             collection: collection.to_owned(),
             replica: Replica::created_locally(content, new_change_id(), self.shared.policy(collection)),
             conflict: false,
+            owner: self.shared.user_id(),
         };
         self.shared.transaction(|tx| {
             if local::load(tx, &id, &|c| self.shared.policy(c))?.is_some() {

@@ -24,7 +24,7 @@ pub enum SyncError {
     /// The local database file could not be opened, or its schema not prepared.
     #[error("local database error: cannot {action} {}: {source}", path.display())]
     DatabaseFile {
-        /// What was being done: `open` or `prepare`.
+        /// What was being done: `open`, `prepare` or `migrate`.
         action: &'static str,
         /// The file.
         path: PathBuf,

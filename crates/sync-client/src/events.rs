@@ -38,11 +38,19 @@ pub enum EventType {
     ConnectionAttempted = 8,
     /// Connected and authenticated.
     ConnectionSucceeded = 9,
+    /// The server's access rules now let this user read another user's document: its
+    /// current state was stored (`content`, `title`); the document's later changes come
+    /// as document events. [`Document::owner`](crate::Document::owner) names its owner.
+    DocumentShared = 10,
+    /// The server's access rules no longer let this user read the document: its local
+    /// copy was removed, and with it `numeric_data` local changes not yet sent (`title`
+    /// is the last one shown).
+    AccessRevoked = 11,
 }
 
 impl EventType {
     /// All event types, in numbering order.
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 12] = [
         EventType::DocumentCreated,
         EventType::DocumentUpdated,
         EventType::DocumentDeleted,
@@ -53,6 +61,8 @@ impl EventType {
         EventType::ConnectionLost,
         EventType::ConnectionAttempted,
         EventType::ConnectionSucceeded,
+        EventType::DocumentShared,
+        EventType::AccessRevoked,
     ];
 
     /// The type with this number.
@@ -73,6 +83,8 @@ impl EventType {
             EventType::ConnectionLost => "connection_lost",
             EventType::ConnectionAttempted => "connection_attempted",
             EventType::ConnectionSucceeded => "connection_succeeded",
+            EventType::DocumentShared => "document_shared",
+            EventType::AccessRevoked => "access_revoked",
         }
     }
 }
@@ -90,7 +102,8 @@ pub struct SyncEvent {
     pub content: Option<String>,
     /// The error message, for `SyncError` (and refused changes).
     pub error: Option<String>,
-    /// A count: documents synced, the connection attempt number.
+    /// A count: documents synced, the connection attempt number, local changes dropped
+    /// with a revoked document.
     pub numeric_data: u64,
     /// For document events: whether the change came from another replica. For
     /// `ConflictDetected`: whether the local edit was kept.
@@ -342,7 +355,7 @@ mod tests {
             assert_eq!(*t as i32, i as i32);
             assert_eq!(EventType::from_i32(i as i32), Some(*t));
         }
-        assert_eq!(EventType::from_i32(10), None);
+        assert_eq!(EventType::from_i32(12), None);
         assert_eq!(EventType::from_i32(-1), None);
     }
 }

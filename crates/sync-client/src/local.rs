@@ -1,6 +1,6 @@
 //! The client's local SQLite database: the documents as the application sees them, the
-//! replica state behind each (confirmed server state and pending changes), the sync
-//! cursor and the client id.
+//! replica state behind each (confirmed server state and pending changes) and its owner,
+//! the sync cursor, the client id and the user id the server knows this replica as.
 //!
 //! Guarantees: every local write is one transaction (view and pending changes together),
 //! so a crash never leaves a view without its outbox entry or the reverse. The database
@@ -46,6 +46,10 @@ pub struct Document {
     pub status: DocStatus,
     /// Local changes not yet acknowledged.
     pub pending: u64,
+    /// The owner's user id (the server's `user_id`): another user's for a document shared
+    /// with this one by the server's access rules. `None` until the server has said (a
+    /// document created here before the first connection).
+    pub owner: Option<String>,
 }
 
 /// A stored document row with its replica.
@@ -59,6 +63,8 @@ pub struct DocRow {
     pub replica: Replica,
     /// The last sync met a conflict.
     pub conflict: bool,
+    /// The owner's user id, when known.
+    pub owner: Option<String>,
 }
 
 impl DocRow {
@@ -90,6 +96,7 @@ impl DocRow {
                 DocStatus::Synced
             },
             pending,
+            owner: self.owner.clone(),
         })
     }
 }
@@ -115,6 +122,15 @@ CREATE TABLE IF NOT EXISTS documents (
 CREATE INDEX IF NOT EXISTS documents_collection ON documents(collection, id);
 CREATE INDEX IF NOT EXISTS documents_pending ON documents(pending) WHERE pending > 0;
 ";
+
+/// Migrations after [`SCHEMA`], in order, each run once (`meta.schema_version` counts
+/// those applied). Added, never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: the owner's user id (documents may be other users' since sharing); NULL for
+    // rows stored before it, which were all this user's own and are filled in at the
+    // next connection.
+    "ALTER TABLE documents ADD COLUMN owner TEXT;",
+];
 
 /// Turns `sqlite:path?mode=rwc`, `sqlite://path` or a plain path into a path (see
 /// `sync_store::DatabaseUrl`); a PostgreSQL URL names no local file and is refused.
@@ -143,8 +159,30 @@ impl LocalStore {
         // Checkpoints (which fsync) run on a background thread, not inside a local write:
         // see `Checkpointer`. This keeps local writes under a millisecond at p99.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.execute_batch(SCHEMA).map_err(|source| SyncError::DatabaseFile { action: "prepare", path, source })?;
-        Ok(Self { conn })
+        conn.execute_batch(SCHEMA).map_err(|source| SyncError::DatabaseFile {
+            action: "prepare",
+            path: path.clone(),
+            source,
+        })?;
+        let mut store = Self { conn };
+        store.migrate().map_err(|e| match e {
+            SyncError::Database(source) => SyncError::DatabaseFile { action: "migrate", path, source },
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// Applies the [`MIGRATIONS`] this database has not had, each in its own transaction
+    /// with the version that counts it.
+    fn migrate(&mut self) -> Result<()> {
+        let applied: usize = self.meta("schema_version")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(migration)?;
+            set_meta(&tx, "schema_version", &(index + 1).to_string())?;
+            tx.commit()?;
+        }
+        Ok(())
     }
 
     /// A meta value.
@@ -172,6 +210,43 @@ impl LocalStore {
         Ok(self.meta("cursor")?.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
+    /// The user id the server authenticated this replica as, once it has connected.
+    pub fn user_id(&self) -> Result<Option<String>> {
+        self.meta("user_id")
+    }
+
+    /// Starts partial sync of `collections` (`None`: every collection). When the stored
+    /// cursor was reached syncing fewer collections than that, it goes back to 0 so that
+    /// the next catch-up brings the documents of the added ones (changes already held
+    /// are skipped by revision). Returns the cursor to start from.
+    pub fn begin_sync_of(&mut self, collections: Option<&[String]>) -> Result<u64> {
+        let wanted = collections.map(|names| names.join(","));
+        let stored = self.meta("sync_collections")?;
+        let cursor = self.cursor()?;
+        // A database from before partial sync synced everything (and has no entry).
+        let widened = match (&stored, collections) {
+            (_, None) => stored.is_some(),
+            (None, Some(_)) => false,
+            (Some(stored), Some(names)) => !names.iter().all(|n| stored.split(',').any(|s| s == n)),
+        };
+        if stored == wanted && !widened {
+            return Ok(cursor);
+        }
+        self.transaction(|tx| {
+            match &wanted {
+                Some(names) => set_meta(tx, "sync_collections", names)?,
+                None => {
+                    tx.execute("DELETE FROM meta WHERE key = 'sync_collections'", [])?;
+                }
+            }
+            if widened {
+                store_cursor(tx, 0)?;
+            }
+            Ok(())
+        })?;
+        Ok(if widened { 0 } else { cursor })
+    }
+
     /// Loads a document row.
     pub fn load(&self, id: &str, policy_for: impl Fn(&str) -> Policy) -> Result<Option<DocRow>> {
         load(&self.conn, id, &policy_for)
@@ -180,7 +255,7 @@ impl LocalStore {
     /// Every live document, optionally of one collection, ordered by id.
     pub fn list(&self, collection: Option<&str>, policy_for: impl Fn(&str) -> Policy) -> Result<Vec<Document>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, collection, revision, deleted, view, replica, conflict FROM documents
+            "SELECT id, collection, revision, deleted, view, replica, conflict, owner FROM documents
              WHERE (?1 IS NULL OR collection = ?1) AND view IS NOT NULL ORDER BY id",
         )?;
         let rows = stmt.query_map(params![collection], row_to_doc)?;
@@ -268,17 +343,19 @@ impl Drop for Checkpointer {
     }
 }
 
-const LOAD_SQL: &str = "SELECT id, collection, revision, deleted, view, replica, conflict FROM documents WHERE id = ?1";
+const LOAD_SQL: &str =
+    "SELECT id, collection, revision, deleted, view, replica, conflict, owner FROM documents WHERE id = ?1";
 
+// An unknown owner (`NULL`) never overwrites a known one.
 const SAVE_SQL: &str =
-    "INSERT INTO documents (id, collection, revision, deleted, view, replica, pending, conflict, updated_at)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    "INSERT INTO documents (id, collection, revision, deleted, view, replica, pending, conflict, updated_at, owner)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
      ON CONFLICT(id) DO UPDATE SET collection = ?2, revision = ?3, deleted = ?4, view = ?5, replica = ?6,
-         pending = ?7, conflict = ?8, updated_at = ?9";
+         pending = ?7, conflict = ?8, updated_at = ?9, owner = COALESCE(?10, owner)";
 
 const INSERT_NEW_SQL: &str =
-    "INSERT INTO documents (id, collection, revision, deleted, view, replica, pending, conflict, updated_at)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    "INSERT INTO documents (id, collection, revision, deleted, view, replica, pending, conflict, updated_at, owner)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
      ON CONFLICT(id) DO NOTHING";
 
 /// Loads a document row inside a transaction or on the connection.
@@ -361,8 +438,28 @@ fn write_with(stmt: &mut Statement<'_>, row: &DocRow) -> Result<(bool, Option<St
         pending,
         row.conflict,
         sync_core::Timestamp::now().unix_millis(),
+        row.owner,
     ])?;
     Ok((written > 0, view_json))
+}
+
+/// Removes a document row, and with it every pending change of the document (they live
+/// in the row). Returns the row as it was, `None` when there was none.
+pub fn remove(conn: &Connection, id: &str, policy_for: &dyn Fn(&str) -> Policy) -> Result<Option<DocRow>> {
+    let row = load(conn, id, policy_for)?;
+    if row.is_some() {
+        conn.prepare_cached("DELETE FROM documents WHERE id = ?1")?.execute([id])?;
+    }
+    Ok(row)
+}
+
+/// Records the user id the server authenticated this replica as, and makes it the owner
+/// of the rows whose owner is unknown: those stored before owners were kept and those
+/// created here before the first connection, all of them this user's own.
+pub(crate) fn store_user_id(conn: &Connection, user_id: &str) -> Result<()> {
+    set_meta(conn, "user_id", user_id)?;
+    conn.prepare_cached("UPDATE documents SET owner = ?1 WHERE owner IS NULL")?.execute([user_id])?;
+    Ok(())
 }
 
 /// Stores the sync cursor (the newest server sequence stored) inside a transaction.
@@ -377,14 +474,14 @@ pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-type RawRow = (String, String, i64, bool, Option<String>, Option<String>, bool);
+type RawRow = (String, String, i64, bool, Option<String>, Option<String>, bool, Option<String>);
 
 fn row_to_doc(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
 }
 
 fn finish_row(raw: RawRow, policy_for: &dyn Fn(&str) -> Policy) -> Result<DocRow> {
-    let (id, collection, revision, deleted, view, replica, conflict) = raw;
+    let (id, collection, revision, deleted, view, replica, conflict, owner) = raw;
     let replica = match replica {
         Some(json) => serde_json::from_str::<Replica>(&json).map_err(|source| SyncError::CorruptRow {
             id: id.clone(),
@@ -404,7 +501,7 @@ fn finish_row(raw: RawRow, policy_for: &dyn Fn(&str) -> Policy) -> Result<DocRow
             Replica::from_server(content, revision as u64, deleted, policy_for(&collection))
         }
     };
-    Ok(DocRow { id, collection, replica, conflict })
+    Ok(DocRow { id, collection, replica, conflict, owner })
 }
 
 #[cfg(test)]
@@ -426,6 +523,7 @@ mod tests {
             collection: "tasks".into(),
             replica: Replica::from_server(json!({"title": "T", "n": 1}), 4, false, Policy::LastWriterWins),
             conflict: false,
+            owner: None,
         };
         store.transaction(|tx| save(tx, &row)).unwrap();
         let loaded = store.load("d1", policy).unwrap().unwrap();
@@ -452,6 +550,84 @@ mod tests {
         let store = LocalStore::open(&url).unwrap();
         assert_eq!(store.client_id().unwrap(), id);
         assert_eq!(store.pending_count().unwrap(), 1);
+    }
+
+    /// A database made before owners were kept gets the column; an unknown owner never
+    /// overwrites a known one and becomes the user's once the server names the user;
+    /// removing a row takes its pending changes with it.
+    #[test]
+    fn owners_are_kept_and_removal_takes_pending_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}?mode=rwc", dir.path().join("c.db").display());
+        {
+            // The schema as it was before the owner column, with a row in it.
+            let conn = Connection::open(dir.path().join("c.db")).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute(
+                "INSERT INTO documents (id, collection, revision, deleted, view, replica, pending, conflict, updated_at)
+                 VALUES ('old', 'tasks', 1, 0, '{\"title\":\"old\"}', NULL, 0, 0, 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut store = LocalStore::open(&url).unwrap();
+        assert_eq!(store.load("old", policy).unwrap().unwrap().owner, None);
+        let shared = DocRow {
+            id: "shared".into(),
+            collection: "tasks".into(),
+            replica: Replica::from_server(json!({"n": 1}), 3, false, Policy::LastWriterWins),
+            conflict: false,
+            owner: Some("alice".into()),
+        };
+        store.transaction(|tx| save(tx, &shared)).unwrap();
+        let mut unknown = shared.clone();
+        unknown.owner = None;
+        unknown
+            .replica
+            .local_update(
+                sync_core::patch::parse_patch(json!([{"op": "add", "path": "/m", "value": 2}])).unwrap(),
+                "c1".into(),
+            )
+            .unwrap();
+        store.transaction(|tx| save(tx, &unknown)).unwrap();
+        store.transaction(|tx| store_user_id(tx, "bob")).unwrap();
+        assert_eq!(store.user_id().unwrap().as_deref(), Some("bob"));
+        assert_eq!(store.load("old", policy).unwrap().unwrap().owner.as_deref(), Some("bob"), "rows from before");
+        let loaded = store.load("shared", policy).unwrap().unwrap();
+        assert_eq!(loaded.document().unwrap().owner.as_deref(), Some("alice"), "kept through a save without it");
+        assert_eq!(store.pending_count().unwrap(), 1);
+
+        let removed = store.transaction(|tx| remove(tx, "shared", &policy)).unwrap().unwrap();
+        assert_eq!(removed.replica.pending.len(), 1);
+        assert_eq!(store.pending_count().unwrap(), 0);
+        assert!(store.pending_ids().unwrap().is_empty());
+        assert!(store.load("shared", policy).unwrap().is_none());
+        assert!(store.transaction(|tx| remove(tx, "shared", &policy)).unwrap().is_none());
+        // Reopening runs no migration twice.
+        drop(store);
+        assert_eq!(LocalStore::open(&url).unwrap().meta("schema_version").unwrap().as_deref(), Some("1"));
+    }
+
+    /// Partial sync: narrowing keeps the cursor; widening (to more names, or to every
+    /// collection) starts the catch-up again from 0.
+    #[test]
+    fn widening_partial_sync_restarts_the_catch_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}?mode=rwc", dir.path().join("c.db").display());
+        let mut store = LocalStore::open(&url).unwrap();
+        let names = |list: &[&str]| list.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let at = |store: &mut LocalStore, cursor: u64| store.transaction(|tx| store_cursor(tx, cursor)).unwrap();
+        at(&mut store, 40);
+        assert_eq!(store.begin_sync_of(None).unwrap(), 40, "unchanged");
+        assert_eq!(store.begin_sync_of(Some(&names(&["a", "b"]))).unwrap(), 40, "narrowed from everything");
+        assert_eq!(store.begin_sync_of(Some(&names(&["b"]))).unwrap(), 40, "narrowed");
+        assert_eq!(store.begin_sync_of(Some(&names(&["b"]))).unwrap(), 40, "unchanged");
+        assert_eq!(store.begin_sync_of(Some(&names(&["a", "b"]))).unwrap(), 0, "widened");
+        assert_eq!(store.cursor().unwrap(), 0);
+        at(&mut store, 50);
+        assert_eq!(store.begin_sync_of(None).unwrap(), 0, "widened to everything");
+        at(&mut store, 60);
+        assert_eq!(store.begin_sync_of(None).unwrap(), 60);
     }
 
     /// The errors of a file that cannot be opened and of a row that does not decode name

@@ -28,6 +28,9 @@ pub(crate) struct Shared {
     config: SyncConfig,
     /// This replica's id, read (or made) once when the engine starts.
     client_id: String,
+    /// The user id the server authenticated this replica as (stored; `None` before the
+    /// first connection).
+    user_id: Mutex<Option<String>>,
     /// The local database. A `std` mutex: no guard is ever held across an `.await`.
     local: Mutex<LocalStore>,
     /// Where events are queued for the application.
@@ -54,10 +57,14 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Shares `local` under `config`, reading the client id and the stored cursor.
-    pub(crate) fn new(config: SyncConfig, local: LocalStore) -> Result<Shared> {
+    /// Partial sync: a cursor reached with fewer collections than `config` names goes
+    /// back to 0 here (see [`LocalStore::begin_sync_of`]).
+    pub(crate) fn new(config: SyncConfig, mut local: LocalStore) -> Result<Shared> {
         let client_id = local.client_id()?;
-        let cursor = local.cursor()?;
+        let cursor = local.begin_sync_of(config.collections.as_deref())?;
+        let user_id = local.user_id()?;
         Ok(Shared {
+            user_id: Mutex::new(user_id),
             events: Arc::new(EventHub::new(config.event_queue)),
             config,
             client_id,
@@ -84,6 +91,27 @@ impl Shared {
     /// The local rebase policy of a collection.
     pub(crate) fn policy(&self, collection: &str) -> Policy {
         self.config.policy_for(collection)
+    }
+
+    /// Whether documents of `collection` are stored when the server sends them (partial
+    /// sync; an empty name is a message that does not say, which the server filtered).
+    pub(crate) fn syncs(&self, collection: &str) -> bool {
+        collection.is_empty() || self.config.syncs(collection)
+    }
+
+    /// The user id the server authenticated this replica as, once known.
+    pub(crate) fn user_id(&self) -> Option<String> {
+        self.user_id.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records the user id of `auth_success` (and owns the rows whose owner was unknown).
+    pub(crate) fn authenticated_as(&self, user_id: &str) -> Result<()> {
+        if self.user_id().as_deref() == Some(user_id) {
+            return Ok(());
+        }
+        self.transaction(|tx| local::store_user_id(tx, user_id))?;
+        *self.user_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(user_id.to_owned());
+        Ok(())
     }
 
     // The local database. Every call below takes the database lock and runs SQLite on

@@ -109,6 +109,9 @@ pub(crate) struct App<'a> {
     inbox: Arc<Mutex<Vec<SyncEvent>>>,
     /// Shown in the header.
     pub(crate) user: String,
+    /// The user id the server knows this user as (what an admin names in a sharing
+    /// rule), shown in the header once known.
+    pub(crate) user_id: Option<String>,
     /// Named in connection messages.
     server: String,
     /// The tasks, oldest first.
@@ -155,6 +158,7 @@ impl<'a> App<'a> {
             dispatcher,
             inbox,
             user: user.to_owned(),
+            user_id: None,
             server: server.to_owned(),
             tasks: Vec::new(),
             table: TableState::default(),
@@ -240,7 +244,27 @@ impl<'a> App<'a> {
             }
             EventType::ConnectionSucceeded => {
                 self.info(format!("connected to {}", self.server));
-                false
+                // The header shows the user id (the server named it on connecting).
+                true
+            }
+            EventType::DocumentShared => {
+                if let Some(id) = event.document_id.as_deref()
+                    && let Ok(doc) = self.engine.get_document(id).await
+                    && doc.collection == COLLECTION
+                {
+                    let owner = doc.owner.unwrap_or_else(|| "another user".to_owned());
+                    self.info(format!("shared with you by {owner}: {title}"));
+                }
+                true
+            }
+            EventType::AccessRevoked => {
+                let dropped = match event.numeric_data {
+                    0 => String::new(),
+                    n => format!("; {n} unsent change(s) dropped"),
+                };
+                // The document is gone: whether it was a task is no longer known.
+                self.error(format!("no longer shared with you: {title}{dropped}"));
+                true
             }
             EventType::SyncCompleted => {
                 // A conflict or error met while catching up stays on the line.
@@ -270,7 +294,9 @@ impl<'a> App<'a> {
         let keep = self.selected().map(|t| t.id.clone());
         match self.engine.list_documents(Some(COLLECTION)).await {
             Ok(docs) => {
-                self.tasks = docs.iter().map(Task::from_document).collect();
+                self.user_id = self.engine.user_id();
+                let me = self.user_id.as_deref();
+                self.tasks = docs.iter().map(|doc| Task::from_document(doc, me)).collect();
                 for task in self.tasks.iter_mut().filter(|t| self.conflicts.contains(&t.id)) {
                     task.sync = DocStatus::Conflict;
                 }

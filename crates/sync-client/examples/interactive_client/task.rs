@@ -66,11 +66,14 @@ pub(crate) struct Task {
     pub(crate) created: String,
     /// Whether the server has this version (from the local database).
     pub(crate) sync: DocStatus,
+    /// The owner's user id, when the task is another user's, shared with this one.
+    pub(crate) shared_by: Option<String>,
 }
 
 impl Task {
-    /// Reads a task from a document, tolerating any content shape.
-    pub(crate) fn from_document(doc: &Document) -> Task {
+    /// Reads a task from a document, tolerating any content shape. `me` is this user's
+    /// id (once known), to tell shared tasks from one's own.
+    pub(crate) fn from_document(doc: &Document, me: Option<&str>) -> Task {
         let text = |key: &str| doc.content.get(key).and_then(Value::as_str);
         Task {
             id: doc.id.clone(),
@@ -85,6 +88,7 @@ impl Task {
                 .unwrap_or_default(),
             created: text("created").unwrap_or_default().to_owned(),
             sync: doc.status,
+            shared_by: doc.owner.clone().filter(|owner| me.is_some_and(|me| me != owner)),
         }
     }
 }

@@ -43,7 +43,11 @@ fn render_header(frame: &mut Frame<'_>, area: Rect, app: &App<'_>) {
     let right = Line::from(vec![connection, Span::raw(facts)]);
     let [left_area, right_area] =
         Layout::horizontal([Constraint::Fill(1), Constraint::Length(right.width() as u16)]).areas(area);
-    let title = Line::from(vec![Span::raw(" Tasks ").bold(), Span::raw(format!("for {}", app.user))]);
+    let mut title = vec![Span::raw(" Tasks ").bold(), Span::raw(format!("for {}", app.user))];
+    if let Some(id) = &app.user_id {
+        title.push(Span::raw(format!(" (user id {id})")).dark_gray());
+    }
+    let title = Line::from(title);
     frame.render_widget(title, left_area);
     frame.render_widget(right, right_area);
 }
@@ -82,13 +86,26 @@ fn task_row(task: &Task) -> Row<'_> {
         Priority::Low => Style::new().fg(Color::Blue),
     };
     let tags = task.tags.iter().map(|t| format!("#{t}")).collect::<Vec<_>>().join(" ");
+    let mut title = vec![Span::styled(task.title.as_str(), title_style)];
+    if let Some(owner) = &task.shared_by {
+        title.push(Span::styled(format!(" (shared by {})", short_id(owner)), Style::new().fg(Color::DarkGray)));
+    }
     Row::new([
         Cell::from(sync),
         Cell::from(mark),
-        Cell::from(Span::styled(task.title.as_str(), title_style)),
+        Cell::from(Line::from(title)),
         Cell::from(Span::styled(task.priority.as_str(), priority_style)),
         Cell::from(Span::styled(tags, Style::new().fg(Color::Magenta))),
     ])
+}
+
+/// A user id short enough for the table: a UUID's first 8 characters and `…` (the
+/// status line names it in full when the task is shared).
+fn short_id(id: &str) -> String {
+    match id.char_indices().nth(12) {
+        Some(_) => format!("{}…", id.chars().take(8).collect::<String>()),
+        None => id.to_owned(),
+    }
 }
 
 fn render_prompt(frame: &mut Frame<'_>, area: Rect, app: &App<'_>) {

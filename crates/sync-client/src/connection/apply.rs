@@ -41,17 +41,31 @@ impl Applied {
     }
 }
 
+/// Where a remote change comes from: the document, its collection and owner when the
+/// message says (a `document_updated` push names neither), the revision it made, and the
+/// `client_change_id` it was sent with.
+pub(super) struct Origin<'a> {
+    pub(super) id: &'a str,
+    /// Empty when the message does not say.
+    pub(super) collection: &'a str,
+    pub(super) owner: Option<&'a str>,
+    pub(super) revision: u64,
+    pub(super) change_id: Option<&'a str>,
+}
+
 /// Applies a committed remote change to the local row, inside the transaction `rows`
-/// works in.
+/// works in. `None` when the change is of a collection this replica does not sync
+/// (partial sync): nothing is stored.
 pub(super) fn apply_remote(
     rows: &mut local::Rows<'_>,
     shared: &Shared,
-    id: &str,
-    collection: &str,
-    revision: u64,
+    origin: &Origin<'_>,
     mut change: RemoteChange,
-    change_id: Option<&str>,
 ) -> Result<Option<Applied>> {
+    let &Origin { id, collection, owner, revision, change_id } = origin;
+    if !shared.syncs(collection) {
+        return Ok(None);
+    }
     let kind = match &change {
         RemoteChange::Create(_) => ChangeKind::Create,
         RemoteChange::Update(_) => ChangeKind::Update,
@@ -69,6 +83,7 @@ pub(super) fn apply_remote(
             collection: stored_collection(),
             replica: Replica::from_server(content, 1, false, shared.policy(collection)),
             conflict: false,
+            owner: owner.map(str::to_owned),
         };
         if let Some(saved_view) = rows.insert_new(&row)? {
             return Ok(Some(Applied { row, outcome: Outcome::default(), kind, own: false, saved_view }));
@@ -78,23 +93,32 @@ pub(super) fn apply_remote(
     }
     let existing = rows.load(id, &|c| shared.policy(c))?;
     let mut row = match existing {
-        Some(row) => row,
+        Some(mut row) => {
+            if let Some(owner) = owner {
+                row.owner = Some(owner.to_owned());
+            }
+            row
+        }
         None => match &change {
             RemoteChange::Create(_) => DocRow {
                 id: id.to_owned(),
                 collection: stored_collection(),
                 replica: Replica { policy: shared.policy(collection), ..Replica::default() },
                 conflict: false,
+                owner: owner.map(str::to_owned),
             },
-            // An update or delete of a document never seen here: fetch it whole.
+            // An update or delete of a document never seen here (one just shared with this
+            // user, whose state has not arrived yet): fetch it whole. Nothing is stored,
+            // and nothing reported (the outcome counts as a duplicate) until it arrives.
             _ => {
                 let row = DocRow {
                     id: id.to_owned(),
                     collection: stored_collection(),
                     replica: Replica::default(),
                     conflict: false,
+                    owner: owner.map(str::to_owned),
                 };
-                let outcome = Outcome { resync_needed: true, ..Outcome::default() };
+                let outcome = Outcome { resync_needed: true, duplicate: true, ..Outcome::default() };
                 return Ok(Some(Applied { row, outcome, kind, own: false, saved_view: None }));
             }
         },
@@ -141,6 +165,12 @@ impl Session {
                 self.shared.emit_document_with(event_type, row, true, content);
             }
         }
+        self.report_outcome(row, outcome);
+    }
+
+    /// Emits the events of what a remote change did to the row's pending changes: the
+    /// conflicts met rebasing them, and those refused (after which the view rolled back).
+    pub(super) fn report_outcome(&self, row: &DocRow, outcome: &Outcome) {
         if !outcome.conflicts.is_empty() {
             let mut event = SyncEvent::new(EventType::ConflictDetected);
             event.document_id = Some(row.id.clone());

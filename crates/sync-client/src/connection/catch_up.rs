@@ -15,7 +15,7 @@ use sync_core::protocol::{
 use sync_core::{ChangeEvent, ChangeKind};
 
 use super::Session;
-use super::apply::{apply_remote, remote_change};
+use super::apply::{Origin, apply_remote, remote_change};
 use super::wire::{decode_text, frame_text, next_text_frame, send};
 use crate::error::{Result, SyncError};
 use crate::local;
@@ -36,6 +36,10 @@ struct PageEvent {
     document_id: String,
     #[serde(default)]
     collection: String,
+    /// The change's author: the owner for a create (a user creates only their own
+    /// documents), anyone allowed for the other kinds.
+    #[serde(default)]
+    user_id: Option<String>,
     event_type: ChangeKind,
     #[serde(default)]
     forward_patch: Option<Value>,
@@ -50,6 +54,7 @@ impl From<ChangeEvent> for PageEvent {
             sequence: e.sequence,
             document_id: e.document_id,
             collection: e.collection,
+            user_id: Some(e.user_id),
             event_type: e.event_type,
             forward_patch: e.forward_patch,
             sync_revision: e.sync_revision,
@@ -137,7 +142,9 @@ impl Session {
         let message = ClientMessage::GetChangesSince(GetChangesSince {
             last_sequence: after,
             limit: Some(self.shared.config().catch_up_page),
-            collections: None,
+            // The server limits the session's pushes by what `authenticate` named, but a
+            // query by what the query names.
+            collections: self.shared.config().collections.clone(),
         });
         send(&mut self.socket, &[ClientEnvelope::with_id(message, request_id.clone())]).await?;
         Ok(request_id)
@@ -179,16 +186,20 @@ impl Session {
         let cursor = shared.cursor();
         shared.transaction_moving_cursor(|tx| {
             let mut rows = local::Rows::new(tx)?;
-            for event in events.into_iter().filter(|e| e.sequence > cursor) {
+            // Partial sync: the server sends only the collections asked for; a page of
+            // others (from a server that ignores the field) is skipped all the same.
+            for event in events.into_iter().filter(|e| e.sequence > cursor && shared.syncs(&e.collection)) {
                 let PageEvent {
                     document_id,
                     collection,
+                    user_id,
                     event_type,
                     forward_patch,
                     sync_revision,
                     client_change_id,
                     ..
                 } = event;
+                let owner = if event_type == ChangeKind::Create { user_id.as_deref() } else { None };
                 let change = match remote_change(event_type, forward_patch) {
                     Ok(change) => change,
                     Err(e) => {
@@ -197,15 +208,14 @@ impl Session {
                         continue;
                     }
                 };
-                if let Some(applied) = apply_remote(
-                    &mut rows,
-                    &shared,
-                    &document_id,
-                    &collection,
-                    sync_revision,
-                    change,
-                    client_change_id.as_deref(),
-                )? {
+                let origin = Origin {
+                    id: &document_id,
+                    collection: &collection,
+                    owner,
+                    revision: sync_revision,
+                    change_id: client_change_id.as_deref(),
+                };
+                if let Some(applied) = apply_remote(&mut rows, &shared, &origin, change)? {
                     if applied.resync_needed() {
                         refetch.push(document_id);
                     }

@@ -1,6 +1,7 @@
 //! Opening a connection: the WebSocket (with the frame limits a page of changes
-//! needs), then `authenticate` with this replica's credentials and client id. Returns a
-//! socket only once the server said `auth_success`.
+//! needs), then `authenticate` with this replica's credentials, client id and the
+//! collections of partial sync. Returns a socket only once the server said
+//! `auth_success`, with the user id the server knows this user as.
 
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use crate::config::Auth;
 use crate::error::{Result, SyncError};
 use crate::shared::Shared;
 
-/// Connects and authenticates.
-pub(super) async fn connect(shared: &Shared) -> Result<Socket> {
+/// Connects and authenticates; returns the socket and the authenticated user id.
+pub(super) async fn connect(shared: &Shared) -> Result<(Socket, String)> {
     let config = shared.config();
     let url = config.server_url.parse().map_err(|e| SyncError::WebSocket {
         context: "invalid server URL".into(),
@@ -43,14 +44,14 @@ pub(super) async fn connect(shared: &Shared) -> Result<Socket> {
         credentials,
         client_id: Some(shared.client_id().to_owned()),
         last_sequence: None,
-        collections: None,
+        collections: config.collections.clone(),
     });
     send(&mut socket, &[ClientEnvelope::new(message)]).await?;
     let reply = tokio::time::timeout(Duration::from_secs(10), next_messages(&mut socket))
         .await
         .map_err(|_| SyncError::Connection("no answer to authenticate".into()))??;
     match reply.into_iter().next().map(|e| e.message) {
-        Some(ServerMessage::AuthSuccess(_)) => Ok(socket),
+        Some(ServerMessage::AuthSuccess(success)) => Ok((socket, success.user_id)),
         Some(ServerMessage::AuthError(e)) => Err(SyncError::Server {
             code: ErrorCode::InvalidAuth,
             message: format!("authentication failed: {}", e.reason),

@@ -1,18 +1,25 @@
 //! What the server sends on a live connection: pushes of other replicas' changes (and
 //! of ours, coming back on a new connection), the answers to our changes, conflicts, a
-//! document's whole state after a gap, errors. Each is applied in its own local
-//! transaction; a push also moves the cursor, and an answer lets the document's next
-//! change go.
+//! document's whole state after a gap, documents shared with this user and those no
+//! longer readable, errors. Each is applied in its own local transaction; a push also
+//! moves the cursor, and an answer lets the document's next change go.
+//!
+//! Guarantees: a shared document's state replaces the confirmed state only when it is
+//! newer, and local changes pending on it are rebased like after a gap; a revoked
+//! document's row goes in one transaction with every pending change of it, so none is
+//! sent again.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 use sync_core::ChangeKind;
-use sync_core::protocol::{Created, Deleted, RequestId, ServerEnvelope, ServerMessage, Updated};
-use sync_core::replica::{RemoteChange, Replica};
+use sync_core::protocol::{
+    Created, Deleted, DocumentCreated, DocumentUpdated, PushedPatch, RequestId, ServerEnvelope, ServerMessage, Updated,
+};
+use sync_core::replica::{Outcome, RemoteChange, Replica};
 
 use super::Session;
-use super::apply::apply_remote;
+use super::apply::{Origin, apply_remote};
 use crate::error::Result;
 use crate::events::{EventType, SyncEvent};
 use crate::local::{self, DocRow};
@@ -24,33 +31,43 @@ impl Session {
             _ => None,
         };
         match envelope.message {
-            ServerMessage::DocumentCreated(m) => {
-                let content = m.document.content.clone();
-                self.apply_push(
-                    &m.document.id,
-                    &m.document.collection,
-                    m.document.sync_revision,
-                    RemoteChange::Create(content),
-                    m.client_change_id.as_deref(),
-                    m.sequence,
-                )
+            ServerMessage::DocumentCreated(DocumentCreated { document, sequence, client_change_id }) => {
+                let sync_core::Document { id, collection, user_id, content, sync_revision, .. } = document;
+                let origin = Origin {
+                    id: &id,
+                    collection: &collection,
+                    owner: Some(&user_id),
+                    revision: sync_revision,
+                    change_id: client_change_id.as_deref(),
+                };
+                self.apply_push(&origin, RemoteChange::Create(content), sequence)
             }
-            ServerMessage::DocumentUpdated(m) => self.apply_push(
-                &m.patch.document_id,
-                "",
-                m.patch.sync_revision,
-                RemoteChange::Update(m.patch.patch),
-                m.client_change_id.as_deref(),
-                m.sequence,
-            ),
-            ServerMessage::DocumentDeleted(m) => self.apply_push(
-                &m.document_id,
-                "",
-                m.sync_revision,
-                RemoteChange::Delete,
-                m.client_change_id.as_deref(),
-                m.sequence,
-            ),
+            ServerMessage::DocumentUpdated(DocumentUpdated {
+                patch: PushedPatch { document_id, patch, sync_revision, .. },
+                sequence,
+                client_change_id,
+            }) => {
+                let origin = Origin {
+                    id: &document_id,
+                    collection: "",
+                    owner: None,
+                    revision: sync_revision,
+                    change_id: client_change_id.as_deref(),
+                };
+                self.apply_push(&origin, RemoteChange::Update(patch), sequence)
+            }
+            ServerMessage::DocumentDeleted(m) => {
+                let origin = Origin {
+                    id: &m.document_id,
+                    collection: "",
+                    owner: None,
+                    revision: m.sync_revision,
+                    change_id: m.client_change_id.as_deref(),
+                };
+                self.apply_push(&origin, RemoteChange::Delete, m.sequence)
+            }
+            ServerMessage::DocumentShared(m) => self.on_shared(m.document),
+            ServerMessage::AccessRevoked(m) => self.on_revoked(&m.document_ids),
             ServerMessage::DocumentCreatedResponse(r) => self.on_answer(&r.document_id, request_id, answer(r.outcome)),
             ServerMessage::DocumentUpdatedResponse(r) => self.on_answer(&r.document_id, request_id, answer(r.outcome)),
             ServerMessage::DocumentDeletedResponse(r) => self.on_answer(&r.document_id, request_id, answer(r.outcome)),
@@ -84,22 +101,14 @@ impl Session {
     }
 
     /// Applies one live push.
-    fn apply_push(
-        &mut self,
-        id: &str,
-        collection: &str,
-        revision: u64,
-        change: RemoteChange,
-        change_id: Option<&str>,
-        sequence: u64,
-    ) -> Result<()> {
+    fn apply_push(&mut self, origin: &Origin<'_>, change: RemoteChange, sequence: u64) -> Result<()> {
         let shared = Arc::clone(&self.shared);
         if sequence <= shared.cursor() {
             return Ok(());
         }
+        let id = origin.id;
         let applied = shared.transaction_moving_cursor(|tx| {
-            let applied =
-                apply_remote(&mut local::Rows::new(tx)?, &shared, id, collection, revision, change, change_id)?;
+            let applied = apply_remote(&mut local::Rows::new(tx)?, &shared, origin, change)?;
             Ok((applied, Some(sequence)))
         })?;
         if let Some(applied) = applied {
@@ -164,21 +173,115 @@ impl Session {
         })
     }
 
-    /// Replaces a document's confirmed state after a gap.
+    /// Replaces a document's confirmed state after a gap (or for an update pushed before
+    /// the document was held).
     fn reset(&mut self, document: sync_core::Document) -> Result<()> {
+        if !self.shared.syncs(&document.collection) {
+            return Ok(());
+        }
+        let (row, outcome, was_live) = self.store_state(document, true)?;
+        let is_live = row.replica.view().is_some();
+        let kind = match (was_live, is_live) {
+            (false, true) => Some(ChangeKind::Create),
+            (true, true) => Some(ChangeKind::Update),
+            (true, false) => Some(ChangeKind::Delete),
+            (false, false) => None,
+        };
+        match kind {
+            Some(kind) => self.report(&row, &outcome, kind, false),
+            None => self.report_outcome(&row, &outcome),
+        }
+        Ok(())
+    }
+
+    /// A document the rules now let this user read, as it is now. Stored as the
+    /// confirmed state when newer than the one held (or when none is held); local
+    /// changes pending on it are rebased like after a gap. A push the state already
+    /// includes may follow it, and is dropped by revision.
+    fn on_shared(&mut self, document: sync_core::Document) -> Result<()> {
+        if !self.shared.syncs(&document.collection) {
+            return Ok(());
+        }
+        let (row, outcome, was_live) = self.store_state(document, false)?;
+        match row.replica.view() {
+            Some(view) => {
+                let mut event = SyncEvent::new(EventType::DocumentShared);
+                event.document_id = Some(row.id.clone());
+                event.title = sync_core::model::title_of(&view);
+                event.content = Some(view.to_string());
+                event.boolean_data = true;
+                self.shared.emit(event);
+                self.report_outcome(&row, &outcome);
+            }
+            // Deleted since this replica last saw it.
+            None if was_live => self.report(&row, &outcome, ChangeKind::Delete, false),
+            // A tombstone: nothing the application can show.
+            None => self.report_outcome(&row, &outcome),
+        }
+        Ok(())
+    }
+
+    /// Stores a document's whole state from the server, in one local transaction: as
+    /// the confirmed state when `always`, else only when newer than the one held. The
+    /// owner is recorded either way. Returns the row, what rebasing its pending changes
+    /// did, and whether the application saw the document before.
+    fn store_state(&mut self, document: sync_core::Document, always: bool) -> Result<(DocRow, Outcome, bool)> {
         let shared = Arc::clone(&self.shared);
-        let applied = shared.transaction(|tx| {
-            let mut row = local::load(tx, &document.id, &|c| shared.policy(c))?.unwrap_or_else(|| DocRow {
-                id: document.id.clone(),
-                collection: document.collection.clone(),
-                replica: Replica::default(),
+        let sync_core::Document { id, collection, user_id, content, sync_revision, deleted_at, .. } = document;
+        shared.transaction(|tx| {
+            let existing = local::load(tx, &id, &|c| shared.policy(c))?;
+            let was_live = existing.as_ref().is_some_and(|row| row.replica.view().is_some());
+            let mut row = existing.unwrap_or_else(|| DocRow {
+                replica: Replica { policy: shared.policy(&collection), ..Replica::default() },
+                id,
+                collection,
                 conflict: false,
+                owner: None,
             });
-            let outcome = row.replica.reset(document.content.clone(), document.sync_revision, document.is_deleted());
+            row.owner = Some(user_id);
+            let newer = row.replica.confirmed.is_none() || sync_revision > row.replica.revision();
+            let outcome = if always || newer {
+                row.replica.reset(content, sync_revision, deleted_at.is_some())
+            } else {
+                Outcome::default()
+            };
             local::save(tx, &row)?;
-            Ok((row, outcome))
+            Ok((row, outcome, was_live))
+        })
+    }
+
+    /// Documents this user may no longer read: each local copy goes, with every change
+    /// pending on it (an in-flight one is refused by the server, and its answer then
+    /// finds nothing to retry), in one local transaction; then one event per document the
+    /// application knew.
+    fn on_revoked(&mut self, ids: &[String]) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let removed = shared.transaction(|tx| {
+            let mut removed = Vec::new();
+            for id in ids {
+                removed.extend(local::remove(tx, id, &|c| shared.policy(c))?);
+            }
+            Ok(removed)
         })?;
-        self.report(&applied.0, &applied.1, ChangeKind::Update, false);
+        for id in ids {
+            self.resyncing.remove(id);
+        }
+        for row in &removed {
+            let pending = row.replica.pending.len() as u64;
+            if row.replica.view().is_none() && pending == 0 {
+                // A tombstone: the application never saw it.
+                continue;
+            }
+            let mut event = SyncEvent::new(EventType::AccessRevoked);
+            event.document_id = Some(row.id.clone());
+            event.title = row.title();
+            event.numeric_data = pending;
+            event.boolean_data = true;
+            self.shared.emit(event);
+        }
+        if removed.iter().any(|row| !row.replica.pending.is_empty()) {
+            self.shared.notify_changed();
+        }
         Ok(())
     }
 }

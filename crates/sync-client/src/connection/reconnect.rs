@@ -44,9 +44,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             },
         };
         match result {
-            Ok(socket) => {
+            Ok((socket, user_id)) => {
                 attempt = 0;
                 backoff = config.backoff_initial;
+                if let Err(e) = shared.authenticated_as(&user_id) {
+                    // Only owners of documents made before the first connection stay unknown.
+                    tracing::warn!(error = %e, "storing the user id failed");
+                    let mut event = SyncEvent::new(EventType::SyncError);
+                    event.error = Some(format!("storing the user id failed: {e}"));
+                    shared.emit(event);
+                }
                 shared.connection_up();
                 shared.emit(SyncEvent::new(EventType::ConnectionSucceeded));
                 let ended = Session::new(Arc::clone(&shared), socket).run().await;

@@ -72,6 +72,13 @@ pub enum SyncEventType {
     SYNC_EVENT_CONNECTION_ATTEMPTED = 8,
     /// Connected and authenticated.
     SYNC_EVENT_CONNECTION_SUCCEEDED = 9,
+    /// Another user's document is now readable (the server's access rules): its state
+    /// was stored; `content` and `title` are its view. `owner` in
+    /// `sync_engine_get_document` names its owner.
+    SYNC_EVENT_DOCUMENT_SHARED = 10,
+    /// The document is no longer readable: its local copy was removed with
+    /// `numeric_data` local changes not yet sent; `title` is the last one shown.
+    SYNC_EVENT_ACCESS_REVOKED = 11,
 }
 
 impl From<EventType> for SyncEventType {
@@ -87,6 +94,8 @@ impl From<EventType> for SyncEventType {
             EventType::ConnectionLost => SyncEventType::SYNC_EVENT_CONNECTION_LOST,
             EventType::ConnectionAttempted => SyncEventType::SYNC_EVENT_CONNECTION_ATTEMPTED,
             EventType::ConnectionSucceeded => SyncEventType::SYNC_EVENT_CONNECTION_SUCCEEDED,
+            EventType::DocumentShared => SyncEventType::SYNC_EVENT_DOCUMENT_SHARED,
+            EventType::AccessRevoked => SyncEventType::SYNC_EVENT_ACCESS_REVOKED,
         }
     }
 }
@@ -104,7 +113,8 @@ pub struct SyncEventData {
     pub content: *const c_char,
     /// The error message, or NULL.
     pub error: *const c_char,
-    /// A count (documents synced, connection attempt number).
+    /// A count (documents synced, connection attempt number, local changes dropped with
+    /// a revoked document).
     pub numeric_data: u64,
     /// Document events: the change came from another replica. Conflicts: the local edit won.
     pub boolean_data: bool,
@@ -227,6 +237,7 @@ fn document_json(doc: &Document) -> Value {
             DocStatus::Conflict => "conflict",
         },
         "pending": doc.pending,
+        "owner": doc.owner,
     })
 }
 
@@ -244,6 +255,31 @@ pub unsafe extern "C" fn sync_engine_create(
     email: *const c_char,
     api_key: *const c_char,
     api_secret: *const c_char,
+) -> *mut CSyncEngine {
+    // SAFETY: the caller's contract, forwarded; NULL options are the defaults.
+    unsafe { sync_engine_create_with_options(database_url, server_url, email, api_key, api_secret, std::ptr::null()) }
+}
+
+/// Like `sync_engine_create`, with more options as a JSON object in `options_json`
+/// (NULL or `{}` for the defaults). Known members:
+/// - `"collections"`: an array of 1–100 collection names: partial sync, only documents
+///   of these collections are caught up, pushed and shared to this engine; `null` syncs
+///   every collection.
+///
+/// An unknown member, or a value of the wrong shape, is refused: NULL is returned and
+/// `sync_last_error` names it.
+///
+/// # Safety
+/// The string arguments must be NULL (`api_secret`, `options_json`) or NUL-terminated
+/// strings valid for the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sync_engine_create_with_options(
+    database_url: *const c_char,
+    server_url: *const c_char,
+    email: *const c_char,
+    api_key: *const c_char,
+    api_secret: *const c_char,
+    options_json: *const c_char,
 ) -> *mut CSyncEngine {
     let mut created = None;
     let result = guard(|| {
@@ -263,7 +299,12 @@ pub unsafe extern "C" fn sync_engine_create(
             let secret = unsafe { text(api_secret, "api_secret") }?;
             Auth::ApiKey { key: key.to_owned(), secret: secret.to_owned() }
         };
-        let engine = SyncEngine::with_config(SyncConfig::new(database, server, user, auth))?;
+        let mut config = SyncConfig::new(database, server, user, auth);
+        if !options_json.is_null() {
+            // SAFETY: the caller's contract on `options_json`.
+            apply_options(&mut config, unsafe { json_arg(options_json, "options_json") }?)?;
+        }
+        let engine = SyncEngine::with_config(config)?;
         created = Some(Box::new(CSyncEngine { engine }));
         Ok(())
     });
@@ -271,6 +312,40 @@ pub unsafe extern "C" fn sync_engine_create(
         (CSyncResult::Success, Some(engine)) => Box::into_raw(engine),
         _ => std::ptr::null_mut(),
     }
+}
+
+/// Sets the options of `sync_engine_create_with_options` on `config`.
+fn apply_options(config: &mut SyncConfig, options: Value) -> Result<(), SyncError> {
+    let Value::Object(options) = options else {
+        return Err(SyncError::InvalidInput("options_json is not a JSON object".into()));
+    };
+    for (name, value) in options {
+        match name.as_str() {
+            "collections" => {
+                config.collections = match value {
+                    Value::Null => None,
+                    Value::Array(items) => Some(
+                        items
+                            .into_iter()
+                            .map(|item| match item {
+                                Value::String(name) => Ok(name),
+                                other => Err(SyncError::InvalidInput(format!(
+                                    "options_json: collections: {other} is not a collection name"
+                                ))),
+                            })
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    other => {
+                        return Err(SyncError::InvalidInput(format!(
+                            "options_json: collections must be an array of names or null, not {other}"
+                        )));
+                    }
+                };
+            }
+            other => return Err(SyncError::InvalidInput(format!("options_json: unknown option {other:?}"))),
+        }
+    }
+    Ok(())
 }
 
 /// Destroys an engine: first pushes the outbox for the engine's grace period (3 s),
@@ -418,7 +493,9 @@ pub unsafe extern "C" fn sync_engine_delete_document(
 }
 
 /// Writes a document as JSON (`{id, collection, title, content, sync_revision, status,
-/// pending}`) to `*out_json`; free it with `sync_string_free`.
+/// pending, owner}`) to `*out_json`; free it with `sync_string_free`. `owner` is the
+/// owner's user id (null until the server has said): another user's for a document
+/// shared with this one (compare with `sync_engine_get_user_id`).
 ///
 /// # Safety
 /// `engine` a live handle; `document_id` a NUL-terminated string; `out_json` writable.
@@ -511,7 +588,30 @@ pub unsafe extern "C" fn sync_engine_is_connected(engine: *mut CSyncEngine) -> b
     .unwrap_or(false)
 }
 
-/// Registers a callback for every event (`event_filter` -1) or one type (0–9). Callbacks
+/// Writes the user id the server knows this user as (for API keys, derived from the
+/// email) to `*out_user_id`; free it with `sync_string_free`. Writes NULL until the
+/// engine has connected once (the id is kept in the local database after that).
+///
+/// # Safety
+/// `engine` a live handle; `out_user_id` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sync_engine_get_user_id(
+    engine: *mut CSyncEngine,
+    out_user_id: *mut *mut c_char,
+) -> CSyncResult {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let engine = unsafe { self::engine(engine) }?;
+        match engine.user_id() {
+            // SAFETY: the caller's contract on `out_user_id`.
+            Some(user_id) => unsafe { give_string(out_user_id, user_id) },
+            // SAFETY: as above.
+            None => unsafe { write(out_user_id, std::ptr::null_mut()) },
+        }
+    })
+}
+
+/// Registers a callback for every event (`event_filter` -1) or one type (0–11). Callbacks
 /// run only inside `sync_engine_process_events`, on the calling thread, for local and
 /// remote changes alike; `context` is passed back untouched.
 ///
@@ -529,13 +629,13 @@ pub unsafe extern "C" fn sync_engine_register_event_callback(
         // SAFETY: the caller's contract.
         let engine = unsafe { self::engine(engine) }?;
         let Some(callback) = callback else { return Err(SyncError::InvalidInput("callback is NULL".into())) };
-        let filter =
-            match event_filter {
-                -1 => None,
-                n => Some(EventType::from_i32(n).ok_or_else(|| {
-                    SyncError::InvalidInput(format!("event_filter {n} is not -1 or an event type 0-9"))
-                })?),
-            };
+        let filter = match event_filter {
+            -1 => None,
+            n => Some(EventType::from_i32(n).ok_or_else(|| {
+                let last = EventType::ALL.len() - 1;
+                SyncError::InvalidInput(format!("event_filter {n} is not -1 or an event type 0-{last}"))
+            })?),
+        };
         engine.event_dispatcher().register_callback(
             move |event_type, document_id, title, content, error, numeric_data, boolean_data, context| {
                 let owned = |s: Option<&str>| s.and_then(|s| CString::new(s.replace('\0', "\\0")).ok());

@@ -28,6 +28,10 @@ fn c_header_is_up_to_date() {
         "SyncEventData",
         "CSyncResult",
         "SYNC_EVENT_CONNECTION_SUCCEEDED",
+        "SYNC_EVENT_DOCUMENT_SHARED = 10",
+        "SYNC_EVENT_ACCESS_REVOKED = 11",
+        "sync_engine_create_with_options",
+        "sync_engine_get_user_id",
     ] {
         assert!(generated.contains(name), "{name} missing from the header");
     }

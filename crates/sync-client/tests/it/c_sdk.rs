@@ -2,8 +2,8 @@
 //! and events examples are compiled against it with make (and one with CMake through the
 //! package config), and run against a live server process: documents created from C
 //! reach a Rust engine, remote changes reach C callbacks and C++ lambdas, updates merge,
-//! deletes propagate, an engine created while the server is down connects later, and the
-//! C example runs clean under valgrind.
+//! deletes propagate, an engine created while the server is down connects later, options
+//! (partial sync) are checked and honoured, and the C example runs clean under valgrind.
 //!
 //! Needs gcc, g++, make, cmake and valgrind (`.ci/run` installs what is missing).
 
@@ -113,6 +113,13 @@ async fn c_and_cpp_examples_against_a_live_server() -> anyhow::Result<()> {
     let out = text(&basic);
     assert!(out.contains("null rejected: invalid input: document_id is NULL"), "{out}");
     assert!(out.contains("bad json rejected: invalid input"), "{out}");
+    assert!(
+        out.contains(r#"bad options rejected: configuration error: collections: "No Caps": "#),
+        "a bad collection name is refused, named:\n{out}"
+    );
+    let me = sync_core::auth::user_id_for_email("me@example.com");
+    assert!(out.contains(&format!("user {me}\n")), "the user id the server knows, once connected:\n{out}");
+    assert!(out.contains(&format!(r#""owner":"{me}""#)), "documents name their owner:\n{out}");
     let created = out.lines().find_map(|l| l.strip_prefix("created ")).expect("created id").to_owned();
     let deleted = out.lines().find_map(|l| l.strip_prefix("deleted ")).expect("deleted id").to_owned();
     let rust = common::engine(&server, dir.path(), "rust", "me@example.com");
@@ -127,6 +134,11 @@ async fn c_and_cpp_examples_against_a_live_server() -> anyhow::Result<()> {
     let cpp = run(Command::new(examples.join("basic_cpp")).args(args("cpp")), "basic_cpp");
     let out = text(&cpp);
     assert!(out.contains("synced") && out.contains("not found (-5)"), "{out}");
+    assert!(
+        out.contains(r#"bad options rejected (-1): sync_engine_create_with_options: invalid input: options_json: unknown option "sync_everything""#),
+        "{out}"
+    );
+    assert!(out.contains(&format!("user {me}\n")), "{out}");
     let cpp_id = out.lines().find_map(|l| l.strip_prefix("created ")).expect("created id").to_owned();
     common::eventually(Duration::from_secs(20), "rust sees the C++ document", || async {
         rust.get_document(&cpp_id).await.is_ok_and(|d| d.content["lang"] == "c++" && d.content["count"] == 2)
@@ -138,7 +150,14 @@ async fn c_and_cpp_examples_against_a_live_server() -> anyhow::Result<()> {
         Command::new(examples.join("events")).args(args("events")).arg("8").stdout(Stdio::piped()).spawn()?;
     let events_cpp =
         Command::new(examples.join("events_cpp")).args(args("events-cpp")).arg("8").stdout(Stdio::piped()).spawn()?;
+    // Partial sync from C: only the tasks collection.
+    let events_tasks = Command::new(examples.join("events"))
+        .args(args("events-tasks"))
+        .args(["8", r#"{"collections":["tasks"]}"#])
+        .stdout(Stdio::piped())
+        .spawn()?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let task = rust.create_document_in("tasks", json!({"title": "a task from rust"})).await?;
     let remote = rust.create_document(json!({"title": "made in rust", "n": 1})).await?;
     rust.update_document(&remote.id, json!({"n": 2})).await?;
     rust.wait_for_sync(Duration::from_secs(10)).await?;
@@ -146,6 +165,11 @@ async fn c_and_cpp_examples_against_a_live_server() -> anyhow::Result<()> {
     rust.wait_for_sync(Duration::from_secs(10)).await?;
     let (events_c, events_cpp) = (events_c.wait_with_output()?, events_cpp.wait_with_output()?);
     let (out_c, out_cpp) = (text(&events_c), text(&events_cpp));
+    let out_tasks = text(&events_tasks.wait_with_output()?);
+    let task_line = format!("EVENT document_created id={} title=a task from rust remote=1", task.id);
+    assert!(out_tasks.contains(&task_line), "the tasks-only C engine gets the task:\n{out_tasks}");
+    assert!(out_c.contains(&task_line), "and so does the C engine that syncs everything:\n{out_c}");
+    assert!(!out_tasks.contains(&remote.id), "the tasks-only C engine never hears of other collections:\n{out_tasks}");
     for kind in ["document_created", "document_updated", "document_deleted"] {
         let line = format!("EVENT {kind} id={}", remote.id);
         assert!(out_c.lines().any(|l| l.starts_with(&line) && l.contains("remote=1")), "C missed {kind}:\n{out_c}");

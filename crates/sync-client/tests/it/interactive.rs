@@ -1,8 +1,9 @@
 //! The interactive task manager (`examples/interactive_client.rs`) driven through a real
 //! terminal: tmux runs the example binary against a private server process, keys go in
 //! with `tmux send-keys`, and the screen comes back with `tmux capture-pane`. A second
-//! engine in the test process plays "another client" of the same user, and a TCP proxy
-//! that the test can cut takes the terminal client offline on its own. Needs `tmux`.
+//! engine in the test process plays "another client" of the same user (or another user
+//! sharing tasks), and a TCP proxy that the test can cut takes the terminal client
+//! offline on its own. Needs `tmux`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,6 +15,7 @@ use sync_client::SyncError;
 use sync_testkit::ServerProcess;
 
 use crate::common;
+use crate::sharing::{Sharing, rule};
 
 const EMAIL: &str = "tui@example.com";
 /// Longest wait for anything to show up (on screen or in the second engine).
@@ -109,6 +111,54 @@ async fn tasks_made_with_keys_sync_and_other_clients_changes_show_live() -> anyh
     assert!(screen.contains("exit status: 0"), "{screen}");
     assert!(screen.contains("interactive_client: all changes synced"), "{screen}");
     other.shutdown().await?;
+    Ok(())
+}
+
+/// Two users share a task list: once an admin's rule lets the terminal's user read and
+/// edit another user's tasks, they appear marked with their owner and a status line says
+/// so; an edit made with keys reaches the owner; removing the rule takes them off the
+/// screen with a line saying that too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_list_shared_by_another_user_shows_live_and_goes_when_revoked() -> anyhow::Result<()> {
+    let sharing = Sharing::start()?;
+    let dir = tempfile::tempdir()?;
+    let alice = sharing.engine("alice", "alice@example.com", None);
+    let alice_id = sync_core::auth::user_id_for_email("alice@example.com");
+    let plants = alice
+        .create_document_in(
+            "tasks",
+            json!({"title": "Water the plants", "status": "pending", "priority": "medium", "tags": [],
+                   "created": sync_core::Timestamp::now().to_string()}),
+        )
+        .await?;
+    alice.wait_for_sync(WAIT).await?;
+    let tui = Tui::start(dir.path(), &sharing.server.ws_url(), &sharing.key, &sharing.secret);
+    let me = sync_core::auth::user_id_for_email(EMAIL);
+    tui.wait_for("connected, with the user id to share with", |s| {
+        s.contains(&format!("(user id {me})")) && s.contains("No tasks yet")
+    })
+    .await;
+
+    assert_eq!(sharing.put_acl(json!([rule(&me, "doc:tasks/*", "*")]))?, 204);
+    // The table shortens the owner's id; the status line names it in full.
+    let shared_by = format!("(shared by {}…)", &alice_id[..8]);
+    tui.wait_for_row("Water the plants", "the shared task, with its owner", &[&shared_by, "synced"]).await;
+    tui.wait_for("the shared status line", |s| s.contains(&format!("shared with you by {alice_id}: Water the plants")))
+        .await;
+    tui.keys(&["p"]);
+    common::eventually(WAIT, "alice sees the priority set in the terminal", || async {
+        alice.get_document(&plants.id).await.is_ok_and(|d| d.content["priority"] == "high")
+    })
+    .await;
+
+    assert_eq!(sharing.put_acl(json!([]))?, 204);
+    tui.wait_for("the task gone, and a line saying so", |s| {
+        row(s, "Water the plants").is_none() && s.contains("no longer shared with you: Water the plants")
+    })
+    .await;
+    tui.keys(&["q"]);
+    let screen = tui.wait_for_exit().await;
+    assert!(screen.contains("exit status: 0"), "{screen}");
     Ok(())
 }
 
