@@ -18,7 +18,9 @@ pub(super) fn remote_change(kind: ChangeKind, forward_patch: Option<Value>) -> R
     Ok(match kind {
         ChangeKind::Create => RemoteChange::Create(forward_patch.unwrap_or(Value::Null)),
         ChangeKind::Delete => RemoteChange::Delete,
-        _ => RemoteChange::Update(parse_patch(forward_patch.unwrap_or(Value::Array(Vec::new())))?),
+        // An application event (`POST /events`): a revision without a content change.
+        ChangeKind::Custom(_) => RemoteChange::Update(Vec::new()),
+        ChangeKind::Update => RemoteChange::Update(parse_patch(forward_patch.unwrap_or(Value::Array(Vec::new())))?),
     })
 }
 

@@ -66,6 +66,18 @@ impl Session {
                 };
                 self.apply_push(&origin, RemoteChange::Delete, m.sequence)
             }
+            // An application event moves the revision, not the content: an empty update
+            // keeps this replica's revision in step.
+            ServerMessage::DocumentEvent(m) => {
+                let origin = Origin {
+                    id: &m.document_id,
+                    collection: "",
+                    owner: None,
+                    revision: m.sync_revision,
+                    change_id: m.client_change_id.as_deref(),
+                };
+                self.apply_push(&origin, RemoteChange::Update(Vec::new()), m.sequence)
+            }
             ServerMessage::DocumentShared(m) => self.on_shared(m.document),
             ServerMessage::AccessRevoked(m) => self.on_revoked(&m.document_ids),
             ServerMessage::DocumentCreatedResponse(r) => self.on_answer(&r.document_id, request_id, answer(r.outcome)),

@@ -5,8 +5,9 @@
 //! is revoked, and an engine limited to some collections never stores another one's
 //! documents.
 //!
-//! The users sign in with an ordinary API key made for the test (the test kit's key is
-//! an admin's, and admins read everything); the test kit's admin key changes the rules.
+//! The users sign in with an ordinary API key made for the test; the test kit's key (an
+//! admin's) changes the rules. Application events recorded with `POST /events` keep a
+//! connected replica's revision in step.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -90,6 +91,32 @@ impl Sharing {
         let mut response = String::new();
         stream.read_to_string(&mut response)?;
         response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad HTTP response")
+    }
+}
+
+impl Sharing {
+    /// `POST /events` as `email` with the users' key; returns the status and the body.
+    fn post_events(&self, email: &str, events: &Value) -> anyhow::Result<(u16, Value)> {
+        let body = events.to_string();
+        let timestamp = sync_core::Timestamp::now().unix_millis() / 1000;
+        let signature = sync_core::auth::sign(&self.secret, timestamp, email, &self.key, body.as_bytes());
+        let mut stream = std::net::TcpStream::connect(&self.server.addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "POST /events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             X-Api-Key: {}\r\nX-Email: {email}\r\nX-Timestamp: {timestamp}\r\nX-Signature: {signature}\r\n\
+             Connection: close\r\n\r\n{body}",
+            self.server.addr,
+            body.len(),
+            self.key,
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad HTTP response")?;
+        let json =
+            response.split_once("\r\n\r\n").and_then(|(_, b)| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+        Ok((status, json))
     }
 }
 
@@ -389,4 +416,32 @@ impl Drop for HoldingProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// An application event (`POST /events`) moves a document's revision without changing
+/// its content: a connected replica follows it, and its next edit is no stale change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_events_keep_a_replica_in_step() -> anyhow::Result<()> {
+    let s = Sharing::start()?;
+    let alice = s.engine("alice", ALICE, None);
+    alice.wait_for_sync(WAIT).await?;
+    let chore = alice.create_document_in("chores", json!({"title": "Bins", "done": false})).await?;
+    alice.wait_for_sync(WAIT).await?;
+    let (status, reply) = s.post_events(
+        ALICE,
+        &json!([{"uuid": "ev-1", "itemUuid": chore.id, "action": "rated", "payload": {"stars": 5}}]),
+    )?;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["results"][0]["status"], "applied", "{reply}");
+    common::eventually(WAIT, "alice's replica is at revision 2", || async {
+        alice.get_document(&chore.id).await.is_ok_and(|d| d.revision == 2)
+    })
+    .await;
+    assert_eq!(alice.get_document(&chore.id).await?.content, json!({"title": "Bins", "done": false}));
+    alice.update_document(&chore.id, json!({"done": true})).await?;
+    alice.wait_for_sync(WAIT).await?;
+    let doc = alice.get_document(&chore.id).await?;
+    assert_eq!((doc.revision, doc.pending), (3, 0));
+    assert_eq!(doc.content, json!({"title": "Bins", "done": true}));
+    Ok(())
 }
