@@ -100,6 +100,36 @@ impl BenchClient {
         }
     }
 
+    /// Pages through `get_changes_since` from `after`, `limit` at a time, to the end of
+    /// the log; returns the events and the bytes received.
+    pub(crate) async fn page_changes(&mut self, mut after: u64, limit: u32) -> anyhow::Result<(usize, usize)> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(rename = "type")]
+            kind: String,
+            events: Option<Vec<serde::de::IgnoredAny>>,
+            latest_sequence: Option<u64>,
+            has_more: Option<bool>,
+        }
+        let (mut events, mut bytes) = (0, 0);
+        loop {
+            self.send(&json!({"type": "get_changes_since", "last_sequence": after, "limit": limit})).await?;
+            let page: Page = loop {
+                let raw = self.recv_raw(Duration::from_secs(60)).await?;
+                bytes += raw.len();
+                let page: Page = serde_json::from_slice(&raw).context("parsing a page")?;
+                if page.kind == "changes" {
+                    break page;
+                }
+            };
+            events += page.events.map_or(0, |e| e.len());
+            after = page.latest_sequence.unwrap_or(after);
+            if page.has_more != Some(true) {
+                return Ok((events, bytes));
+            }
+        }
+    }
+
     /// The next text message, parsed.
     pub(crate) async fn recv(&mut self, wait: Duration) -> anyhow::Result<Value> {
         let bytes = self.recv_raw(wait).await?;

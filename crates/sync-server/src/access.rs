@@ -15,7 +15,7 @@ use sync_core::acl::Acl;
 use sync_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{HttpError, require_admin};
+use crate::http::{HttpError, body_error, require_admin};
 use crate::monitor::activity;
 use crate::state::AppState;
 
@@ -75,15 +75,7 @@ pub(crate) async fn put(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ErrorCode::PayloadTooLarge
-        } else {
-            ErrorCode::InvalidMessage
-        };
-        HttpError::with_status(status, code, rejection.body_text())
-    })?;
+    let body = body.map_err(body_error)?;
     require_admin(&state, &headers, &body).await?;
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| HttpError::new(ErrorCode::InvalidMessage, format!("the body is not JSON: {e}")))?;

@@ -29,7 +29,7 @@ use sync_core::{ChangeEvent, ChangeKind, ErrorCode, Timestamp};
 use sync_store::{ReadScope, Store};
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{HttpError, http_principal};
+use crate::http::{HttpError, body_error, http_principal};
 use crate::hub::SessionLink;
 use crate::queue;
 use crate::state::AppState;
@@ -82,15 +82,7 @@ pub(crate) async fn post(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
     let Query(query) = query.map_err(|r| HttpError::new(ErrorCode::InvalidMessage, r.body_text()))?;
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ErrorCode::PayloadTooLarge
-        } else {
-            ErrorCode::InvalidMessage
-        };
-        HttpError::with_status(status, code, rejection.body_text())
-    })?;
+    let body = body.map_err(body_error)?;
     if body.len() > state.config.limits.max_frame_bytes {
         return Err(HttpError::new(
             ErrorCode::PayloadTooLarge,

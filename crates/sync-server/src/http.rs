@@ -69,6 +69,14 @@ impl IntoResponse for HttpError {
     }
 }
 
+/// A request body that could not be read, as the JSON error (413 when over the limit).
+pub(crate) fn body_error(rejection: axum::extract::rejection::BytesRejection) -> HttpError {
+    let status = rejection.status();
+    let code =
+        if status == StatusCode::PAYLOAD_TOO_LARGE { ErrorCode::PayloadTooLarge } else { ErrorCode::InvalidMessage };
+    HttpError::with_status(status, code, rejection.body_text())
+}
+
 impl From<AuthFailure> for HttpError {
     fn from(failure: AuthFailure) -> Self {
         match failure {

@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::Target;
@@ -27,15 +26,6 @@ pub(crate) struct CatchupArgs {
     /// `raw`, `engine` or `both`.
     #[arg(long, default_value = "both")]
     pub(crate) mode: String,
-}
-
-#[derive(Deserialize)]
-struct Page {
-    #[serde(rename = "type")]
-    kind: String,
-    events: Option<Vec<serde::de::IgnoredAny>>,
-    latest_sequence: Option<u64>,
-    has_more: Option<bool>,
 }
 
 /// Runs the scenario.
@@ -80,23 +70,7 @@ pub(crate) async fn run(target: &Target, args: &CatchupArgs) -> anyhow::Result<R
         let start = Instant::now();
         let mut client = BenchClient::connect(&target.url, None, target.compression).await?;
         client.authenticate(&target.credentials, &user, None).await?;
-        let (mut after, mut events, mut bytes) = (0u64, 0usize, 0usize);
-        loop {
-            client.send(&json!({"type": "get_changes_since", "last_sequence": after, "limit": args.page})).await?;
-            let page: Page = loop {
-                let raw = client.recv_raw(Duration::from_secs(60)).await?;
-                bytes += raw.len();
-                let page: Page = serde_json::from_slice(&raw)?;
-                if page.kind == "changes" {
-                    break page;
-                }
-            };
-            events += page.events.map_or(0, |e| e.len());
-            after = page.latest_sequence.unwrap_or(after);
-            if page.has_more != Some(true) {
-                break;
-            }
-        }
+        let (events, bytes) = client.page_changes(0, args.page).await?;
         let elapsed = start.elapsed();
         if events != args.documents {
             bail!("raw catch-up returned {events} events for {} documents", args.documents);

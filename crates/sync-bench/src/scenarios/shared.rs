@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sync_core::auth::user_id_for_email;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,15 +40,6 @@ pub(crate) struct SharedArgs {
     /// Documents of another user a fresh reader catches up on afterwards (0: skip).
     #[arg(long, default_value_t = 0)]
     pub(crate) catchup_docs: usize,
-}
-
-#[derive(Deserialize)]
-struct Page {
-    #[serde(rename = "type")]
-    kind: String,
-    events: Option<Vec<serde::de::IgnoredAny>>,
-    latest_sequence: Option<u64>,
-    has_more: Option<bool>,
 }
 
 /// Runs the scenario.
@@ -187,22 +177,7 @@ async fn catch_up(
     let start = Instant::now();
     let mut client = BenchClient::connect(&target.url, None, target.compression).await?;
     client.authenticate(&target.credentials, reader, None).await?;
-    let (mut after, mut events) = (0u64, 0usize);
-    loop {
-        client.send(&json!({"type": "get_changes_since", "last_sequence": after, "limit": 5000})).await?;
-        let page: Page = loop {
-            let raw = client.recv_raw(Duration::from_secs(60)).await?;
-            let page: Page = serde_json::from_slice(&raw)?;
-            if page.kind == "changes" {
-                break page;
-            }
-        };
-        events += page.events.map_or(0, |e| e.len());
-        after = page.latest_sequence.unwrap_or(after);
-        if page.has_more != Some(true) {
-            break;
-        }
-    }
+    let (events, _) = client.page_changes(0, 5000).await?;
     let elapsed = start.elapsed();
     if events != documents {
         bail!("the reader caught up {events} changes; it may read {documents}");
