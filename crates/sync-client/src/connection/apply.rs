@@ -55,6 +55,14 @@ pub(super) struct Origin<'a> {
     pub(super) change_id: Option<&'a str>,
 }
 
+impl<'a> Origin<'a> {
+    /// A push that names only the document, its new revision and the change's id (an
+    /// update, a delete, an application event).
+    pub(super) fn of_change(id: &'a str, revision: u64, change_id: Option<&'a str>) -> Self {
+        Origin { id, collection: "", owner: None, revision, change_id }
+    }
+}
+
 /// Applies a committed remote change to the local row, inside the transaction `rows`
 /// works in. `None` when the change is of a collection this replica does not sync
 /// (partial sync): nothing is stored.

@@ -47,35 +47,17 @@ impl Session {
                 sequence,
                 client_change_id,
             }) => {
-                let origin = Origin {
-                    id: &document_id,
-                    collection: "",
-                    owner: None,
-                    revision: sync_revision,
-                    change_id: client_change_id.as_deref(),
-                };
+                let origin = Origin::of_change(&document_id, sync_revision, client_change_id.as_deref());
                 self.apply_push(&origin, RemoteChange::Update(patch), sequence)
             }
             ServerMessage::DocumentDeleted(m) => {
-                let origin = Origin {
-                    id: &m.document_id,
-                    collection: "",
-                    owner: None,
-                    revision: m.sync_revision,
-                    change_id: m.client_change_id.as_deref(),
-                };
+                let origin = Origin::of_change(&m.document_id, m.sync_revision, m.client_change_id.as_deref());
                 self.apply_push(&origin, RemoteChange::Delete, m.sequence)
             }
             // An application event moves the revision, not the content: an empty update
             // keeps this replica's revision in step.
             ServerMessage::DocumentEvent(m) => {
-                let origin = Origin {
-                    id: &m.document_id,
-                    collection: "",
-                    owner: None,
-                    revision: m.sync_revision,
-                    change_id: m.client_change_id.as_deref(),
-                };
+                let origin = Origin::of_change(&m.document_id, m.sync_revision, m.client_change_id.as_deref());
                 self.apply_push(&origin, RemoteChange::Update(Vec::new()), m.sequence)
             }
             ServerMessage::DocumentShared(m) => self.on_shared(m.document),

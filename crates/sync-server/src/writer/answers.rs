@@ -248,29 +248,24 @@ pub(crate) fn repeated(op: &WriteOp, event: &ChangeEvent) -> ServerMessage {
                 outcome: Ok(Created { sync_revision, sequence, document }),
             })
         }
-        WriteOp::Update(_) | WriteOp::Merge(_) => ServerMessage::DocumentUpdatedResponse(ChangeResponse {
-            document_id,
-            outcome: Ok(Updated {
-                sync_revision,
-                sequence,
-                applied_patch: event.forward_patch.clone().and_then(|v| parse_patch(v).ok()),
-                conflicts: Vec::new(),
-                content_hash: event.content_hash.clone(),
-            }),
-        }),
+        // An application event's `forward_patch` is its payload, not a patch.
+        WriteOp::Update(_) | WriteOp::Merge(_) | WriteOp::Event(_) => {
+            ServerMessage::DocumentUpdatedResponse(ChangeResponse {
+                document_id,
+                outcome: Ok(Updated {
+                    sync_revision,
+                    sequence,
+                    applied_patch: (event.event_type == ChangeKind::Update)
+                        .then(|| event.forward_patch.clone().and_then(|v| parse_patch(v).ok()))
+                        .flatten(),
+                    conflicts: Vec::new(),
+                    content_hash: event.content_hash.clone(),
+                }),
+            })
+        }
         WriteOp::Delete(_) => ServerMessage::DocumentDeletedResponse(ChangeResponse {
             document_id,
             outcome: Ok(Deleted { sync_revision, sequence }),
-        }),
-        WriteOp::Event(_) => ServerMessage::DocumentUpdatedResponse(ChangeResponse {
-            document_id,
-            outcome: Ok(Updated {
-                sync_revision,
-                sequence,
-                applied_patch: None,
-                conflicts: Vec::new(),
-                content_hash: event.content_hash.clone(),
-            }),
         }),
     }
 }
