@@ -399,18 +399,28 @@ pub struct AclError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Acl {
     rules: Vec<Rule>,
+    /// Whether some rule can decide a topic action: until one does, topics are open.
+    rules_topics: bool,
 }
 
 impl Acl {
     /// No rules: every user reads and writes only their own documents.
-    pub const EMPTY: Acl = Acl { rules: Vec::new() };
+    pub const EMPTY: Acl = Acl { rules: Vec::new(), rules_topics: false };
+
+    fn of(rules: Vec<Rule>) -> Acl {
+        let rules_topics = rules.iter().any(|rule| {
+            matches!(rule.item, Item::All | Item::Topic(_))
+                && (rule.action.covers(Action::Subscribe) || rule.action.covers(Action::Publish))
+        });
+        Acl { rules, rules_topics }
+    }
 
     /// A list of checked rules.
     pub fn new(rules: Vec<Rule>) -> Result<Acl, AclError> {
         if rules.len() > MAX_RULES {
             return Err(AclError { rule: None, message: format!("at most {MAX_RULES} rules, not {}", rules.len()) });
         }
-        Ok(Acl { rules })
+        Ok(Acl::of(rules))
     }
 
     /// Reads `{"rules": [...]}` or a bare array of rules, checking every rule: the error
@@ -438,7 +448,7 @@ impl Acl {
                 .map_err(|e| AclError { rule: Some(index), message: format!("rule {index}: {e}") })?;
             rules.push(rule);
         }
-        Ok(Acl { rules })
+        Ok(Acl::of(rules))
     }
 
     /// `{"rules": [...]}`.
@@ -473,9 +483,12 @@ impl Acl {
         self.decide(user, Target::Doc { collection, id }, Action::Create).unwrap_or(true)
     }
 
-    /// Whether `user` may do `action` on the topic `name`; no match denies.
+    /// Whether `user` may do `action` (subscribe, publish) on the topic `name` by the
+    /// rules: the first matching rule decides; with no rule about topics at all (no
+    /// `topic:` item, no `*` item with a topic action), every topic is open; once some
+    /// rule is, no match denies. Personal topics are decided before the rules (§4.1).
     pub fn may_topic(&self, user: &str, name: &str, action: Action) -> bool {
-        self.decide(user, Target::Topic(name), action).unwrap_or(false)
+        self.decide(user, Target::Topic(name), action).unwrap_or(!self.rules_topics)
     }
 
     /// The rules `user`'s reads go through, compiled.

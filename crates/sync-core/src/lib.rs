@@ -14,6 +14,7 @@
 //! - [`error`]: the error codes shared by WebSocket and HTTP.
 //! - [`acl`]: access control rules, and what one user may read.
 //! - [`auth`]: HMAC signing, key generation, user ids from emails.
+//! - [`topic`]: topic names, subscription patterns, personal topics.
 //!
 //! # Two replicas, one concurrent edit
 //!
@@ -68,6 +69,7 @@ pub mod patch;
 pub mod pointer;
 pub mod protocol;
 pub mod replica;
+pub mod topic;
 pub mod transform;
 pub mod vclock;
 

@@ -31,12 +31,14 @@ pub enum ClientMessage {
     GetDocument(GetDocument),
     /// Send the change events of one document, newest first.
     GetHistory(GetHistory),
-    /// Subscribe to a topic.
-    Subscribe(TopicRequest),
+    /// Subscribe to a topic or a pattern of topics.
+    Subscribe(Subscribe),
     /// Unsubscribe from a topic.
     Unsubscribe(TopicRequest),
     /// Publish data on a topic (alias `sync`).
     Publish(Publish),
+    /// The topic server's JavaScript client's greeting, once authenticated.
+    Connect(Connect),
     /// Application-level ping; answered with `pong`.
     Ping,
 }
@@ -58,6 +60,7 @@ impl ClientMessage {
             ClientMessage::Subscribe(_) => "subscribe",
             ClientMessage::Unsubscribe(_) => "unsubscribe",
             ClientMessage::Publish(_) => "publish",
+            ClientMessage::Connect(_) => "connect",
             ClientMessage::Ping => "ping",
         }
     }
@@ -285,19 +288,45 @@ pub struct GetHistory {
     pub before_revision: Option<u64>,
 }
 
-/// `subscribe` / `unsubscribe`.
+/// `subscribe`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Subscribe {
+    /// A topic name, or a pattern with `*` (one token) and `>` (the rest) wildcards.
+    pub topic: String,
+    /// Recovery: deliver first what was published on the topic after this offset (a topic
+    /// with history only; not with a wildcard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_offset: Option<u64>,
+    /// The history's epoch the offset belongs to (from `subscribed` or `data`); a
+    /// different epoch means the offsets were reset and nothing can be recovered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+}
+
+/// `unsubscribe`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopicRequest {
-    /// The topic name.
+    /// The topic name or pattern, as subscribed.
     pub topic: String,
 }
 
 /// `publish` (alias `sync`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Publish {
-    /// The topic name.
+    /// The topic name (no wildcards).
     pub topic: String,
     /// Any JSON.
+    #[serde(default)]
+    pub data: Value,
+    /// Also deliver it to the publishing session when it is subscribed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub echo: bool,
+}
+
+/// `connect`: the older JavaScript client's greeting after authentication.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Connect {
+    /// Whatever the client says about itself.
     #[serde(default)]
     pub data: Value,
 }

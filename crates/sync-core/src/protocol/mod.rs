@@ -338,7 +338,8 @@ fn decode_body(
     limits: &DecodeLimits,
 ) -> Result<ClientMessage, BodyError> {
     let message = match message_type {
-        "authenticate" => ClientMessage::Authenticate(decode_authenticate(&map)?),
+        // `auth {token}` is the topic server's JavaScript client's shape.
+        "authenticate" | "auth" => ClientMessage::Authenticate(decode_authenticate(&map)?),
         "create_document" => {
             // Seed-era shape: the document's fields at the top level.
             let document = match map.remove("document") {
@@ -385,6 +386,11 @@ fn decode_body(
         "get_document" => ClientMessage::GetDocument(typed(Value::Object(map), "")?),
         "get_history" => ClientMessage::GetHistory(typed(Value::Object(map), "")?),
         "subscribe" => ClientMessage::Subscribe(typed(Value::Object(map), "")?),
+        "connect" => {
+            let connect: Connect = typed(Value::Object(map), "")?;
+            check_depth(&connect.data, limits, "data")?;
+            ClientMessage::Connect(connect)
+        }
         "unsubscribe" => ClientMessage::Unsubscribe(typed(Value::Object(map), "")?),
         "publish" | "sync" => {
             let publish: Publish = typed(Value::Object(map), "")?;

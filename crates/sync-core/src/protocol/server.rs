@@ -36,7 +36,7 @@ pub enum ServerMessage {
     /// Reply to `get_history`.
     History(History),
     /// Reply to `subscribe`.
-    Subscribed(TopicReply),
+    Subscribed(Subscribed),
     /// Reply to `unsubscribe`.
     Unsubscribed(TopicReply),
     /// Reply to `publish`.
@@ -62,6 +62,8 @@ pub enum ServerMessage {
     AccessRevoked(AccessRevoked),
     /// Push: topic data.
     Data(TopicData),
+    /// Reply to `connect`.
+    Connected(Connected),
     /// An error that is not the reply of a change (bad message, rate limit, …).
     Error(ErrorMessage),
 }
@@ -83,6 +85,7 @@ impl ServerMessage {
             ServerMessage::Subscribed(_) => "subscribed",
             ServerMessage::Unsubscribed(_) => "unsubscribed",
             ServerMessage::Published(_) => "published",
+            ServerMessage::Connected(_) => "connected",
             ServerMessage::Pong => "pong",
             ServerMessage::DocumentCreated(_) => "document_created",
             ServerMessage::DocumentUpdated(_) => "document_updated",
@@ -408,10 +411,27 @@ pub struct History {
     pub events: Vec<ChangeEvent>,
 }
 
-/// `subscribed` / `unsubscribed`.
+/// `subscribed`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Subscribed {
+    /// The topic name or pattern, as subscribed.
+    pub topic: String,
+    /// For a topic with history: the offset of its latest message (0 before the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// For a topic with history: the epoch its offsets belong to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// When `since_offset` was asked: whether everything after it is delivered (the
+    /// `data` messages follow this reply), or the gap is no longer held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+}
+
+/// `unsubscribed`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopicReply {
-    /// The topic name.
+    /// The topic name or pattern.
     pub topic: String,
 }
 
@@ -420,8 +440,22 @@ pub struct TopicReply {
 pub struct Published {
     /// The topic name.
     pub topic: String,
-    /// How many sessions received it.
+    /// How many sessions it was queued for.
     pub delivered: u64,
+    /// For a topic with history: the message's offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// `connected`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Connected {
+    /// The session.
+    pub session_id: String,
+    /// The authenticated user.
+    pub user_id: String,
+    /// The replica id of the session.
+    pub client_id: String,
 }
 
 /// `document_created` push.
@@ -509,14 +543,22 @@ pub struct ConflictDetected {
 /// `data` push (topics).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopicData {
-    /// The topic.
+    /// The topic it was published on.
     pub topic: String,
     /// What was published.
     pub data: Value,
-    /// Who published it.
-    pub user_id: String,
-    /// When.
+    /// The publishing user; null when the server published it (REST).
+    pub from: Option<String>,
+    /// The same as `from` (the original brief's name).
+    pub user_id: Option<String>,
+    /// When the server received it.
     pub timestamp: Timestamp,
+    /// For a topic with history: its offset (increasing by one per message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// For a topic with history: the epoch of the offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// `error`.

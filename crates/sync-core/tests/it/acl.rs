@@ -110,8 +110,27 @@ fn the_first_matching_rule_decides_and_no_match_denies() {
     assert!(rules.may_create("dave", "notes", "new"), "creating one's own documents needs no rule");
     assert!(!rules.may_create("carol", "notes", "new"), "unless a rule denies it");
     assert!(!rules.may_create("bob", "tasks", "secret"));
-    assert!(!rules.may_topic("dave", "news", Action::Subscribe), "topics: no match denies");
+    assert!(!rules.may_topic("dave", "news", Action::Subscribe), "with a rule about topics, no match denies");
     assert_eq!(rules.decide("carol", Target::Topic("news"), Action::Publish), Some(false));
+}
+
+#[test]
+fn topics_are_open_until_a_rule_is_about_topics() {
+    let documents_only = acl(json!({"rules": [
+        {"user": "*", "item": "doc:tasks/*", "action": "*", "allow": true},
+        {"user": "*", "item": "*", "action": "read", "allow": true},
+    ]}));
+    assert!(documents_only.may_topic("dave", "team.42.chat", Action::Subscribe));
+    assert!(documents_only.may_topic("dave", "team.42.chat", Action::Publish));
+    assert!(Acl::EMPTY.may_topic("dave", "news", Action::Publish));
+    let topics = acl(json!({"rules": [
+        {"user": "*", "item": "topic:team.42.*", "action": "subscribe", "allow": true},
+    ]}));
+    assert!(topics.may_topic("dave", "team.42.chat", Action::Subscribe));
+    assert!(!topics.may_topic("dave", "team.42.chat", Action::Publish), "no match denies once rules name topics");
+    assert!(!topics.may_topic("dave", "team.43.chat", Action::Subscribe));
+    let everything = acl(json!({"rules": [{"user": "eve", "item": "*", "action": "*", "allow": false}]}));
+    assert!(!everything.may_topic("dave", "news", Action::Subscribe), "a `*` item with `*` action is about topics");
 }
 
 #[test]

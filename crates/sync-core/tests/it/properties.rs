@@ -390,7 +390,15 @@ fn arb_client_message() -> impl Strategy<Value = ClientMessage> {
         (arb_id(), prop::option::of(any::<u64>())).prop_map(|(document_id, at_revision)| ClientMessage::GetDocument(
             GetDocument { document_id, at_revision }
         )),
-        ("[a-z-]{1,10}", arb_json()).prop_map(|(topic, data)| ClientMessage::Publish(Publish { topic, data })),
+        ("[a-z-]{1,10}", arb_json(), any::<bool>()).prop_map(|(topic, data, echo)| ClientMessage::Publish(Publish {
+            topic,
+            data,
+            echo
+        })),
+        ("[a-z.>*]{1,10}", prop::option::of(any::<u64>()), prop::option::of("[a-z0-9]{1,8}")).prop_map(
+            |(topic, since_offset, epoch)| ClientMessage::Subscribe(Subscribe { topic, since_offset, epoch })
+        ),
+        arb_json().prop_map(|data| ClientMessage::Connect(Connect { data })),
         Just(ClientMessage::Ping),
     ]
 }

@@ -129,7 +129,7 @@ fn current_update_shape() {
 #[test]
 fn sync_is_an_alias_of_publish_and_unknown_fields_are_ignored() {
     let msg = decode(r#"{"type":"sync","topic":"t","data":{"x":1},"extra":true}"#).unwrap();
-    assert_eq!(msg.message, ClientMessage::Publish(Publish { topic: "t".into(), data: json!({"x": 1}) }));
+    assert_eq!(msg.message, ClientMessage::Publish(Publish { topic: "t".into(), data: json!({"x": 1}), echo: false }));
     assert_eq!(decode(r#"{"type":"ping","whatever":[1]}"#).unwrap().message, ClientMessage::Ping);
 }
 

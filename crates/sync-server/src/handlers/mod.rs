@@ -58,6 +58,7 @@ pub(crate) async fn dispatch(
         ClientMessage::Subscribe(_) => topics::not_available(ctx, "subscribe", request_id),
         ClientMessage::Unsubscribe(_) => topics::not_available(ctx, "unsubscribe", request_id),
         ClientMessage::Publish(_) => topics::not_available(ctx, "publish", request_id),
+        ClientMessage::Connect(_) => topics::not_available(ctx, "connect", request_id),
         ClientMessage::Ping => {
             ctx.send(&ServerMessage::Pong, request_id);
             Ok(())
