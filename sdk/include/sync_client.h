@@ -171,6 +171,8 @@ struct CSyncEngine *sync_engine_create(const char *database_url,
  - `"collections"`: an array of 1–100 collection names: partial sync, only documents
    of these collections are caught up, pushed and shared to this engine; `null` syncs
    every collection.
+ - `"tls_ca_file"`: the path of a PEM file of CA certificates to trust for `wss://`
+   besides the public web roots (a private CA, a self-signed server certificate).
 
  An unknown member, or a value of the wrong shape, is refused: NULL is returned and
  `sync_last_error` names it.

@@ -52,7 +52,8 @@ public:
                 const std::string &api_key, const std::string &api_secret)
         : sync_engine(database_url, server_url, email, api_key, api_secret.c_str()) {}
     /* With the options of sync_engine_create_with_options as a JSON object, e.g.
-     * R"({"collections":["tasks"]})" for partial sync. Throws sync_exception on failure
+     * R"({"collections":["tasks"]})" for partial sync, R"({"tls_ca_file":"ca.pem"})" to
+     * trust a private CA for wss://. Throws sync_exception on failure
      * (an unknown option or a bad collection name included). */
     sync_engine(const std::string &database_url, const std::string &server_url, const std::string &email,
                 const std::string &api_key, const char *api_secret, const std::string &options_json)

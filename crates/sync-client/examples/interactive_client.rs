@@ -73,6 +73,9 @@ struct Args {
     /// Server WebSocket URL.
     #[arg(long, default_value = "ws://localhost:8080/ws")]
     server: String,
+    /// `wss://` with a private CA: a PEM file of CA certificates to trust.
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -87,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
     config.backoff_max = Duration::from_secs(5);
     // Only tasks are shown, so only tasks are synced (and shared to this user).
     config.collections = Some(vec![task::COLLECTION.to_owned()]);
+    config.tls_ca_file = args.ca_file.clone();
     let engine = SyncEngine::with_config(config).context("starting the sync engine")?;
 
     let outcome = run(&engine, &args).await;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sync_core::Policy;
@@ -96,6 +97,10 @@ pub struct SyncConfig {
     /// catch up again from the start, so that the documents of the added collections
     /// arrive; documents of collections taken off the list stay as they were locally.
     pub collections: Option<Vec<String>>,
+    /// `wss://` only: a PEM file of CA certificates to trust besides the public web roots
+    /// (a private CA, a self-signed server certificate). Read at every connection, so a
+    /// renewed file needs no restart.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl SyncConfig {
@@ -119,6 +124,7 @@ impl SyncConfig {
             catch_up_page: 1000,
             event_queue: 100_000,
             collections: None,
+            tls_ca_file: None,
         }
     }
 
@@ -177,6 +183,7 @@ pub struct SyncConfigBuilder {
     grace: Option<Duration>,
     catch_up_page: Option<u32>,
     collections: Option<Vec<String>>,
+    tls_ca_file: Option<PathBuf>,
 }
 
 impl SyncConfigBuilder {
@@ -246,6 +253,13 @@ impl SyncConfigBuilder {
         self
     }
 
+    /// Trust the CA certificates of this PEM file for `wss://` (see
+    /// [`SyncConfig::tls_ca_file`]).
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
+        self
+    }
+
     /// The configuration, or what is missing or invalid.
     pub fn build(self) -> Result<SyncConfig> {
         let missing = |what: &str| SyncError::Config(format!("{what} is required"));
@@ -273,6 +287,7 @@ impl SyncConfigBuilder {
             config.catch_up_page = page.clamp(1, 5000);
         }
         config.collections = self.collections;
+        config.tls_ca_file = self.tls_ca_file;
         config.check_collections()?;
         Ok(config)
     }

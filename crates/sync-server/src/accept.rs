@@ -15,7 +15,9 @@
 //! - when the process is out of file descriptors anyway, the oldest unauthenticated
 //!   connection is closed to make room, rather than leaving `accept` failing;
 //! - at shutdown the loop stops accepting, idle HTTP connections close at once and busy
-//!   ones after their request (each within the header read timeout at worst).
+//!   ones after their request (each within the header read timeout at worst);
+//! - with TLS configured, every connection is a TLS one (`tls.rs`), and its handshake
+//!   counts against the header read timeout too.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Limits;
+use crate::tls::Tls;
 
 /// Largest request head (request line and headers) read. hyper's default is 400 KiB per
 /// connection, which the unauthenticated connections alone could multiply into hundreds
@@ -46,11 +49,18 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Accepts connections on `listener` and serves each with `router` until `shutdown` is
 /// cancelled; returns once the connections it serves have ended (upgraded WebSocket
 /// sessions live on in their own tasks).
-pub(crate) async fn serve(listener: TcpListener, router: Router, limits: &Limits, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: &Limits,
+    tls: Option<Arc<Tls>>,
+    shutdown: CancellationToken,
+) {
     let waiting = Arc::new(Waiting::new(limits.max_unauthenticated));
+    let head_timeout = Duration::from_secs(limits.header_read_timeout_secs.max(1));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs.max(1)))
+        .header_read_timeout(head_timeout)
         .max_header_size(MAX_HEAD_BYTES)
         .max_buf_size(MAX_HEAD_BYTES);
     let connections = TaskTracker::new();
@@ -67,7 +77,12 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, limits: &Limits
             }
         };
         let place = waiting.admit();
-        connections.spawn(serve_connection(http.clone(), tcp, peer, router.clone(), place, shutdown.clone()));
+        let connection =
+            Connection { http: http.clone(), peer, router: router.clone(), place, shutdown: shutdown.clone() };
+        match &tls {
+            None => connections.spawn(connection.serve(tcp)),
+            Some(tls) => connections.spawn(connection.serve_tls(tcp, Arc::clone(tls), head_timeout)),
+        };
     }
     drop(listener);
     connections.close();
@@ -76,46 +91,80 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, limits: &Limits
     }
 }
 
-/// Serves one connection until it ends, is upgraded, or is evicted as the oldest
-/// unauthenticated one.
-async fn serve_connection(
+/// One accepted connection, before it is served.
+struct Connection {
     http: http1::Builder,
-    tcp: TcpStream,
     peer: SocketAddr,
     router: Router,
     place: Unauthenticated,
     shutdown: CancellationToken,
-) {
-    // Answers and pushes are small frames written as they come: with Nagle's algorithm a
-    // frame written while an earlier one is unacknowledged waits for the peer's delayed
-    // ACK (40 ms on Linux), which a session receiving pushes between its answers hits.
+}
+
+impl Connection {
+    /// Serves a plain TCP connection.
+    async fn serve(self, tcp: TcpStream) {
+        set_nodelay(&tcp);
+        self.serve_io(tcp).await;
+    }
+
+    /// Runs the TLS handshake (within `head_timeout`), then serves the connection.
+    async fn serve_tls(self, tcp: TcpStream, tls: Arc<Tls>, head_timeout: Duration) {
+        set_nodelay(&tcp);
+        let handshake = tokio::time::timeout(head_timeout, tls.accept(tcp));
+        let stream = tokio::select! {
+            done = handshake => done,
+            () = self.place.evicted() => return,
+            () = self.shutdown.cancelled() => return,
+        };
+        match stream {
+            Ok(Ok(Some(stream))) => self.serve_io(stream).await,
+            Ok(Ok(None)) => tracing::debug!(peer = %self.peer, "plain HTTP on the TLS port: refused"),
+            Ok(Err(e)) => tracing::debug!(error = %e, peer = %self.peer, "TLS handshake failed"),
+            Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+        }
+    }
+
+    /// Serves one connection until it ends, is upgraded, or is evicted as the oldest
+    /// unauthenticated one.
+    async fn serve_io<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection { http, peer, router, place, shutdown } = self;
+        // Every request carries the peer's address (for `ConnectInfo`) and the
+        // connection's place, which an upgraded session holds until it authenticates.
+        let request_place = place.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(request_place.clone());
+            tower_service::Service::call(&mut router.clone(), request)
+        });
+        let connection = http.serve_connection(TokioIo::new(io), service).with_upgrades();
+        let mut connection = std::pin::pin!(connection);
+        let served = tokio::select! {
+            served = connection.as_mut() => served,
+            // Dropping the connection closes its socket.
+            () = place.evicted() => {
+                tracing::debug!(%peer, "closed the oldest unauthenticated connection to make room");
+                return;
+            }
+            () = shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(e) = served {
+            tracing::debug!(error = %e, %peer, "HTTP connection ended with an error");
+        }
+    }
+}
+
+/// Answers and pushes are small frames written as they come: with Nagle's algorithm a
+/// frame written while an earlier one is unacknowledged waits for the peer's delayed ACK
+/// (40 ms on Linux), which a session receiving pushes between its answers hits.
+fn set_nodelay(tcp: &TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-    }
-    // Every request carries the peer's address (for `ConnectInfo`) and the connection's
-    // place, which an upgraded session holds until it authenticates.
-    let request_place = place.clone();
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request.extensions_mut().insert(request_place.clone());
-        tower_service::Service::call(&mut router.clone(), request)
-    });
-    let connection = http.serve_connection(TokioIo::new(tcp), service).with_upgrades();
-    let mut connection = std::pin::pin!(connection);
-    let served = tokio::select! {
-        served = connection.as_mut() => served,
-        // Dropping the connection closes its socket.
-        () = place.evicted() => {
-            tracing::debug!(%peer, "closed the oldest unauthenticated connection to make room");
-            return;
-        }
-        () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(e) = served {
-        tracing::debug!(error = %e, %peer, "HTTP connection ended with an error");
     }
 }
 

@@ -40,12 +40,17 @@ pub(crate) async fn open(config: &Config) -> anyhow::Result<(AnyStore, SecretKey
 /// Runs the server on `listener` until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let tls = crate::tls::Tls::from_config(&config.tls)?;
+    #[cfg(unix)]
+    if let Some(tls) = &tls {
+        crate::tls::reload_on_sighup(Arc::clone(tls));
+    }
     let (store, secret_key) = open(&config).await?;
     let addr = listener.local_addr().context("listener has no address")?;
     if config.auth.bootstrap_credentials && store.count_api_credentials().await? == 0 {
         let (credential, secret) = issue_api_credential(&secret_key, "default", true);
         store.create_api_credential(credential.clone()).await.context("storing the first credential")?;
-        print_first_credential(&credential.api_key, &secret, addr);
+        print_first_credential(&credential.api_key, &secret, addr, tls.is_some());
     }
     let auth = Authenticator::new(
         store.clone(),
@@ -88,10 +93,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         let interval = Duration::from_secs(config.auth.acl_reload_secs);
         tokio::spawn(crate::access::reload_periodically(Arc::clone(&state), interval, shutdown.clone()));
     }
-    tracing::info!(%addr, backend = store.kind(), latest_sequence = latest, "sync-server listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, backend = store.kind(), latest_sequence = latest, "sync-server listening");
 
     let router = crate::http::router(Arc::clone(&state));
-    crate::accept::serve(listener, router, &config.limits, shutdown.clone()).await;
+    crate::accept::serve(listener, router, &config.limits, tls, shutdown.clone()).await;
 
     // Sessions see the shutdown token and close with 1001; give them a moment.
     state.sessions.close();
@@ -114,15 +120,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     Ok(())
 }
 
-fn print_first_credential(api_key: &str, secret: &str, addr: std::net::SocketAddr) {
+fn print_first_credential(api_key: &str, secret: &str, addr: std::net::SocketAddr, tls: bool) {
     let line = "=".repeat(78);
+    let ws = if tls { "wss" } else { "ws" };
     println!(
         "{line}\n First start: created an admin API credential. The secret is shown only now;\n \
          keep it safe (it is derived, not stored, and cannot be recovered).\n\n   \
          API Key: {api_key}\n   Secret:  {secret}\n\n \
          Connect with the example client:\n   \
          SYNC_API_SECRET={secret} cargo run -p sync-client --example interactive_client -- \
-         --api-key {api_key} --user-id you@example.com --server ws://{addr}/ws\n \
-         or any WebSocket client at ws://{addr}/ws (docs/PROTOCOL.md, section 2).\n{line}"
+         --api-key {api_key} --user-id you@example.com --server {ws}://{addr}/ws\n \
+         or any WebSocket client at {ws}://{addr}/ws (docs/PROTOCOL.md, section 2).\n{line}"
     );
 }

@@ -16,6 +16,8 @@ use sync_store::{DatabaseUrl, redact_url};
 pub struct Config {
     /// Where to listen.
     pub server: ServerSection,
+    /// HTTPS and WSS on the same port.
+    pub tls: TlsSection,
     /// Where documents live.
     pub database: DatabaseSection,
     /// Credentials and tokens.
@@ -44,6 +46,17 @@ pub struct ServerSection {
     pub host: String,
     /// Port to bind (0 picks a free one).
     pub port: u16,
+}
+
+/// `[tls]`: with both files set, the port serves `https://` and `wss://` only. The
+/// files are read again on SIGHUP (a renewed certificate needs no restart).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, the server's certificate first (`SYNC_TLS_CERT_FILE`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`SYNC_TLS_KEY_FILE`).
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[database]`.
@@ -170,6 +183,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerSection::default(),
+            tls: TlsSection::default(),
             database: DatabaseSection::default(),
             auth: AuthSection::default(),
             limits: Limits::default(),
@@ -307,7 +321,8 @@ impl Config {
              # SYNC_SECRET_KEY, SYNC_SECRET_KEY_FILE, MONITORING, RUST_LOG, SYNC_MAX_CONNECTIONS,\n\
              # SYNC_MAX_UNAUTHENTICATED, SYNC_HEADER_READ_TIMEOUT_SECS,\n\
              # SYNC_RATE_LIMIT_PER_SECOND, SYNC_RATE_LIMIT_BURST, SYNC_MAX_FRAME_BYTES, SYNC_MAX_DOCUMENT_BYTES,\n\
-             # SYNC_PASSWORD_CHECKS, SYNC_PASSWORD_CHECK_QUEUE, SYNC_BOOTSTRAP_CREDENTIALS.\n\
+             # SYNC_PASSWORD_CHECKS, SYNC_PASSWORD_CHECK_QUEUE, SYNC_BOOTSTRAP_CREDENTIALS,\n\
+             # SYNC_TLS_CERT_FILE, SYNC_TLS_KEY_FILE.\n\
              # Per-collection merge policy: [collections.tasks] policy = \"server_wins\"\n\n{body}"
         )
     }
@@ -330,6 +345,12 @@ impl Config {
         }
         if let Some(v) = get("SYNC_DB_POOL_SIZE") {
             self.database.pool_size = parse("SYNC_DB_POOL_SIZE", v)?;
+        }
+        if let Some(v) = get("SYNC_TLS_CERT_FILE") {
+            self.tls.cert_file = Some(v.into());
+        }
+        if let Some(v) = get("SYNC_TLS_KEY_FILE") {
+            self.tls.key_file = Some(v.into());
         }
         if let Some(v) = get("HOST") {
             self.server.host = v;
@@ -409,6 +430,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("server", &self.server)
+            .field("tls", &self.tls)
             .field("database", &self.database)
             .field("auth", &self.auth)
             .field("limits", &self.limits)

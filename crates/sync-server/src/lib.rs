@@ -44,6 +44,7 @@ mod queue;
 mod ratelimit;
 mod session;
 mod state;
+mod tls;
 mod wire;
 mod writer;
 

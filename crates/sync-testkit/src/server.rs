@@ -169,7 +169,13 @@ impl ServerProcess {
             {
                 bail!("sync-server exited during start-up with {status}");
             }
-            if http_get(&self.addr, "/ready").is_ok_and(|(status, _)| status == 200) {
+            let ready = if self.tls() {
+                // A TLS port answers plain HTTP with a 400 that says so: it is serving.
+                http_get(&self.addr, "/ready").is_ok_and(|(status, body)| status == 400 && body.contains("TLS"))
+            } else {
+                http_get(&self.addr, "/ready").is_ok_and(|(status, _)| status == 200)
+            };
+            if ready {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -177,9 +183,19 @@ impl ServerProcess {
         bail!("sync-server did not become ready within {limit:?}")
     }
 
-    /// `ws://127.0.0.1:<port>/ws`.
+    /// `ws://127.0.0.1:<port>/ws` (`wss://localhost:<port>/ws` when the server was given
+    /// a TLS certificate with `SYNC_TLS_CERT_FILE`).
     pub fn ws_url(&self) -> String {
+        if self.tls() {
+            let port = self.addr.rsplit_once(':').map_or("", |(_, p)| p);
+            return format!("wss://localhost:{port}/ws");
+        }
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// Whether the server serves TLS (its environment names a certificate).
+    pub fn tls(&self) -> bool {
+        self.env.iter().any(|(k, _)| k == "SYNC_TLS_CERT_FILE")
     }
 
     /// The process id (to read `/proc/<pid>/status`).

@@ -24,7 +24,11 @@ pub(super) async fn connect(shared: &Shared) -> Result<(Socket, String)> {
     // Server messages can be large (a 1 MiB document, a page of changes up to the server's
     // page budget, 4 MiB by default): accept up to 64 MiB rather than yawc's 1 MiB.
     let options = Options::default().with_low_latency_compression().with_no_delay().with_limits(64 << 20, 64 << 20);
-    let mut socket = tokio::time::timeout(Duration::from_secs(10), WebSocket::connect(url).with_options(options))
+    let mut builder = WebSocket::connect(url).with_options(options);
+    if let Some(ca_file) = &config.tls_ca_file {
+        builder = builder.with_connector(super::tls::connector(ca_file)?);
+    }
+    let mut socket = tokio::time::timeout(Duration::from_secs(10), builder)
         .await
         .map_err(|_| SyncError::Connection("connecting timed out".into()))?
         .map_err(|source| SyncError::WebSocket {

@@ -40,6 +40,7 @@ mod incoming;
 mod outbox;
 mod reconnect;
 mod session;
+mod tls;
 mod wire;
 
 pub(crate) use reconnect::run;

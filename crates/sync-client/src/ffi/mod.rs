@@ -265,6 +265,8 @@ pub unsafe extern "C" fn sync_engine_create(
 /// - `"collections"`: an array of 1–100 collection names: partial sync, only documents
 ///   of these collections are caught up, pushed and shared to this engine; `null` syncs
 ///   every collection.
+/// - `"tls_ca_file"`: the path of a PEM file of CA certificates to trust for `wss://`
+///   besides the public web roots (a private CA, a self-signed server certificate).
 ///
 /// An unknown member, or a value of the wrong shape, is refused: NULL is returned and
 /// `sync_last_error` names it.
@@ -338,6 +340,17 @@ fn apply_options(config: &mut SyncConfig, options: Value) -> Result<(), SyncErro
                     other => {
                         return Err(SyncError::InvalidInput(format!(
                             "options_json: collections must be an array of names or null, not {other}"
+                        )));
+                    }
+                };
+            }
+            "tls_ca_file" => {
+                config.tls_ca_file = match value {
+                    Value::Null => None,
+                    Value::String(path) if !path.is_empty() => Some(path.into()),
+                    other => {
+                        return Err(SyncError::InvalidInput(format!(
+                            "options_json: tls_ca_file must be the path of a PEM file, not {other}"
                         )));
                     }
                 };

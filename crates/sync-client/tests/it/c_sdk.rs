@@ -33,7 +33,7 @@ fn run(command: &mut Command, what: &str) -> Output {
 }
 
 /// The distribution and examples, built once for every test of this binary.
-fn examples() -> PathBuf {
+pub(crate) fn examples() -> PathBuf {
     static BUILT: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
