@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use sync_core::protocol::DecodeLimits;
 use sync_store::Store;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -62,7 +62,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let latest = store.latest_sequence().await.context("reading the change log")?;
     let acl = store.get_acl().await.context("reading the access rules")?;
     let hub = Arc::new(Hub::new(latest, acl));
-    let (writes, write_rx) = mpsc::channel(config.write.queue.max(1));
+    let (writes, write_rx) = writer::write_queue(config.write.queue.max(1));
     let write_stats = Arc::new(WriteStats::default());
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(writer::run(

@@ -127,9 +127,9 @@ pub struct Limits {
     pub ping_interval_secs: u64,
     /// Seconds without any frame from the client before the connection is closed.
     pub idle_timeout_secs: u64,
-    /// Most work a stale update may cost the write path: its ops times the revisions it
-    /// crossed. Beyond it the update is refused (`version_mismatch`) and the client
-    /// rebases it itself.
+    /// Most work a stale update may cost the write path: its ops times the ops of the
+    /// revisions it crossed. Beyond it the update is refused (`version_mismatch`) and the
+    /// client rebases it itself. Also the estimated work at which a write batch closes.
     pub max_rebase_work: u64,
     /// Seconds a write to a client's socket may wait for the client to read before the
     /// session is closed as too slow (it resumes from its cursor).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use sync_core::protocol::DecodeLimits;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -15,7 +15,7 @@ use crate::backend::AnyStore;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::ratelimit::RateLimiter;
-use crate::writer::WriteRequest;
+use crate::writer::WriteSender;
 
 /// Everything the HTTP routes and sessions share.
 pub(crate) struct AppState {
@@ -25,7 +25,7 @@ pub(crate) struct AppState {
     pub(crate) hub: Arc<Hub>,
     pub(crate) auth: Authenticator,
     /// The write path's queue (bounded: a full queue makes writing sessions wait).
-    pub(crate) writes: mpsc::Sender<WriteRequest>,
+    pub(crate) writes: WriteSender,
     pub(crate) limiter: RateLimiter,
     /// Permits for WebSocket connections (the connection limit).
     pub(crate) connection_permits: Arc<Semaphore>,

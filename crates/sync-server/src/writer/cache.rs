@@ -98,6 +98,11 @@ impl DocCache {
         self.docs.contains_key(id)
     }
 
+    /// The cached document, without marking it used.
+    pub(crate) fn peek(&self, id: &str) -> Option<&CachedDoc> {
+        self.docs.get(id)
+    }
+
     /// The cached document, marking it used.
     pub(crate) fn get(&mut self, id: &str) -> Option<&CachedDoc> {
         self.clock += 1;

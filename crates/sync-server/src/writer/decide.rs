@@ -260,6 +260,31 @@ pub(crate) fn within_rebase_budget(
     ))
 }
 
+/// The exact cost of a stale update once the changes it crossed are read: each of its ops
+/// is carried over each op of those changes, so a few large changes in between cost as
+/// much as many small ones. Refused like [`within_rebase_budget`] beyond `max_work`.
+pub(crate) fn within_rebase_work(
+    request: &DocumentPatch,
+    crossed: &[HistEntry],
+    max_work: u64,
+) -> Result<(), ErrorBody> {
+    let ops = request.patch.len() as u64;
+    let between: u64 = crossed.iter().map(|h| h.forward.len() as u64).sum();
+    let work = ops.saturating_mul(between);
+    if work <= max_work {
+        return Ok(());
+    }
+    Err(error(
+        ErrorCode::VersionMismatch,
+        format!(
+            "the change has {ops} ops and the {} revisions since its base hold {between}: rebasing it here would \
+             take {work} steps, more than the limit of {max_work}; fetch the document, rebase the change on it and \
+             send it again",
+            crossed.len()
+        ),
+    ))
+}
+
 /// Decides an `update_document` (rules 1–7 of PROTOCOL.md §7).
 pub(crate) fn update(
     doc: Option<&Document>,

@@ -12,11 +12,16 @@
 //! - if another server process changed a document underneath, or took an id (the store
 //!   reports a conflict or a duplicate), the batch is decided again from fresh state;
 //! - batches reach the store in the order they were decided, so sequences follow that
-//!   order and deliveries go out in sequence order.
+//!   order and deliveries go out in sequence order;
+//! - users take turns ([`queue`]), and a batch is closed once the work its changes will
+//!   cost reaches `limits.max_rebase_work` (what one stale change may cost at most), so
+//!   one user's flood of costly changes delays another user's change by about one
+//!   such change per user ahead of it, not by the whole flood.
 
 mod answers;
 mod cache;
 mod decide;
+mod queue;
 mod request;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -31,13 +36,13 @@ use sync_core::protocol::ServerMessage;
 use sync_core::transform::Policy;
 use sync_core::{ChangeEvent, ChangeKind, ErrorBody, ErrorCode, Timestamp};
 use sync_store::{NewChange, Store, StoreError};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use answers::{Made, Summary};
 use cache::{DocCache, HistEntry};
 use decide::{Ctx, Decided, Intervening};
+pub(crate) use queue::{WriteReceiver, WriteSender, write_queue};
 pub(crate) use request::{AppEvent, Merge, WriteOp, WriteRequest};
 
 use crate::backend::AnyStore;
@@ -62,7 +67,7 @@ pub(crate) struct WriteStats {
 
 /// Runs the write path until `shutdown` is cancelled, then commits what is queued and returns.
 pub(crate) async fn run(
-    mut rx: mpsc::Receiver<WriteRequest>,
+    mut rx: WriteReceiver,
     store: AnyStore,
     hub: Arc<Hub>,
     config: Arc<Config>,
@@ -79,6 +84,7 @@ pub(crate) async fn run(
     let mut writer = Writer { store, hub, cache: DocCache::new(config.write.cache_documents), config, stats };
     let max_batch = writer.config.write.max_batch.max(1);
     let depth = writer.config.write.pipeline.max(1);
+    let batch_work = writer.config.limits.max_rebase_work.max(1);
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut retry: VecDeque<(Vec<WriteRequest>, usize)> = VecDeque::new();
     // A batch waiting for the batches in flight that touch its documents.
@@ -118,11 +124,15 @@ pub(crate) async fn run(
                     accepting = false;
                     continue;
                 };
+                let mut work = writer.cost(&first);
                 let mut batch = vec![first];
-                while batch.len() < max_batch {
+                while batch.len() < max_batch && work < batch_work {
                     match rx.try_recv() {
-                        Ok(request) => batch.push(request),
-                        Err(_) => break,
+                        Some(request) => {
+                            work = work.saturating_add(writer.cost(&request));
+                            batch.push(request);
+                        }
+                        None => break,
                     }
                 }
                 if shared && overlaps(&batch, &in_flight) {
@@ -215,6 +225,22 @@ enum Outcome {
 const MAX_ATTEMPTS: usize = 20;
 
 impl Writer {
+    /// What deciding `request` will cost, as far as the cache tells before it is decided:
+    /// an update's ops times the revisions it is behind (plus one), else one step. An
+    /// update of a document not cached counts its ops only.
+    fn cost(&self, request: &WriteRequest) -> u64 {
+        let WriteOp::Update(update) = &request.op else {
+            return 1;
+        };
+        let ops = (update.patch.len() as u64).max(1);
+        let behind = self
+            .cache
+            .peek(&update.document_id)
+            .and_then(|cached| Some(cached.doc.sync_revision.saturating_sub(update.base_revision?)))
+            .unwrap_or(0);
+        ops.saturating_mul(behind.saturating_add(1))
+    }
+
     /// Decides a batch and starts its commit (queued behind the commits in flight).
     async fn start(&mut self, batch: Vec<WriteRequest>, attempt: usize, in_flight: &mut VecDeque<InFlight>) {
         // A batch's span covers its decision here and its delivery in `settle`.
@@ -470,7 +496,13 @@ impl Writer {
                 match stale {
                     None => Intervening::None,
                     Some((_, Err(over_budget))) => return Ok(Err(over_budget)),
-                    Some((base, Ok(()))) => Intervening::Updates(self.history_since(id, base).await?),
+                    Some((base, Ok(()))) => {
+                        let crossed = self.history_since(id, base).await?;
+                        if let Err(over_budget) = decide::within_rebase_work(update, &crossed, max_work) {
+                            return Ok(Err(over_budget));
+                        }
+                        Intervening::Updates(crossed)
+                    }
                 }
             }
             _ => Intervening::None,

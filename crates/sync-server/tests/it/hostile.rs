@@ -5,7 +5,9 @@
 //! answers never count against it as a slow consumer); a client that stops reading is
 //! dropped after the write timeout; sequences and revisions of 2^63 and more read like
 //! any other bound; a frame refused as a whole keeps its `request_id`; a malformed
-//! upgrade query gets the JSON error body.
+//! upgrade query gets the JSON error body; one user's flood of costly changes does not
+//! stand between another user and the write path; a stale change's cost counts the ops
+//! it is carried over.
 
 use std::time::{Duration, Instant};
 
@@ -214,7 +216,75 @@ async fn a_change_too_far_behind_is_refused_before_it_is_rebased(backend: Backen
     assert_ok(&owner.update("hist", Value::Array(ops), Some(150)).await, "document_updated_response");
 }
 
+/// One user floods the write path with costly changes (each within its limits); another
+/// user's change, sent once the flood is queued, is committed after a few of them — users
+/// take turns, and a batch closes at `max_rebase_work` of estimated work — not after the
+/// whole flood (before, it waited for all of it: 12 s in the report).
+async fn a_flood_of_costly_changes_does_not_hold_up_another_user(backend: Backend) {
+    // 1,000-op patches count 1,000 steps each: two to a batch.
+    let server = TestServer::start_on_with(backend, |c| c.limits.max_rebase_work = 2_000).await;
+    let mut flooder = server.client("flooder@example.com").await;
+    let mut bystander = server.client("bystander@example.com").await;
+    const FLOOD: usize = 80;
+    let creates: Vec<Value> = (0..FLOOD)
+        .map(|i| json!({"type": "create_document", "document": {"id": format!("f{i}"), "content": {}}}))
+        .collect();
+    let ids = flooder.send_batch(creates).await;
+    for reply in flooder.replies(&ids).await {
+        assert_ok(&reply, "document_created_response");
+    }
+    // One frame each (80 of them would pass the frame limit together).
+    let ops: Vec<Value> = (0..1000).map(|k| json!({"op": "add", "path": format!("/k{k}"), "value": k})).collect();
+    let mut ids = Vec::new();
+    for i in 0..FLOOD {
+        let id = flooder.next_request_id();
+        flooder
+            .send(json!({"type": "update_document", "request_id": id,
+                "patch": {"document_id": format!("f{i}"), "base_revision": 1, "patch": ops}}))
+            .await;
+        ids.push(id);
+    }
+    // Once the flood is being committed, the other user writes.
+    let first = flooder.recv_type("document_updated_response").await;
+    let mine = bystander.create("mine", json!({})).await;
+    assert_ok(&mine, "document_created_response");
+    let mine = mine["sequence"].as_u64().unwrap();
+    let mut replies = vec![first];
+    replies.extend(flooder.replies(&ids[1..]).await);
+    let mut after = 0;
+    for reply in &replies {
+        assert_ok(reply, "document_updated_response");
+        after += usize::from(reply["sequence"].as_u64().unwrap() > mine);
+    }
+    assert!(after >= FLOOD / 2, "the other user's change waited for {} of the {FLOOD} flooding changes", FLOOD - after);
+}
+
+/// The cost of a stale update is its ops times the ops of the changes it crossed: a few
+/// large changes in between count as much as many small ones. Crossing 10 revisions of
+/// 100 ops with 100 ops is 100,000 steps, refused under a limit of 10,000, although its
+/// 100 ops × 10 revisions (1,000) looked cheap before the history was read.
+async fn a_stale_change_over_large_changes_is_refused_by_their_ops(backend: Backend) {
+    let server = TestServer::start_on_with(backend, |c| c.limits.max_rebase_work = 10_000).await;
+    let mut owner = server.client("large@example.com").await;
+    assert_ok(&owner.create("big", json!({})).await, "document_created_response");
+    for round in 0..10 {
+        let ops: Vec<Value> =
+            (0..100).map(|k| json!({"op": "add", "path": format!("/r{round}k{k}"), "value": k})).collect();
+        assert_ok(&owner.update("big", Value::Array(ops), None).await, "document_updated_response");
+    }
+    let ops: Vec<Value> = (0..100).map(|k| json!({"op": "add", "path": format!("/mine{k}"), "value": k})).collect();
+    let reply = owner.update("big", Value::Array(ops), Some(1)).await;
+    common::assert_refused(&reply, "document_updated_response", "version_mismatch");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("100 ops") && message.contains("hold 1000") && message.contains("rebase"), "{reply}");
+    // Within the limit (one revision of 100 ops crossed by 50 ops: 5,000 steps): rebased.
+    let ops: Vec<Value> = (0..50).map(|k| json!({"op": "add", "path": format!("/ok{k}"), "value": k})).collect();
+    assert_ok(&owner.update("big", Value::Array(ops), Some(10)).await, "document_updated_response");
+}
+
 common::backend_tests!(
+    a_flood_of_costly_changes_does_not_hold_up_another_user,
+    a_stale_change_over_large_changes_is_refused_by_their_ops,
     a_change_too_far_behind_is_refused_before_it_is_rebased,
     a_refused_frame_keeps_its_request_id,
     a_batch_of_ten_thousand_changes_gets_every_answer,
