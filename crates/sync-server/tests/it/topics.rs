@@ -141,6 +141,14 @@ async fn wildcards_reach_each_session_once_and_the_publisher_only_with_an_echo()
     assert_eq!(reply["type"], "unsubscribed");
     assert_eq!(published(&mut carol, "team.1.chat", json!(8)).await, 1, "bob only");
     assert_eq!(payloads(&data_so_far(&mut alice).await), [json!(6), json!(7)]);
+
+    // Several patterns and no exact name: still one delivery.
+    let mut dave = server.client("dave@example.com").await;
+    for topic in ["zz.*", "zz.>", "*.q", "*.*"] {
+        subscribe(&mut dave, topic).await;
+    }
+    assert_eq!(published(&mut carol, "zz.q", json!(9)).await, 1);
+    assert_eq!(payloads(&data_so_far(&mut dave).await), [json!(9)]);
     server.stop().await;
 }
 
