@@ -9,7 +9,8 @@
 #   - PostgreSQL 14+ binaries (initdb, postgres): the PostgreSQL backend's tests start a
 #     private server; SYNC_REQUIRE_POSTGRES=1 makes their absence a failure, not a skip;
 #   - gcc, g++, make, cmake, valgrind: the C/C++ SDK tests build and run the examples;
-#   - tmux: the interactive client's test drives it in a terminal.
+#   - tmux: the interactive client's test drives it in a terminal;
+#   - node (20+): the topics test runs the older JavaScript client's shapes in Node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,10 @@ command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+# Node.js 20+ runs the older JavaScript client's script against the server (its global
+# WebSocket); Debian's own nodejs is older, so a machine without Node gets it from there
+# and that test says which version it needs.
+command -v node >/dev/null 2>&1 || need+=(nodejs)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi

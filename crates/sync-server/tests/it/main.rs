@@ -28,3 +28,4 @@ mod shutdown;
 mod slowloris;
 mod smoke;
 mod tls;
+mod topics;
