@@ -41,6 +41,8 @@ pub(crate) async fn open(config: &Config) -> anyhow::Result<(AnyStore, SecretKey
 /// Runs the server on `listener` until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // Counting starts with the process's first server.
+    crate::metrics::install();
     let tls = crate::tls::Tls::from_config(&config.tls)?;
     #[cfg(unix)]
     if let Some(tls) = &tls {

@@ -173,6 +173,7 @@ impl Authenticated {
             client_id: self.identity.client_id.clone(),
             reply_to: self.link.clone(),
             request_id,
+            queued: std::time::Instant::now(),
         };
         self.pending_writes += 1;
         state.writes.send(request).await.map_err(|_| Ending::ShuttingDown)

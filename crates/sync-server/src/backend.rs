@@ -44,6 +44,14 @@ impl AnyStore {
         matches!(self, AnyStore::Postgres(_))
     }
 
+    /// PostgreSQL's connections (in use, idle), for metrics; `None` on SQLite.
+    pub(crate) fn pool_use(&self) -> Option<(u32, u32)> {
+        match self {
+            AnyStore::Sqlite(_) => None,
+            AnyStore::Postgres(store) => Some(store.pool_use()),
+        }
+    }
+
     /// A short name of the backend for logs and `/health`.
     pub(crate) fn kind(&self) -> &'static str {
         match self {

@@ -18,6 +18,8 @@ pub struct Config {
     pub server: ServerSection,
     /// HTTPS and WSS on the same port.
     pub tls: TlsSection,
+    /// `GET /metrics`.
+    pub metrics: MetricsSection,
     /// Where documents live.
     pub database: DatabaseSection,
     /// Credentials and tokens.
@@ -59,6 +61,15 @@ pub struct TlsSection {
     pub cert_file: Option<PathBuf>,
     /// PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`SYNC_TLS_KEY_FILE`).
     pub key_file: Option<PathBuf>,
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `GET /metrics` answers only admin credentials (`SYNC_METRICS_REQUIRE_ADMIN`);
+    /// by default it is open, as Prometheus scrapes expect.
+    pub require_admin: bool,
 }
 
 /// `[database]`.
@@ -234,6 +245,7 @@ impl Default for Config {
         Self {
             server: ServerSection::default(),
             tls: TlsSection::default(),
+            metrics: MetricsSection::default(),
             database: DatabaseSection::default(),
             auth: AuthSection::default(),
             limits: Limits::default(),
@@ -380,7 +392,7 @@ impl Config {
              # SYNC_MAX_UNAUTHENTICATED, SYNC_HEADER_READ_TIMEOUT_SECS,\n\
              # SYNC_RATE_LIMIT_PER_SECOND, SYNC_RATE_LIMIT_BURST, SYNC_MAX_FRAME_BYTES, SYNC_MAX_DOCUMENT_BYTES,\n\
              # SYNC_PASSWORD_CHECKS, SYNC_PASSWORD_CHECK_QUEUE, SYNC_BOOTSTRAP_CREDENTIALS,\n\
-             # SYNC_TLS_CERT_FILE, SYNC_TLS_KEY_FILE, SYNC_MAX_SUBSCRIPTIONS, SYNC_TOPICS_MAX_HISTORY_TOPICS,\n\
+             # SYNC_TLS_CERT_FILE, SYNC_TLS_KEY_FILE, SYNC_METRICS_REQUIRE_ADMIN, SYNC_MAX_SUBSCRIPTIONS, SYNC_TOPICS_MAX_HISTORY_TOPICS,\n\
              # SYNC_TOPICS_HISTORY (\"chat.>:100:3600 news.*:20:600\": pattern:messages:seconds).\n\
              # Topic history: [[topics.history]] pattern = \"chat.>\" messages = 100 seconds = 3600\n\
              # Per-collection merge policy: [collections.tasks] policy = \"server_wins\"\n\n{body}"
@@ -405,6 +417,9 @@ impl Config {
         }
         if let Some(v) = get("SYNC_DB_POOL_SIZE") {
             self.database.pool_size = parse("SYNC_DB_POOL_SIZE", v)?;
+        }
+        if let Some(v) = get("SYNC_METRICS_REQUIRE_ADMIN") {
+            self.metrics.require_admin = flag("SYNC_METRICS_REQUIRE_ADMIN", v)?;
         }
         if let Some(v) = get("SYNC_TLS_CERT_FILE") {
             self.tls.cert_file = Some(v.into());
@@ -502,6 +517,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("server", &self.server)
             .field("tls", &self.tls)
+            .field("metrics", &self.metrics)
             .field("database", &self.database)
             .field("auth", &self.auth)
             .field("limits", &self.limits)

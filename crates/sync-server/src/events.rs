@@ -305,6 +305,7 @@ async fn record(state: &AppState, user: &str, incoming: Vec<Incoming>) -> Result
             continue;
         }
         if !state.limiter.allow(user) {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "path" => "events").increment(1);
             let error = json!({"code": ErrorCode::RateLimitExceeded, "message": "too many changes; retry later"});
             results[i] = Some(json!({"uuid": event.uuid, "status": "refused", "error": error}));
             continue;
@@ -315,6 +316,7 @@ async fn record(state: &AppState, user: &str, incoming: Vec<Incoming>) -> Result
             client_id: CLIENT_ID.to_owned(),
             reply_to: link.clone(),
             request_id: Some(RequestId::Int(i as i64)),
+            queued: std::time::Instant::now(),
         };
         state.writes.send(request).await.map_err(|_| {
             HttpError::with_status(

@@ -11,7 +11,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Extension, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use sync_core::model::validate_client_id;
@@ -33,7 +33,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/sync/status", get(status))
         .route("/ws", get(upgrade))
         .route("/ws/sync", get(upgrade))
-        .route("/metrics", any(not_yet))
+        .route("/metrics", get(metrics))
         .route("/api/sync/publish", post(crate::topics_http::publish))
         .route("/api/sync/broadcast", post(crate::topics_http::broadcast))
         .route("/events", get(crate::events::get).post(crate::events::post))
@@ -132,12 +132,20 @@ async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resul
     })))
 }
 
-async fn not_yet(method: Method, uri: Uri) -> HttpError {
-    HttpError::with_status(
-        StatusCode::NOT_IMPLEMENTED,
-        ErrorCode::ServerError,
-        format!("{method} {} is not available yet: it arrives in a later release of this server", uri.path()),
-    )
+/// `GET /metrics`: the Prometheus text format (admin only when configured so).
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, HttpError> {
+    if state.config.metrics.require_admin {
+        require_admin(&state, &headers, b"").await?;
+    }
+    let Some(handle) = crate::metrics::install() else {
+        return Err(HttpError::with_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ServerError,
+            "another metrics recorder is installed in this process",
+        ));
+    };
+    let text = crate::metrics::render(&state, handle);
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> HttpError {

@@ -75,6 +75,9 @@ impl SessionLink {
         match self.tx.try_send(outbound) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
+                if !self.kill.is_cancelled() {
+                    metrics::counter!(crate::metrics::SLOW_SESSIONS).increment(1);
+                }
                 tracing::warn!(session = self.id, "session queue full: disconnecting the slow client");
                 self.kill.cancel();
                 false
@@ -275,9 +278,13 @@ impl Hub {
         self.delivered.load(Ordering::Acquire)
     }
 
+    /// How many messages wait in each session's queue now.
+    pub(crate) fn queue_depths(&self) -> Vec<usize> {
+        self.read().users.values().flatten().map(|m| m.link.tx.len()).collect()
+    }
+
     /// Authenticated sessions connected.
-    #[cfg(test)]
-    fn session_count(&self) -> usize {
+    pub(crate) fn session_count(&self) -> usize {
         self.read().users.values().map(Vec::len).sum()
     }
 
@@ -307,25 +314,28 @@ impl Hub {
                     // never reads an older position (`latest_sequence` of a full sync).
                     self.delivered.fetch_max(change.sequence, Ordering::AcqRel);
                     let origin = reply.as_ref().map(|(link, _)| link.id);
-                    let push = |member: &Member| {
+                    let mut pushed = 0u64;
+                    let mut push = |member: &Member| {
                         if Some(member.link.id) == origin || !member.syncs(&change.collection) {
                             return;
                         }
+                        pushed += 1;
                         member.link.offer(Outbound::frame(change.push.clone(), Some(change.sequence), false));
                         if let Some(conflict) = &change.conflict {
                             member.link.offer(Outbound::frame(conflict.clone(), None, false));
                         }
                     };
                     if let Some(members) = registry.users.get(&change.user_id) {
-                        members.iter().for_each(push);
+                        members.iter().for_each(&mut push);
                     }
                     for reader in registry.readers_of_others.iter().filter(|r| **r != change.user_id) {
                         let Some(members) = registry.users.get(reader) else { continue };
                         members
                             .iter()
                             .filter(|m| m.view.may_read(&change.user_id, &change.collection, &change.document_id))
-                            .for_each(push);
+                            .for_each(&mut push);
                     }
+                    metrics::counter!(crate::metrics::PUSHES).increment(pushed);
                     if let Some((link, frame)) = reply {
                         link.offer(Outbound::frame(frame, Some(change.sequence), true));
                     }

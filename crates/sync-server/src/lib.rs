@@ -42,6 +42,7 @@ mod events;
 mod handlers;
 mod http;
 mod hub;
+mod metrics;
 mod monitor;
 mod queue;
 mod ratelimit;

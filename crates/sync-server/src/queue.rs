@@ -69,6 +69,11 @@ pub(crate) struct Sender<T> {
 }
 
 impl<T> Sender<T> {
+    /// How many items wait in the queue now.
+    pub(crate) fn len(&self) -> usize {
+        self.shared.lock().items.len()
+    }
+
     /// Queues `item` without waiting.
     pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         {

@@ -290,6 +290,9 @@ async fn on_message(
     let ClientEnvelope { message, request_id } = envelope;
     log_message(conn, &message);
     let limited = !matches!(message, ClientMessage::Ping) && !state.limiter.allow(&session.identity.user_id);
+    if limited {
+        metrics::counter!(crate::metrics::RATE_LIMITED, "path" => "websocket").increment(1);
+    }
     let too_many = || ErrorBody::new(ErrorCode::RateLimitExceeded, "too many messages; slow down");
     match WriteOp::try_from(message) {
         Ok(op) if limited => conn.send(&op.refused(too_many()), request_id),
@@ -321,6 +324,7 @@ async fn finish(conn: &mut Connection, session: Option<&mut Authenticated>, endi
 
 /// Logs an incoming message by its type and document, never its credentials.
 fn log_message(conn: &Connection, message: &ClientMessage) {
+    metrics::counter!(crate::metrics::MESSAGES_RECEIVED, "type" => message.type_name()).increment(1);
     activity!("IN", session = conn.id, "session {} {} {}", conn.id, message.type_name(), describe(message));
 }
 

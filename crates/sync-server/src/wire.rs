@@ -13,6 +13,7 @@ pub(crate) fn encode(message: &ServerMessage, request_id: Option<RequestId>) -> 
         #[serde(skip_serializing_if = "Option::is_none")]
         request_id: Option<RequestId>,
     }
+    metrics::counter!(crate::metrics::MESSAGES_SENT, "type" => message.type_name()).increment(1);
     // Every server message serializes without failure: its fields are strings, numbers
     // and JSON values, none of which a JSON serializer refuses.
     Bytes::from(serde_json::to_vec(&EnvelopeRef { message, request_id }).unwrap_or_default())

@@ -41,6 +41,12 @@ pub(crate) async fn handle(
             start(state, conn, identity, message.last_sequence, method, request_id).await
         }
         Err(failure) => {
+            let label = match &message.credentials {
+                Credentials::Hmac { .. } => "hmac",
+                Credentials::Bearer { .. } => "token",
+                Credentials::Jwt { .. } => "jwt",
+            };
+            metrics::counter!(crate::metrics::AUTH_FAILURES, "method" => label).increment(1);
             conn.send(&ServerMessage::AuthError(AuthError { reason: failure.to_string() }), request_id);
             Err(refuse(conn, failure))
         }
@@ -53,7 +59,10 @@ pub(crate) async fn upgrade(
     conn: &mut Connection,
     pre_auth: Result<PreAuth, AuthFailure>,
 ) -> Result<Authenticated, Ending> {
-    let pre = pre_auth.map_err(|failure| refuse(conn, failure))?;
+    let pre = pre_auth.map_err(|failure| {
+        metrics::counter!(crate::metrics::AUTH_FAILURES, "method" => "upgrade").increment(1);
+        refuse(conn, failure)
+    })?;
     let identity = Identity::new(pre.principal, pre.client_id);
     let session = start(state, conn, identity, pre.last_sequence, "upgrade bearer", None).await?;
     // The client sends nothing first here: `auth_success` must go out now, not after

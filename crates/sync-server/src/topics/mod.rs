@@ -462,6 +462,8 @@ impl Topics {
             }
         }
         let sessions = self.fan_out(&shard, name, &frame, message.skip_session);
+        metrics::counter!(crate::metrics::TOPIC_MESSAGES).increment(1);
+        metrics::counter!(crate::metrics::TOPIC_DELIVERIES).increment(sessions);
         // An entry made for a history the cap did not allow holds nothing.
         self.tidy(&mut shard, name);
         Ok(Delivered { sessions, offset })

@@ -173,6 +173,8 @@ struct InFlight {
     result: Option<Result<Vec<u64>, StoreError>>,
     attempt: usize,
     span: tracing::Span,
+    /// When the commit was handed to the store.
+    started: std::time::Instant,
 }
 
 /// Drives every commit in flight and returns the oldest one's result once it is in.
@@ -248,6 +250,7 @@ impl Writer {
         match self.prepare(batch).instrument(span.clone()).await {
             Ok((prepared, changes)) => {
                 let store = self.store.clone();
+                let started = std::time::Instant::now();
                 let mut commit: Commit = Box::pin(async move {
                     if changes.is_empty() { Ok(Vec::new()) } else { store.append_batch(changes).await }
                 });
@@ -257,7 +260,7 @@ impl Writer {
                     Poll::Ready(result) => Some(result),
                     Poll::Pending => None,
                 };
-                in_flight.push_back(InFlight { prepared, commit, result, attempt, span });
+                in_flight.push_back(InFlight { prepared, commit, result, attempt, span, started });
             }
             Err((batch, err)) => span.in_scope(|| self.refuse_all(&batch, &err)),
         }
@@ -275,8 +278,15 @@ impl Writer {
         let _entered = span.enter();
         match result {
             Ok(sequences) => {
+                metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(flight.started.elapsed().as_secs_f64());
+                metrics::histogram!(crate::metrics::COMMIT_BATCH_SIZE).record(sequences.len() as f64);
+                let queued: Vec<std::time::Instant> = flight.prepared.batch.iter().map(|r| r.queued).collect();
                 let deliveries = self.deliveries(flight.prepared, &sequences);
                 self.hub.deliver(deliveries);
+                let latency = metrics::histogram!(crate::metrics::WRITE_TO_PUSH_SECONDS);
+                for queued in queued {
+                    latency.record(queued.elapsed().as_secs_f64());
+                }
             }
             Err(err) => {
                 // Batches decided after this one may rest on its uncommitted state: forget
@@ -576,6 +586,7 @@ fn log_commit(request: &WriteRequest, summary: &Summary, sequence: u64) {
         Made::Update { forward, .. } => forward.as_slice(),
         _ => &[],
     };
+    metrics::counter!(crate::metrics::CHANGES_COMMITTED, "kind" => summary.kind()).increment(1);
     activity!(
         "COMMIT",
         sequence,
@@ -587,6 +598,9 @@ fn log_commit(request: &WriteRequest, summary: &Summary, sequence: u64) {
         describe_ops(ops)
     );
     if let Some(conflicts) = summary.conflicts() {
+        if !conflicts.list.is_empty() {
+            metrics::counter!(crate::metrics::CONFLICTS).increment(1);
+        }
         for conflict in &conflicts.list {
             activity!(
                 "CONFLICT",
@@ -604,6 +618,7 @@ fn log_commit(request: &WriteRequest, summary: &Summary, sequence: u64) {
 }
 
 fn refusal(request: &WriteRequest, body: ErrorBody) -> Delivery {
+    metrics::counter!(crate::metrics::CHANGES_REFUSED, "reason" => body.code.as_str()).increment(1);
     let frame = encode(&request.op.refused(body), request.request_id.clone());
     Delivery::Reply { to: request.reply_to.clone(), frame, sequence: None }
 }

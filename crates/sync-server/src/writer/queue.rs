@@ -172,6 +172,7 @@ mod tests {
             client_id: "c".to_owned(),
             reply_to: SessionLink { id: 0, tx, kill: CancellationToken::new() },
             request_id: None,
+            queued: std::time::Instant::now(),
         }
     }
 

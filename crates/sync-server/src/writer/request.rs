@@ -107,4 +107,6 @@ pub(crate) struct WriteRequest {
     pub(crate) reply_to: SessionLink,
     /// Echoed in the answer.
     pub(crate) request_id: Option<RequestId>,
+    /// When it was handed to the write path (for the write-to-push latency).
+    pub(crate) queued: std::time::Instant,
 }

@@ -19,6 +19,7 @@ mod isolation;
 mod json_patch_suite;
 mod merge;
 mod messages;
+mod metrics;
 mod multi_process;
 mod pages;
 mod password_flood;

@@ -109,6 +109,13 @@ impl PgStore {
     pub fn target(&self) -> &str {
         &self.target
     }
+
+    /// The read pool's connections: (in use, idle), for metrics. The committer's own
+    /// connection is counted in use.
+    pub fn pool_use(&self) -> (u32, u32) {
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        (self.pool.size().saturating_sub(idle), idle)
+    }
 }
 
 impl Store for PgStore {
