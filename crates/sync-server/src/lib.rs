@@ -46,6 +46,7 @@ mod metrics;
 mod monitor;
 mod queue;
 mod ratelimit;
+mod rewind;
 mod session;
 mod state;
 mod tls;

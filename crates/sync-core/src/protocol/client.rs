@@ -19,6 +19,8 @@ pub enum ClientMessage {
     UpdateDocument(UpdateDocument),
     /// Delete a document (leaves a tombstone).
     DeleteDocument(DeleteDocument),
+    /// Make a document's content what it was at an earlier revision (a new change).
+    RevertDocument(RevertDocument),
     /// Query the change log after a sequence.
     GetChangesSince(GetChangesSince),
     /// Record the client's position in the log.
@@ -51,6 +53,7 @@ impl ClientMessage {
             ClientMessage::CreateDocument(_) => "create_document",
             ClientMessage::UpdateDocument(_) => "update_document",
             ClientMessage::DeleteDocument(_) => "delete_document",
+            ClientMessage::RevertDocument(_) => "revert_document",
             ClientMessage::GetChangesSince(_) => "get_changes_since",
             ClientMessage::AckChanges(_) => "ack_changes",
             ClientMessage::RequestSync(_) => "request_sync",
@@ -224,6 +227,19 @@ pub struct DeleteDocument {
     /// The revision the delete was decided against (informational).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_revision: Option<u64>,
+    /// Idempotency key (a UUID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_change_id: Option<String>,
+}
+
+/// `revert_document`: a new change whose content equals the document's content at
+/// `to_revision`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RevertDocument {
+    /// The document.
+    pub document_id: String,
+    /// The revision whose content to restore (1 ..= the current revision).
+    pub to_revision: u64,
     /// Idempotency key (a UUID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_change_id: Option<String>,

@@ -379,6 +379,7 @@ fn decode_body(
             ClientMessage::UpdateDocument(UpdateDocument { patch })
         }
         "delete_document" => ClientMessage::DeleteDocument(typed(Value::Object(map), "")?),
+        "revert_document" => ClientMessage::RevertDocument(typed(Value::Object(map), "")?),
         "get_changes_since" => ClientMessage::GetChangesSince(typed(Value::Object(map), "")?),
         "ack_changes" => ClientMessage::AckChanges(typed(Value::Object(map), "")?),
         "request_sync" => ClientMessage::RequestSync(typed(Value::Object(map), "")?),

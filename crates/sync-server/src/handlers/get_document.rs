@@ -1,10 +1,8 @@
 //! `get_document`: one document, now or as it was at a revision (rebuilt from the
 //! current state with the stored reverse patches).
 
-use sync_core::canonical::content_hash;
-use sync_core::patch::{apply, parse_patch};
+use sync_core::ErrorCode;
 use sync_core::protocol::{GetDocument, RequestId, ServerMessage, SyncDocument};
-use sync_core::{ChangeKind, Document, ErrorCode};
 use sync_store::Store;
 
 use super::Ctx;
@@ -38,7 +36,7 @@ pub(super) async fn handle(
         }
         // Revision r's own event gives the time it was made; the later ones are undone.
         Some(r) => match ctx.state.store.document_changes(doc.id.clone(), r - 1, Some(doc.sync_revision)).await {
-            Ok(events) => match rewind(doc, r, &events) {
+            Ok(events) => match crate::rewind::rewind(doc, r, &events) {
                 Ok(document) => document,
                 Err(message) => {
                     tracing::error!(%message, "rebuilding a past revision failed");
@@ -54,31 +52,4 @@ pub(super) async fn handle(
     };
     ctx.send(&ServerMessage::SyncDocument(SyncDocument { document }), request_id);
     Ok(())
-}
-
-/// The document as it was at `revision`, given its events from `revision` on (ascending).
-fn rewind(mut doc: Document, revision: u64, events: &[sync_core::ChangeEvent]) -> Result<Document, String> {
-    for event in events.iter().rev().filter(|e| e.sync_revision > revision) {
-        match event.event_type {
-            ChangeKind::Update => {
-                let reverse =
-                    parse_patch(event.reverse_patch.clone().unwrap_or_default()).map_err(|e| e.to_string())?;
-                apply(&mut doc.content, &reverse).map_err(|e| e.to_string())?;
-            }
-            // Tombstones keep their content: undoing the delete only revives the document.
-            ChangeKind::Delete => doc.deleted_at = None,
-            _ => {}
-        }
-        let count = doc.vector_clock.0.entry(event.client_id.clone()).or_insert(0);
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            doc.vector_clock.0.remove(&event.client_id);
-        }
-    }
-    let at = events.iter().find(|e| e.sync_revision == revision).ok_or("the revision's event is missing")?;
-    doc.updated_at = at.created_at;
-    doc.sync_revision = revision;
-    doc.content_hash = content_hash(&doc.content);
-    doc.title = sync_core::model::title_of(&doc.content);
-    Ok(doc)
 }

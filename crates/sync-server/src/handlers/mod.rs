@@ -64,7 +64,10 @@ pub(crate) async fn dispatch(
             Ok(())
         }
         // Changes never get here: the session hands them to the write path.
-        ClientMessage::CreateDocument(_) | ClientMessage::UpdateDocument(_) | ClientMessage::DeleteDocument(_) => {
+        ClientMessage::CreateDocument(_)
+        | ClientMessage::UpdateDocument(_)
+        | ClientMessage::DeleteDocument(_)
+        | ClientMessage::RevertDocument(_) => {
             ctx.send_error(ErrorCode::ServerError, "a change reached a read handler", request_id);
             Ok(())
         }

@@ -249,7 +249,7 @@ pub(crate) fn repeated(op: &WriteOp, event: &ChangeEvent) -> ServerMessage {
             })
         }
         // An application event's `forward_patch` is its payload, not a patch.
-        WriteOp::Update(_) | WriteOp::Merge(_) | WriteOp::Event(_) => {
+        WriteOp::Update(_) | WriteOp::Revert(_) | WriteOp::Merge(_) | WriteOp::Event(_) => {
             ServerMessage::DocumentUpdatedResponse(ChangeResponse {
                 document_id,
                 outcome: Ok(Updated {

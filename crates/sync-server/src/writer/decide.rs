@@ -12,8 +12,8 @@ use serde_json::Value;
 use sync_core::acl::{Acl, Action};
 use sync_core::canonical;
 use sync_core::model::{DEFAULT_COLLECTION, new_document_id, title_of, validate_collection, validate_document_id};
-use sync_core::patch::{ApplyLimits, PatchErrorKind, apply_within_limits, merge_diff, patch_to_value};
-use sync_core::protocol::{CreateDocument, DeleteDocument, DocumentPatch};
+use sync_core::patch::{ApplyLimits, PatchErrorKind, apply_within_limits, diff, merge_diff, patch_to_value};
+use sync_core::protocol::{CreateDocument, DeleteDocument, DocumentPatch, RevertDocument};
 use sync_core::transform::{Conflict, Policy, Rebased, independent, rebase_within_limits};
 use sync_core::vclock::VectorClock;
 use sync_core::{ChangeEvent, ChangeKind, Document, ErrorBody, ErrorCode, Patch, Timestamp};
@@ -447,6 +447,29 @@ pub(crate) fn merge(
     let patch = DocumentPatch {
         document_id: request.document_id.clone(),
         patch: merge_diff(&current.content, &request.merge),
+        base_revision: Some(current.sync_revision),
+        content_hash: None,
+        client_change_id: request.client_change_id.clone(),
+    };
+    update(doc, Intervening::None, &patch, ctx, policy)
+}
+
+/// Decides a `revert_document`: an update, based on the current revision, from the
+/// current content to `target` (the content at `request.to_revision`, read beforehand
+/// for a writer who may update the document). Merged with nothing: it is the newest
+/// change, and its forward and reverse patches are those of any update.
+pub(crate) fn revert(
+    doc: Option<&Document>,
+    request: &RevertDocument,
+    target: Option<&Value>,
+    ctx: &Ctx<'_>,
+    policy: Policy,
+) -> Result<Decided, ErrorBody> {
+    let current = live(doc, &request.document_id, ctx, Action::Update)?;
+    let target = target.ok_or_else(|| error(ErrorCode::ServerError, "the revision to restore was not read"))?;
+    let patch = DocumentPatch {
+        document_id: request.document_id.clone(),
+        patch: diff(&current.content, target),
         base_revision: Some(current.sync_revision),
         content_hash: None,
         client_change_id: request.client_change_id.clone(),

@@ -345,6 +345,7 @@ impl Writer {
                 WriteOp::Create(c) => decide::create_id(c),
                 WriteOp::Update(u) => u.document_id.clone(),
                 WriteOp::Delete(d) => d.document_id.clone(),
+                WriteOp::Revert(r) => r.document_id.clone(),
                 WriteOp::Merge(m) => m.document_id.clone(),
                 WriteOp::Event(e) => e.document_id.clone(),
             })
@@ -517,6 +518,13 @@ impl Writer {
             }
             _ => Intervening::None,
         };
+        let revert_target = match &request.op {
+            WriteOp::Revert(revert) => match self.revert_target(id, revert.to_revision, ctx).await? {
+                Ok(target) => target,
+                Err(refused) => return Ok(Err(refused)),
+            },
+            _ => None,
+        };
         let config = &self.config;
         let policy = |collection: &str| -> Policy { config.policy_for(collection) };
         let doc = self.cache.get(id).map(|c| &*c.doc);
@@ -535,6 +543,13 @@ impl Writer {
                 ctx,
                 doc.map_or(config.default_policy, |d| policy(&d.collection)),
             ),
+            WriteOp::Revert(revert) => decide::revert(
+                doc,
+                revert,
+                revert_target.as_ref(),
+                ctx,
+                doc.map_or(config.default_policy, |d| policy(&d.collection)),
+            ),
             WriteOp::Merge(merge) => {
                 decide::merge(doc, merge, ctx, doc.map_or(config.default_policy, |d| policy(&d.collection)))
             }
@@ -542,6 +557,71 @@ impl Writer {
                 decide::app_event(doc, event, ctx, doc.map_or(config.default_policy, |d| policy(&d.collection)))
             }
         })
+    }
+
+    /// The content of `id` at `revision`, for a `revert_document` by a writer who may
+    /// update it (`None` for anyone else, and for a document that is not there: the
+    /// decision refuses those without reading history). The work is bounded before the
+    /// history is read, by the revisions to undo, and after, by their ops, both against
+    /// `limits.max_rebase_work`. Only committed revisions are read: a revert to a
+    /// revision still on its way to the store is refused (retry).
+    async fn revert_target(
+        &mut self,
+        id: &str,
+        revision: u64,
+        ctx: &Ctx<'_>,
+    ) -> Result<Result<Option<serde_json::Value>, ErrorBody>, StoreError> {
+        let max_work = self.config.limits.max_rebase_work;
+        let Some(current) = self.cache.get(id).map(|c| Arc::clone(&c.doc)) else {
+            return Ok(Ok(None));
+        };
+        if current.deleted_at.is_some() || !decide::may(&current, ctx, Action::Update) {
+            return Ok(Ok(None));
+        }
+        let refuse = |code, message: String| Ok(Err(ErrorBody::new(code, message)));
+        if revision == 0 || revision > current.sync_revision {
+            return refuse(
+                ErrorCode::InvalidMessage,
+                format!("document {id:?} has no revision {revision} (latest is {})", current.sync_revision),
+            );
+        }
+        if revision == current.sync_revision {
+            return Ok(Ok(Some(current.content.clone())));
+        }
+        let crossed = current.sync_revision - revision;
+        if crossed > max_work {
+            return refuse(
+                ErrorCode::VersionMismatch,
+                format!("revision {revision} is {crossed} revisions back, more than the limit of {max_work}"),
+            );
+        }
+        let Some(stored) = self.store.load_documents(vec![id.to_owned()]).await?.pop() else {
+            return refuse(ErrorCode::VersionMismatch, "the document is not committed yet; retry".into());
+        };
+        if stored.sync_revision < revision {
+            return refuse(ErrorCode::VersionMismatch, format!("revision {revision} is not committed yet; retry"));
+        }
+        let events = self.store.document_changes(id.to_owned(), revision - 1, Some(stored.sync_revision)).await?;
+        let ops: u64 = events
+            .iter()
+            .filter(|e| e.sync_revision > revision)
+            .map(|e| e.reverse_patch.as_ref().and_then(|p| p.as_array()).map_or(1, |ops| ops.len() as u64))
+            .sum();
+        if ops > max_work {
+            return refuse(
+                ErrorCode::VersionMismatch,
+                format!(
+                    "undoing the {crossed} revisions after {revision} takes {ops} ops, more than the limit of {max_work}"
+                ),
+            );
+        }
+        match crate::rewind::rewind(stored, revision, &events) {
+            Ok(past) => Ok(Ok(Some(past.content))),
+            Err(message) => {
+                tracing::error!(%message, document = id, revision, "rebuilding a past revision failed");
+                refuse(ErrorCode::ServerError, "the document's history is unreadable".into())
+            }
+        }
     }
 
     /// The updates after `base`, from the cache or the store.

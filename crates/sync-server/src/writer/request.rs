@@ -5,7 +5,8 @@
 use serde_json::Value;
 use sync_core::ErrorBody;
 use sync_core::protocol::{
-    ChangeResponse, ClientMessage, CreateDocument, DeleteDocument, DocumentPatch, RequestId, ServerMessage,
+    ChangeResponse, ClientMessage, CreateDocument, DeleteDocument, DocumentPatch, RequestId, RevertDocument,
+    ServerMessage,
 };
 
 use crate::hub::SessionLink;
@@ -19,6 +20,8 @@ pub(crate) enum WriteOp {
     Update(DocumentPatch),
     /// `delete_document`.
     Delete(DeleteDocument),
+    /// `revert_document`: decided as an update to the content of an earlier revision.
+    Revert(RevertDocument),
     /// An RFC 7396 merge of the document's content (`POST /events` `update`), decided
     /// against its current state.
     Merge(Merge),
@@ -55,6 +58,7 @@ impl TryFrom<ClientMessage> for WriteOp {
             ClientMessage::CreateDocument(c) => Ok(WriteOp::Create(c)),
             ClientMessage::UpdateDocument(u) => Ok(WriteOp::Update(u.patch)),
             ClientMessage::DeleteDocument(d) => Ok(WriteOp::Delete(d)),
+            ClientMessage::RevertDocument(r) => Ok(WriteOp::Revert(r)),
             other => Err(other),
         }
     }
@@ -67,6 +71,7 @@ impl WriteOp {
             WriteOp::Create(c) => c.document.id.as_deref(),
             WriteOp::Update(u) => Some(&u.document_id),
             WriteOp::Delete(d) => Some(&d.document_id),
+            WriteOp::Revert(r) => Some(&r.document_id),
             WriteOp::Merge(m) => Some(&m.document_id),
             WriteOp::Event(e) => Some(&e.document_id),
         }
@@ -78,6 +83,7 @@ impl WriteOp {
             WriteOp::Create(c) => c.client_change_id.as_deref(),
             WriteOp::Update(u) => u.client_change_id.as_deref(),
             WriteOp::Delete(d) => d.client_change_id.as_deref(),
+            WriteOp::Revert(r) => r.client_change_id.as_deref(),
             WriteOp::Merge(m) => m.client_change_id.as_deref(),
             WriteOp::Event(e) => e.client_change_id.as_deref(),
         }
@@ -88,8 +94,9 @@ impl WriteOp {
         let document_id = self.document_id().unwrap_or_default();
         match self {
             WriteOp::Create(_) => ServerMessage::DocumentCreatedResponse(ChangeResponse::refused(document_id, error)),
-            // A merge and an event make a new revision like an update, and are answered so.
-            WriteOp::Update(_) | WriteOp::Merge(_) | WriteOp::Event(_) => {
+            // A revert, a merge and an event make a new revision like an update, and are
+            // answered so.
+            WriteOp::Update(_) | WriteOp::Revert(_) | WriteOp::Merge(_) | WriteOp::Event(_) => {
                 ServerMessage::DocumentUpdatedResponse(ChangeResponse::refused(document_id, error))
             }
             WriteOp::Delete(_) => ServerMessage::DocumentDeletedResponse(ChangeResponse::refused(document_id, error)),

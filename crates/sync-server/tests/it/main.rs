@@ -24,6 +24,7 @@ mod multi_process;
 mod pages;
 mod password_flood;
 mod postgres_outage;
+mod revert;
 mod sharing;
 mod shutdown;
 mod slowloris;
