@@ -73,17 +73,27 @@ async fn next_json(ws: &mut WebSocket<yawc::MaybeTlsStream<TcpStream>>) -> Value
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_and_wss_share_the_port_and_a_plain_client_is_refused_cleanly() {
-    use futures_util::SinkExt as _;
+/// An in-process server with a certificate of a new CA (returned, with the directory of
+/// the files), after `adjust` edits its config.
+async fn tls_server(
+    adjust: impl FnOnce(&mut sync_server::config::Config),
+) -> (TestServer, TestCa, sync_testkit::ServerCert, tempfile::TempDir) {
     let ca = TestCa::new("sync test CA").unwrap();
     let certs = tempfile::tempdir().unwrap();
     let cert = ca.issue_localhost(certs.path(), "server").unwrap();
     let server = TestServer::start_with(|config| {
         config.tls.cert_file = Some(cert.cert_file.clone());
         config.tls.key_file = Some(cert.key_file.clone());
+        adjust(config);
     })
     .await;
+    (server, ca, cert, certs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_and_wss_share_the_port_and_a_plain_client_is_refused_cleanly() {
+    use futures_util::SinkExt as _;
+    let (server, ca, cert, _certs) = tls_server(|_| {}).await;
     let trusting = client_config(&ca.pem());
 
     // HTTPS: the health route, with the certificate the config names.
@@ -131,15 +141,7 @@ async fn https_and_wss_share_the_port_and_a_plain_client_is_refused_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_handshake_is_closed_within_the_head_timeout() {
-    let ca = TestCa::new("sync test CA").unwrap();
-    let certs = tempfile::tempdir().unwrap();
-    let cert = ca.issue_localhost(certs.path(), "server").unwrap();
-    let server = TestServer::start_with(|config| {
-        config.tls.cert_file = Some(cert.cert_file.clone());
-        config.tls.key_file = Some(cert.key_file.clone());
-        config.limits.header_read_timeout_secs = 1;
-    })
-    .await;
+    let (server, ca, _cert, _certs) = tls_server(|config| config.limits.header_read_timeout_secs = 1).await;
     // The first bytes of a TLS record, and then nothing.
     let mut tcp = TcpStream::connect(server.addr).await.unwrap();
     tcp.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
