@@ -38,7 +38,19 @@ pub struct Pending {
     pub change: PendingChange,
     /// Whether it has been sent and awaits the server's answer.
     pub in_flight: bool,
+    /// How often the server sent it back as too far behind and it was sent again
+    /// ([`Replica::on_reject`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resends: u8,
 }
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+/// How often a change the server found too far behind is sent again against the newer
+/// revision before it is given up (rolled back) like any refusal.
+pub const MAX_RESENDS: u8 = 3;
 
 /// The kind of a pending change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -174,7 +186,12 @@ impl Replica {
     pub fn created_locally(content: Value, change_id: String, policy: Policy) -> Self {
         Self {
             confirmed: None,
-            pending: vec![Pending { change_id, change: PendingChange::Create { content }, in_flight: false }],
+            pending: vec![Pending {
+                change_id,
+                change: PendingChange::Create { content },
+                in_flight: false,
+                resends: 0,
+            }],
             policy,
         }
     }
@@ -242,6 +259,7 @@ impl Replica {
             change_id,
             change: PendingChange::Update { patch, base_revision: None },
             in_flight: false,
+            resends: 0,
         });
         Ok(view)
     }
@@ -252,6 +270,7 @@ impl Replica {
             change_id,
             change: PendingChange::Delete { base_revision: None },
             in_flight: false,
+            resends: 0,
         });
     }
 
@@ -551,6 +570,21 @@ impl Replica {
             outcome.duplicate = true;
             return outcome;
         }
+        // Too far behind for the server (`version_mismatch`) while this replica knows
+        // revisions after the one it was sent against: the patch was rebased here over
+        // each of them as they arrived, so it is sent again against the revision known
+        // now — a few times at most — rather than rolled back. (The server refuses a
+        // stale change whose rebase would cost too much and leaves it to the client.)
+        let known = self.revision();
+        let first = &mut self.pending[0];
+        if code == ErrorCode::VersionMismatch
+            && first.resends < MAX_RESENDS
+            && matches!(first.change, PendingChange::Update { base_revision: Some(base), .. } if base < known)
+        {
+            first.resends += 1;
+            first.in_flight = false;
+            return outcome;
+        }
         let refused = self.pending.remove(0);
         outcome.rejected.push(Rejected { change_id: refused.change_id, code, message: message.to_owned() });
         match refused.change {
@@ -720,6 +754,51 @@ mod tests {
         let outcome = r.on_reject("c1", ErrorCode::VersionMismatch, "test failed");
         assert_eq!(outcome.rejected.len(), 1);
         assert_eq!(r.view(), Some(json!({"l": [10]})));
+    }
+
+    #[test]
+    fn a_change_refused_as_too_far_behind_is_sent_again_against_the_newer_revision() {
+        let mut r = Replica::from_server(json!({"a": 0, "b": 0}), 1, false, Policy::LastWriterWins);
+        r.local_update(ops(json!([{"op": "replace", "path": "/a", "value": 1}])), "c1".into()).unwrap();
+        let sent = r.next_to_send().unwrap();
+        assert!(matches!(sent.change, PendingChange::Update { base_revision: Some(1), .. }));
+        // Others' changes arrive while it is in flight; the server then refuses it.
+        for revision in 2..=4 {
+            r.on_remote(
+                revision,
+                RemoteChange::Update(ops(json!([{"op": "replace", "path": "/b", "value": revision}]))),
+                None,
+            );
+        }
+        let outcome = r.on_reject("c1", ErrorCode::VersionMismatch, "too far behind: rebase it");
+        assert!(outcome.rejected.is_empty(), "kept, not rolled back");
+        assert_eq!(r.view(), Some(json!({"a": 1, "b": 4})));
+        let again = r.next_to_send().unwrap();
+        assert_eq!(again.change_id, "c1");
+        assert!(matches!(again.change, PendingChange::Update { base_revision: Some(4), .. }), "{again:?}");
+        // Refused at the revision it knows: a real refusal, rolled back.
+        let outcome = r.on_reject("c1", ErrorCode::VersionMismatch, "test failed");
+        assert_eq!(outcome.rejected.len(), 1);
+        assert_eq!(r.view(), Some(json!({"a": 0, "b": 4})));
+    }
+
+    #[test]
+    fn resending_a_change_too_far_behind_stops_after_a_few_times() {
+        let mut r = Replica::from_server(json!({"a": 0}), 1, false, Policy::LastWriterWins);
+        r.local_update(ops(json!([{"op": "add", "path": "/x", "value": 1}])), "c1".into()).unwrap();
+        let mut revision = 1;
+        for attempt in 0..=MAX_RESENDS {
+            r.next_to_send().unwrap();
+            revision += 1;
+            r.on_remote(
+                revision,
+                RemoteChange::Update(ops(json!([{"op": "replace", "path": "/a", "value": revision}]))),
+                None,
+            );
+            let outcome = r.on_reject("c1", ErrorCode::VersionMismatch, "too far behind");
+            assert_eq!(outcome.rejected.len(), usize::from(attempt == MAX_RESENDS), "attempt {attempt}");
+        }
+        assert!(!r.has_pending());
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! - at most one change per document is in flight, sent with a `client_change_id` and
 //!   `request_id` equal to it; documents are pipelined, and after a reconnect the
 //!   in-flight change is sent again under the same id, so the server applies it once;
-//! - a refused change is rolled back locally and reported, never retried forever.
+//! - a refused change is rolled back locally and reported, never retried forever; the
+//!   one exception is an update the server found too far behind (`version_mismatch`)
+//!   while this replica already knows newer revisions: having been rebased here over
+//!   them, it is sent again against the newest, at most `MAX_RESENDS` (3) times.
 //!
 //! The files, in the order a connection goes through them: [`reconnect`] (the
 //! connect/backoff loop), [`handshake`] (connect and authenticate), [`session`] (one
