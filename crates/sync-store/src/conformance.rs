@@ -41,7 +41,7 @@ use sync_core::model::new_document_id;
 use sync_core::vclock::VectorClock;
 use sync_core::{ChangeEvent, ChangeKind, Document, Timestamp};
 
-use crate::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, TokenRecord};
+use crate::{AclSince, ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, TokenRecord};
 
 /// Runs every check of the suite against `store`, in order; panics at the first failure.
 pub async fn run_all<S: Store>(store: &S) {
@@ -66,6 +66,7 @@ pub async fn run_all<S: Store>(store: &S) {
     tokens_round_trip(store).await;
     ensure_user_is_idempotent(store).await;
     access_rules_are_replaced_whole(store).await;
+    the_rules_history_answers_what_a_resuming_reader_went_by(store).await;
     ack_cursor_accepts_any_order(store).await;
     stats_count_live_documents_and_changes(store).await;
     concurrent_appends_get_unique_gap_free_sequences(store).await;
@@ -585,6 +586,78 @@ pub async fn access_rules_are_replaced_whole<S: Store>(store: &S) {
     assert!(after == a || after == b, "one whole list wins, not a mix: {} rules", after.rules().len());
     ok(store.set_acl(Acl::default()).await, "clear");
     assert!(ok(store.get_acl().await, "cleared").is_empty());
+}
+
+/// Every list `set_acl` stores is recorded with the newest sequence; `acl_since(N)`
+/// answers the list in force before the first one stored at or after `N` (a list stored
+/// at `N` may not have reached a reader whose cursor is `N`), and the history keeps at
+/// most [`crate::ACL_HISTORY_VERSIONS`] lists and [`crate::ACL_HISTORY_BYTES`], the
+/// newest always.
+pub async fn the_rules_history_answers_what_a_resuming_reader_went_by<S: Store>(store: &S) {
+    let list = |user: &str, n: usize| {
+        let rules: Vec<_> = (0..n)
+            .map(|i| json!({"user": user, "item": format!("doc:c{i}/*"), "action": "read", "allow": true}))
+            .collect();
+        Acl::from_json(&Value::Array(rules)).expect("valid rules")
+    };
+    let (a, b) = (list("ada", 3), list("bob", 2));
+    let user = unique("history");
+    ok(store.set_acl(a.clone()).await, "set a");
+    ok(store.append_batch(vec![create(&user, "tasks", &unique("h"), json!({}))]).await, "append");
+    let latest = ok(store.latest_sequence().await, "latest");
+    ok(store.set_acl(b.clone()).await, "set b");
+    assert_eq!(ok(store.acl_since(latest + 1).await, "after b"), AclSince::Unchanged, "nothing stored since");
+    assert_eq!(ok(store.acl_since(u64::MAX).await, "far after"), AclSince::Unchanged);
+    assert_eq!(
+        ok(store.acl_since(latest).await, "at b"),
+        AclSince::Changed(vec![a.clone(), b.clone()]),
+        "b was stored at the cursor: the reader went by a, or by b"
+    );
+
+    // More lists than the history keeps: the oldest go, and a cursor before them is
+    // beyond the history, answered with the oldest kept.
+    ok(store.append_batch(vec![create(&user, "tasks", &unique("h"), json!({}))]).await, "append");
+    let latest = ok(store.latest_sequence().await, "latest");
+    let many: Vec<Acl> = (0..crate::ACL_HISTORY_VERSIONS + 3).map(|i| list(&format!("u{i}"), 1)).collect();
+    for acl in &many {
+        ok(store.set_acl(acl.clone()).await, "set one of many");
+    }
+    assert_eq!(
+        ok(store.acl_since(latest).await, "before many"),
+        AclSince::BeyondHistory(many[3..].to_vec()),
+        "the newest {} lists are kept",
+        crate::ACL_HISTORY_VERSIONS
+    );
+    // Lists stored again unchanged are answered once.
+    let last = many.last().expect("lists").clone();
+    ok(store.set_acl(last.clone()).await, "the newest again");
+    match ok(store.acl_since(latest).await, "with a repeat") {
+        AclSince::BeyondHistory(lists) => assert_eq!(lists, many[4..].to_vec(), "one list fell out, none repeats"),
+        other => panic!("expected the history to be cut, got {other:?}"),
+    }
+    assert_eq!(ok(store.acl_since(latest + 1).await, "after many"), AclSince::Unchanged);
+
+    // Large lists: the total size bounds the history before the count does.
+    let rule_bytes = 230;
+    let per_list = 10_000 * rule_bytes;
+    let fits = crate::ACL_HISTORY_BYTES / per_list;
+    assert!(fits < 10, "{fits} large lists fit: the check needs more of them");
+    // About 60 bytes of each rule's JSON are not its user.
+    let large: Vec<Acl> =
+        (0..fits + 2).map(|i| list(&format!("big{i}-{}", "x".repeat(rule_bytes - 60)), 10_000)).collect();
+    for acl in &large {
+        ok(store.set_acl(acl.clone()).await, "set a large list");
+    }
+    match ok(store.acl_since(latest).await, "before the large lists") {
+        AclSince::BeyondHistory(lists) => {
+            let kept =
+                large.iter().position(|acl| *acl == lists[0]).expect("the oldest kept is one of the large lists");
+            assert!(kept >= 2, "at most {fits} large lists are kept, not {}", large.len() - kept);
+            assert_eq!(lists, large[kept..].to_vec(), "the newest large lists, in order");
+        }
+        other => panic!("expected the history to be cut, got {other:?}"),
+    }
+    ok(store.set_acl(Acl::default()).await, "clear");
 }
 
 /// `ack_cursor` accepts acknowledgements in any order (a late, lower one must not fail;

@@ -3,7 +3,7 @@
 //! the reader's local database gets the owner's documents (and their owner) without
 //! reconnecting, edits them when allowed, loses them (and its unsent edits) when access
 //! is revoked, and an engine limited to some collections never stores another one's
-//! documents.
+//! documents. Rules changed while an engine was stopped are applied when it resumes.
 //!
 //! The users sign in with an ordinary API key made for the test; the test kit's key (an
 //! admin's) changes the rules. Application events recorded with `POST /events` keep a
@@ -293,6 +293,84 @@ async fn revoking_access_drops_the_copy_and_its_unsent_edit() -> anyhow::Result<
     alice.update_document(&list.id, json!({"n": 2})).await?;
     alice.wait_for_sync(WAIT).await?;
     assert_eq!(alice.get_document(&list.id).await?.content, json!({"title": "Chores", "n": 2}));
+    Ok(())
+}
+
+/// The rules changed while the reader's engine was stopped: when it starts again, the
+/// copy it may no longer read is dropped (and the application told), and a document
+/// shared meanwhile arrives, although all its changes are older than the engine's cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_changed_while_offline_is_applied_on_resume() -> anyhow::Result<()> {
+    let s = Sharing::start()?;
+    let alice = s.engine("alice", ALICE, None);
+    alice.wait_for_sync(WAIT).await?;
+    let list = alice.create_document_in("team", json!({"title": "Chores"})).await?;
+    let plan = alice.create_document_in("plans", json!({"title": "Plan"})).await?;
+    alice.wait_for_sync(WAIT).await?;
+    let bob_id = user_id_for_email(BOB);
+    assert_eq!(s.put_acl(json!([rule(&bob_id, "doc:team/*", "read")]))?, 204);
+    let bob = s.engine("bob", BOB, None);
+    bob.wait_for_sync(WAIT).await?;
+    common::eventually(WAIT, "bob has the list", || has(&bob, &list.id, |c| c["title"] == "Chores")).await;
+    assert!(matches!(bob.get_document(&plan.id).await, Err(SyncError::NotFound(_))));
+    bob.shutdown().await?;
+
+    // Offline: the team is no longer shared, the plans are.
+    assert_eq!(s.put_acl(json!([rule(&bob_id, "doc:plans/*", "read")]))?, 204);
+    let bob = s.engine("bob", BOB, None);
+    let bob_events = Recorder::start(&bob);
+    common::eventually(WAIT, "bob has the plan and not the list", || async {
+        has(&bob, &plan.id, |c| c["title"] == "Plan").await
+            && matches!(bob.get_document(&list.id).await, Err(SyncError::NotFound(_)))
+    })
+    .await;
+    let expected: BTreeSet<String> = [plan.id.clone()].into_iter().collect();
+    assert_eq!(ids(&bob).await, expected);
+    assert_eq!(bob.get_document(&plan.id).await?.owner, Some(user_id_for_email(ALICE)));
+    common::eventually(WAIT, "the application is told", || async {
+        bob_events.of(EventType::AccessRevoked, &list.id).len() == 1
+            && bob_events.of(EventType::DocumentShared, &plan.id).len() == 1
+    })
+    .await;
+    Ok(())
+}
+
+/// The rules changed more often while the engine was stopped than the server's history
+/// of rules keeps: the server cannot name what was revoked and asks the engine to
+/// reconcile; the engine's full sync drops the copy no longer shared (and tells the
+/// application), and keeps its user's own documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_older_than_the_rules_history_is_reconciled_with_a_full_sync() -> anyhow::Result<()> {
+    let s = Sharing::start()?;
+    let alice = s.engine("alice", ALICE, None);
+    alice.wait_for_sync(WAIT).await?;
+    let list = alice.create_document_in("team", json!({"title": "Chores"})).await?;
+    alice.wait_for_sync(WAIT).await?;
+    let bob_id = user_id_for_email(BOB);
+    assert_eq!(s.put_acl(json!([rule(&bob_id, "doc:team/*", "read")]))?, 204);
+    let bob = s.engine("bob", BOB, None);
+    common::eventually(WAIT, "bob has the list", || has(&bob, &list.id, |c| c["title"] == "Chores")).await;
+    let mine = bob.create_document_in("team", json!({"title": "Mine"})).await?;
+    bob.wait_for_sync(WAIT).await?;
+    bob.shutdown().await?;
+
+    // More lists than the history keeps (100), none sharing the team: the one that
+    // shared it is gone from the history.
+    for _ in 0..=100 {
+        assert_eq!(s.put_acl(json!([]))?, 204);
+    }
+    let bob = s.engine("bob", BOB, None);
+    let bob_events = Recorder::start(&bob);
+    common::eventually(WAIT, "bob's copy of the list goes", || async {
+        matches!(bob.get_document(&list.id).await, Err(SyncError::NotFound(_)))
+    })
+    .await;
+    let expected: BTreeSet<String> = [mine.id.clone()].into_iter().collect();
+    assert_eq!(ids(&bob).await, expected, "bob's own document stays");
+    common::eventually(WAIT, "the application is told", || async {
+        bob_events.of(EventType::AccessRevoked, &list.id).len() == 1
+    })
+    .await;
     Ok(())
 }
 
