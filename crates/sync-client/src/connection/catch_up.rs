@@ -14,7 +14,7 @@ use sync_core::protocol::{Changes, RequestId, ServerMessage};
 use sync_core::{ChangeEvent, ChangeKind};
 
 use super::Session;
-use super::apply::{Origin, apply_remote, remote_change};
+use super::apply::{Application, Origin, apply_remote, remote_change};
 use super::wire::{decode_text, frame_text, next_text_frame};
 use crate::error::{Result, SyncError};
 use crate::local;
@@ -173,6 +173,15 @@ impl Session {
                     ..
                 } = event;
                 let owner = if event_type == ChangeKind::Create { user_id.as_deref() } else { None };
+                let application = match &event_type {
+                    ChangeKind::Custom(action) => Some(Application {
+                        action: action.clone(),
+                        payload: forward_patch.clone().unwrap_or(Value::Null),
+                        author: user_id.clone(),
+                        revision: sync_revision,
+                    }),
+                    _ => None,
+                };
                 let change = match remote_change(event_type, forward_patch) {
                     Ok(change) => change,
                     Err(e) => {
@@ -189,6 +198,7 @@ impl Session {
                     change_id: client_change_id.as_deref(),
                 };
                 if let Some(applied) = apply_remote(&mut rows, &shared, &origin, change)? {
+                    let applied = applied.with_application(application);
                     if applied.resync_needed() {
                         refetch.push(document_id);
                     }

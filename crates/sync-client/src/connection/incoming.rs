@@ -19,7 +19,7 @@ use sync_core::protocol::{
 };
 use sync_core::replica::{Outcome, RemoteChange, Replica};
 
-use super::apply::{Origin, apply_remote};
+use super::apply::{Application, Origin, apply_remote};
 use super::{Reconcile, Session};
 use crate::error::Result;
 use crate::events::{EventType, SyncEvent};
@@ -56,10 +56,16 @@ impl Session {
                 self.apply_push(&origin, RemoteChange::Delete, m.sequence)
             }
             // An application event moves the revision, not the content: an empty update
-            // keeps this replica's revision in step.
+            // keeps this replica's revision in step, and the application hears of it.
             ServerMessage::DocumentEvent(m) => {
                 let origin = Origin::of_change(&m.document_id, m.sync_revision, m.client_change_id.as_deref());
-                self.apply_push(&origin, RemoteChange::Update(Vec::new()), m.sequence)
+                let application = Application {
+                    action: m.action,
+                    payload: m.payload,
+                    author: Some(m.user_id),
+                    revision: m.sync_revision,
+                };
+                self.apply_push_with(&origin, RemoteChange::Update(Vec::new()), m.sequence, Some(application))
             }
             ServerMessage::DocumentShared(m) => self.on_shared(m.document),
             ServerMessage::AccessRevoked(m) => self.on_revoked(&m.document_ids),
@@ -109,6 +115,17 @@ impl Session {
 
     /// Applies one live push.
     fn apply_push(&mut self, origin: &Origin<'_>, change: RemoteChange, sequence: u64) -> Result<()> {
+        self.apply_push_with(origin, change, sequence, None)
+    }
+
+    /// Applies one live push, which is an application event when `application` says.
+    fn apply_push_with(
+        &mut self,
+        origin: &Origin<'_>,
+        change: RemoteChange,
+        sequence: u64,
+        application: Option<Application>,
+    ) -> Result<()> {
         let shared = Arc::clone(&self.shared);
         if sequence <= shared.cursor() {
             return Ok(());
@@ -119,6 +136,7 @@ impl Session {
             Ok((applied, Some(sequence)))
         })?;
         if let Some(applied) = applied {
+            let applied = applied.with_application(application);
             let resync_needed = applied.resync_needed();
             self.report_applied(applied);
             if resync_needed {

@@ -97,26 +97,7 @@ impl Sharing {
 impl Sharing {
     /// `POST /events` as `email` with the users' key; returns the status and the body.
     fn post_events(&self, email: &str, events: &Value) -> anyhow::Result<(u16, Value)> {
-        let body = events.to_string();
-        let timestamp = sync_core::Timestamp::now().unix_millis() / 1000;
-        let signature = sync_core::auth::sign(&self.secret, timestamp, email, &self.key, body.as_bytes());
-        let mut stream = std::net::TcpStream::connect(&self.server.addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            stream,
-            "POST /events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-             X-Api-Key: {}\r\nX-Email: {email}\r\nX-Timestamp: {timestamp}\r\nX-Signature: {signature}\r\n\
-             Connection: close\r\n\r\n{body}",
-            self.server.addr,
-            body.len(),
-            self.key,
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad HTTP response")?;
-        let json =
-            response.split_once("\r\n\r\n").and_then(|(_, b)| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
-        Ok((status, json))
+        common::post_events(&self.server.addr, &self.key, &self.secret, email, events)
     }
 }
 
@@ -497,11 +478,14 @@ impl Drop for HoldingProxy {
 }
 
 /// An application event (`POST /events`) moves a document's revision without changing
-/// its content: a connected replica follows it, and its next edit is no stale change.
+/// its content: a connected replica follows it and tells the application (the action,
+/// the payload, who recorded it), a replica catching up later is told too, and the next
+/// edit is no stale change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_events_keep_a_replica_in_step() -> anyhow::Result<()> {
     let s = Sharing::start()?;
     let alice = s.engine("alice", ALICE, None);
+    let alice_events = Recorder::start(&alice);
     alice.wait_for_sync(WAIT).await?;
     let chore = alice.create_document_in("chores", json!({"title": "Bins", "done": false})).await?;
     alice.wait_for_sync(WAIT).await?;
@@ -516,6 +500,32 @@ async fn application_events_keep_a_replica_in_step() -> anyhow::Result<()> {
     })
     .await;
     assert_eq!(alice.get_document(&chore.id).await?.content, json!({"title": "Bins", "done": false}));
+    let check = |events: &Recorder, who: &str| {
+        let rated = events.of(EventType::ApplicationEvent, &chore.id);
+        assert_eq!(rated.len(), 1, "{who}: {:?}", events.all());
+        assert_eq!(rated[0].action.as_deref(), Some("rated"), "{who}");
+        assert_eq!(rated[0].content.as_deref(), Some(r#"{"stars":5}"#), "{who}");
+        assert_eq!(rated[0].author, Some(user_id_for_email(ALICE)), "{who}");
+        assert_eq!((rated[0].numeric_data, rated[0].title.as_deref()), (2, Some("Bins")), "{who}");
+        assert!(events.of(EventType::DocumentUpdated, &chore.id).is_empty(), "{who}: no update: {:?}", events.all());
+    };
+    common::eventually(WAIT, "alice is told", || async {
+        !alice_events.of(EventType::ApplicationEvent, &chore.id).is_empty()
+    })
+    .await;
+    check(&alice_events, "live");
+    // Another replica of alice's, catching up from nothing, is told too.
+    let laptop = s.engine("alice-laptop", ALICE, None);
+    let laptop_events = Recorder::start(&laptop);
+    laptop.wait_for_sync(WAIT).await?;
+    common::eventually(WAIT, "the laptop is told", || async {
+        !laptop_events.of(EventType::ApplicationEvent, &chore.id).is_empty()
+    })
+    .await;
+    assert_eq!(laptop.get_document(&chore.id).await?.revision, 2);
+    let created = laptop_events.of(EventType::DocumentCreated, &chore.id);
+    assert_eq!(created.len(), 1, "{:?}", laptop_events.all());
+    check(&laptop_events, "catch-up");
     alice.update_document(&chore.id, json!({"done": true})).await?;
     alice.wait_for_sync(WAIT).await?;
     let doc = alice.get_document(&chore.id).await?;
