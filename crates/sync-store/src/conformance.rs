@@ -77,6 +77,7 @@ pub async fn run_all<S: Store>(store: &S) {
     everything_and_admin_views_read_every_document(store).await;
     a_collections_filter_narrows_what_shares_show(store).await;
     paging_through_a_mostly_hidden_log_misses_nothing(store).await;
+    a_dense_prefix_share_over_every_collection_pages_without_a_gap(store).await;
 }
 
 /// `ping` answers on a working store.
@@ -1041,6 +1042,72 @@ pub async fn paging_through_a_mostly_hidden_log_misses_nothing<S: Store>(store: 
     let expected =
         sorted_ids(batch.iter().map(|c| c.document.id.clone()).filter(|id| id.starts_with("shown")).collect());
     assert_eq!(listed, expected, "every visible document once, in id order");
+}
+
+/// A share of an id prefix over every collection that is dense in the log (a third of
+/// it, dealt over three collections, part of it denied): whether a call reads the share
+/// whole or scans the log in sequence order (a backend may choose by density and page
+/// size), pages follow each other without a gap or a repeat, `reached` never moves back
+/// and the last page reaches the newest sequence; with a collections filter too.
+pub async fn a_dense_prefix_share_over_every_collection_pages_without_a_gap<S: Store>(store: &S) {
+    let (owner, reader) = (unique("owner"), unique("reader"));
+    let prefix = new_document_id().replace('-', "");
+    let collections = [unique_collection(), unique_collection(), unique_collection()];
+    let before = latest(store).await;
+    let mut batch = Vec::new();
+    for n in 0..3000 {
+        let collection = &collections[n % 3];
+        let change = match n % 6 {
+            0 | 3 => create(&owner, collection, &format!("{prefix}-{n}"), json!({})),
+            1 if n % 30 == 1 => create(&owner, collection, &format!("{prefix}-x{n}"), json!({})),
+            4 if n % 12 == 4 => create(&reader, collection, &unique("own"), json!({})),
+            _ => create(&owner, collection, &unique("other"), json!({})),
+        };
+        batch.push(change);
+    }
+    let mut sequences = Vec::new();
+    for chunk in batch.chunks(500) {
+        sequences.extend(ok(store.append_batch(chunk.to_vec()).await, "append"));
+    }
+    let newest = latest(store).await;
+    let rules = [(reader.as_str(), format!("{prefix}-x*"), false), (reader.as_str(), format!("{prefix}-*"), true)];
+    let rules: Vec<(&str, &str, bool)> = rules.iter().map(|(u, i, a)| (*u, i.as_str(), *a)).collect();
+    let reading = ruled(&reader, &rules);
+    let visible = |change: &NewChange, filter: Option<&[String]>| {
+        let d = &change.document;
+        let shared = d.id.starts_with(&format!("{prefix}-")) && !d.id.starts_with(&format!("{prefix}-x"));
+        (shared || d.user_id == reader) && filter.is_none_or(|names| names.contains(&d.collection))
+    };
+    let two = collections[..2].to_vec();
+    for filter in [None, Some(two)] {
+        let expected: Vec<u64> =
+            batch.iter().zip(&sequences).filter(|(c, _)| visible(c, filter.as_deref())).map(|(_, &s)| s).collect();
+        for limit in [1, 7, 100, 1000] {
+            let (mut after, mut seen, mut calls) = (before, Vec::new(), 0);
+            loop {
+                calls += 1;
+                assert!(calls < 5000, "limit {limit}: the feed does not end");
+                let page = ok(store.changes_since(reading.clone(), after, limit, filter.clone()).await, "page");
+                assert!(page.events.len() <= limit, "limit {limit}: {} changes in a page", page.events.len());
+                assert!(page.reached >= after, "limit {limit}: reached {} moved back from {after}", page.reached);
+                for event in &page.events {
+                    assert!(event.sequence > after && event.sequence <= page.reached, "limit {limit}: outside");
+                    seen.push(event.sequence);
+                }
+                if page.events.len() < limit && page.has_more {
+                    assert!(page.reached > after, "limit {limit}: a short page that does not move on");
+                }
+                after = page.reached;
+                if !page.has_more {
+                    if page.events.len() < limit {
+                        assert_eq!(page.reached, newest, "limit {limit}: the last page reaches the newest sequence");
+                    }
+                    break;
+                }
+            }
+            assert_eq!(seen, expected, "limit {limit}, filter {filter:?}: every visible change once, in order");
+        }
+    }
 }
 
 /// For a backend's own test, on a database that was created by migration 0001 alone

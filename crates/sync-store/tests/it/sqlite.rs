@@ -311,7 +311,7 @@ async fn migration_0002_makes_the_authors_of_older_changes_their_owners() -> Res
     let store = fixture.open()?;
     let raw = fixture.raw()?;
     let version: i64 = raw.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    ensure!(version == 3, "schema version {version}");
+    ensure!(version == 4, "schema version {version}");
     let owners = |raw: &rusqlite::Connection| -> Result<Vec<(i64, String, String)>> {
         let mut statement = raw.prepare("SELECT sequence, user_id, owner_id FROM change_events ORDER BY sequence")?;
         let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -335,6 +335,7 @@ async fn migration_0002_makes_the_authors_of_older_changes_their_owners() -> Res
         "change_events_collection_sequence",
         "change_events_document_revision",
         "change_events_owner_sequence",
+        "change_events_sequence_names",
         "documents_collection_id",
         "documents_user_id",
     ];
