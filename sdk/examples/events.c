@@ -14,9 +14,15 @@
 
 static void on_event(const SyncEventData *event, void *context) {
     (void)context;
-    printf("EVENT %s id=%s title=%s remote=%d n=%llu\n", get_event_name(event->event_type),
+    printf("EVENT %s id=%s title=%s remote=%d n=%llu", get_event_name(event->event_type),
            event->document_id ? event->document_id : "-", event->title ? event->title : "-",
            event->boolean_data ? 1 : 0, (unsigned long long)event->numeric_data);
+    /* An application event (POST /events): its action, who recorded it, its payload. */
+    if (event->event_type == SYNC_EVENT_APPLICATION_EVENT) {
+        printf(" action=%s author=%s payload=%s", event->action, event->author ? event->author : "-",
+               event->content ? event->content : "null");
+    }
+    printf("\n");
     fflush(stdout);
 }
 

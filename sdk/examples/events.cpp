@@ -25,7 +25,11 @@ int main(int argc, char **argv) {
             std::cout << "EVENT " << get_event_name(event->event_type) << " id="
                       << (event->document_id ? event->document_id : "-")
                       << " title=" << (event->title ? event->title : "-") << " remote=" << event->boolean_data
-                      << " via=" << tag << std::endl;
+                      << " via=" << tag;
+            if (event->event_type == SYNC_EVENT_APPLICATION_EVENT) {
+                std::cout << " action=" << event->action << " payload=" << (event->content ? event->content : "null");
+            }
+            std::cout << std::endl;
         });
         int seconds = std::atoi(argv[6]);
         for (int i = 0; i < seconds * 20; ++i) {

@@ -96,6 +96,13 @@ typedef enum SyncEventType {
    `numeric_data` local changes not yet sent; `title` is the last one shown.
    */
   SYNC_EVENT_ACCESS_REVOKED = 11,
+  /*
+   An application event was recorded on the document (`POST /events` with an action
+   other than create, update or delete): `action` names it, `content` is its payload
+   as JSON, `author` the user who recorded it, `numeric_data` the revision it made.
+   The document's content did not change.
+   */
+  SYNC_EVENT_APPLICATION_EVENT = 12,
 } SyncEventType;
 
 /*
@@ -137,6 +144,14 @@ typedef struct SyncEventData {
    Document events: the change came from another replica. Conflicts: the local edit won.
    */
   bool boolean_data;
+  /*
+   `SYNC_EVENT_APPLICATION_EVENT`: the action (`"rated"`, …); otherwise NULL.
+   */
+  const char *action;
+  /*
+   `SYNC_EVENT_APPLICATION_EVENT`: the user who recorded it; otherwise NULL.
+   */
+  const char *author;
 } SyncEventData;
 
 /*

@@ -27,6 +27,7 @@ static inline const char *get_event_name(int event_type) {
         case SYNC_EVENT_CONNECTION_SUCCEEDED: return "connection_succeeded";
         case SYNC_EVENT_DOCUMENT_SHARED: return "document_shared";
         case SYNC_EVENT_ACCESS_REVOKED: return "access_revoked";
+        case SYNC_EVENT_APPLICATION_EVENT: return "application_event";
         default: return "unknown";
     }
 }

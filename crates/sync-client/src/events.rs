@@ -46,11 +46,16 @@ pub enum EventType {
     /// copy was removed, and with it `numeric_data` local changes not yet sent (`title`
     /// is the last one shown).
     AccessRevoked = 11,
+    /// An application event was recorded on a document (`POST /events` with an action
+    /// other than create, update or delete): `action` names it, `content` is its payload
+    /// as JSON, `author` the user who recorded it, `numeric_data` the revision it made.
+    /// The document's content did not change.
+    ApplicationEvent = 12,
 }
 
 impl EventType {
     /// All event types, in numbering order.
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 13] = [
         EventType::DocumentCreated,
         EventType::DocumentUpdated,
         EventType::DocumentDeleted,
@@ -63,6 +68,7 @@ impl EventType {
         EventType::ConnectionSucceeded,
         EventType::DocumentShared,
         EventType::AccessRevoked,
+        EventType::ApplicationEvent,
     ];
 
     /// The type with this number.
@@ -85,6 +91,7 @@ impl EventType {
             EventType::ConnectionSucceeded => "connection_succeeded",
             EventType::DocumentShared => "document_shared",
             EventType::AccessRevoked => "access_revoked",
+            EventType::ApplicationEvent => "application_event",
         }
     }
 }
@@ -108,6 +115,10 @@ pub struct SyncEvent {
     /// For document events: whether the change came from another replica. For
     /// `ConflictDetected`: whether the local edit was kept.
     pub boolean_data: bool,
+    /// For `ApplicationEvent`: the action (`"rated"`, …).
+    pub action: Option<String>,
+    /// For `ApplicationEvent`: the user who recorded it.
+    pub author: Option<String>,
 }
 
 impl SyncEvent {
@@ -121,6 +132,8 @@ impl SyncEvent {
             error: None,
             numeric_data: 0,
             boolean_data: false,
+            action: None,
+            author: None,
         }
     }
 }
@@ -130,8 +143,12 @@ impl SyncEvent {
 pub type Callback =
     dyn Fn(EventType, Option<&str>, Option<&str>, Option<&str>, Option<&str>, u64, bool, *mut c_void) + Send + Sync;
 
+/// A callback given the whole event (what [`EventDispatcher::register_event_callback`]
+/// takes; [`Callback`]s are wrapped into one).
+type EventCallback = dyn Fn(&SyncEvent, *mut c_void) + Send + Sync;
+
 struct Registration {
-    callback: Arc<Callback>,
+    callback: Arc<EventCallback>,
     /// The context pointer, kept as an address so the registry can cross threads; it is
     /// only ever handed back to the callback, never dereferenced here.
     context: usize,
@@ -195,13 +212,39 @@ impl EventDispatcher {
     }
 
     /// Registers a callback for every event (`filter: None`) or one type. `context` is
-    /// handed back to the callback untouched.
+    /// handed back to the callback untouched. The callback is given the fields every
+    /// event has; [`EventDispatcher::register_event_callback`] gives the whole event.
     pub fn register_callback<F>(&self, callback: F, context: *mut c_void, filter: Option<EventType>) -> Result<()>
     where
         F: Fn(EventType, Option<&str>, Option<&str>, Option<&str>, Option<&str>, u64, bool, *mut c_void)
             + Send
             + Sync
             + 'static,
+    {
+        self.register_event_callback(
+            move |event: &SyncEvent, context| {
+                callback(
+                    event.event_type,
+                    event.document_id.as_deref(),
+                    event.title.as_deref(),
+                    event.content.as_deref(),
+                    event.error.as_deref(),
+                    event.numeric_data,
+                    event.boolean_data,
+                    context,
+                );
+            },
+            context,
+            filter,
+        )
+    }
+
+    /// Registers a callback given each whole event (an application event's `action`
+    /// and `author` included), for every event (`filter: None`) or one type. `context`
+    /// is handed back to the callback untouched.
+    pub fn register_event_callback<F>(&self, callback: F, context: *mut c_void, filter: Option<EventType>) -> Result<()>
+    where
+        F: Fn(&SyncEvent, *mut c_void) + Send + Sync + 'static,
     {
         let registration = Registration { callback: Arc::new(callback), context: context as usize, filter };
         lock(&self.hub.callbacks).push(Arc::new(registration));
@@ -229,16 +272,7 @@ impl EventDispatcher {
         let mut ran = 0;
         for event in &events {
             for registration in callbacks.iter().filter(|r| r.filter.is_none_or(|f| f == event.event_type)) {
-                (registration.callback)(
-                    event.event_type,
-                    event.document_id.as_deref(),
-                    event.title.as_deref(),
-                    event.content.as_deref(),
-                    event.error.as_deref(),
-                    event.numeric_data,
-                    event.boolean_data,
-                    registration.context as *mut c_void,
-                );
+                (registration.callback)(event, registration.context as *mut c_void);
                 ran += 1;
             }
         }
@@ -355,7 +389,8 @@ mod tests {
             assert_eq!(*t as i32, i as i32);
             assert_eq!(EventType::from_i32(i as i32), Some(*t));
         }
-        assert_eq!(EventType::from_i32(12), None);
+        assert_eq!(EventType::from_i32(12), Some(EventType::ApplicationEvent));
+        assert_eq!(EventType::from_i32(13), None);
         assert_eq!(EventType::from_i32(-1), None);
     }
 }

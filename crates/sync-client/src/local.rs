@@ -453,6 +453,13 @@ pub fn remove(conn: &Connection, id: &str, policy_for: &dyn Fn(&str) -> Policy) 
     Ok(row)
 }
 
+/// The ids of the documents held here whose owner is known and is not `user_id`.
+pub(crate) fn ids_of_others(conn: &Connection, user_id: &str) -> Result<Vec<String>> {
+    let mut statement = conn.prepare_cached("SELECT id FROM documents WHERE owner IS NOT NULL AND owner <> ?1")?;
+    let ids = statement.query_map([user_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}
+
 /// Records the user id the server authenticated this replica as, and makes it the owner
 /// of the rows whose owner is unknown: those stored before owners were kept and those
 /// created here before the first connection, all of them this user's own.

@@ -10,7 +10,7 @@ use sync_core::{ChangeEvent, Document};
 use sync_store::postgres::{PgOptions, PgStore};
 use sync_store::sqlite::SqliteStore;
 use sync_store::{
-    ApiCredential, ChangePage, DatabaseUrl, NewChange, ReadScope, Store, StoreResult, StoreStats, TokenRecord,
+    AclSince, ApiCredential, ChangePage, DatabaseUrl, NewChange, ReadScope, Store, StoreResult, StoreStats, TokenRecord,
 };
 
 use crate::config::DatabaseSection;
@@ -150,6 +150,9 @@ impl Store for AnyStore {
     }
     async fn set_acl(&self, acl: Acl) -> StoreResult<()> {
         delegate!(self.set_acl(acl))
+    }
+    async fn acl_since(&self, sequence: u64) -> StoreResult<AclSince> {
+        delegate!(self.acl_since(sequence))
     }
     async fn stats(&self) -> StoreResult<StoreStats> {
         delegate!(self.stats())

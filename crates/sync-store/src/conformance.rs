@@ -41,7 +41,7 @@ use sync_core::model::new_document_id;
 use sync_core::vclock::VectorClock;
 use sync_core::{ChangeEvent, ChangeKind, Document, Timestamp};
 
-use crate::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, TokenRecord};
+use crate::{AclSince, ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, TokenRecord};
 
 /// Runs every check of the suite against `store`, in order; panics at the first failure.
 pub async fn run_all<S: Store>(store: &S) {
@@ -66,6 +66,7 @@ pub async fn run_all<S: Store>(store: &S) {
     tokens_round_trip(store).await;
     ensure_user_is_idempotent(store).await;
     access_rules_are_replaced_whole(store).await;
+    the_rules_history_answers_what_a_resuming_reader_went_by(store).await;
     ack_cursor_accepts_any_order(store).await;
     stats_count_live_documents_and_changes(store).await;
     concurrent_appends_get_unique_gap_free_sequences(store).await;
@@ -76,6 +77,7 @@ pub async fn run_all<S: Store>(store: &S) {
     everything_and_admin_views_read_every_document(store).await;
     a_collections_filter_narrows_what_shares_show(store).await;
     paging_through_a_mostly_hidden_log_misses_nothing(store).await;
+    a_dense_prefix_share_over_every_collection_pages_without_a_gap(store).await;
 }
 
 /// `ping` answers on a working store.
@@ -587,6 +589,78 @@ pub async fn access_rules_are_replaced_whole<S: Store>(store: &S) {
     assert!(ok(store.get_acl().await, "cleared").is_empty());
 }
 
+/// Every list `set_acl` stores is recorded with the newest sequence; `acl_since(N)`
+/// answers the list in force before the first one stored at or after `N` (a list stored
+/// at `N` may not have reached a reader whose cursor is `N`), and the history keeps at
+/// most [`crate::ACL_HISTORY_VERSIONS`] lists and [`crate::ACL_HISTORY_BYTES`], the
+/// newest always.
+pub async fn the_rules_history_answers_what_a_resuming_reader_went_by<S: Store>(store: &S) {
+    let list = |user: &str, n: usize| {
+        let rules: Vec<_> = (0..n)
+            .map(|i| json!({"user": user, "item": format!("doc:c{i}/*"), "action": "read", "allow": true}))
+            .collect();
+        Acl::from_json(&Value::Array(rules)).expect("valid rules")
+    };
+    let (a, b) = (list("ada", 3), list("bob", 2));
+    let user = unique("history");
+    ok(store.set_acl(a.clone()).await, "set a");
+    ok(store.append_batch(vec![create(&user, "tasks", &unique("h"), json!({}))]).await, "append");
+    let latest = ok(store.latest_sequence().await, "latest");
+    ok(store.set_acl(b.clone()).await, "set b");
+    assert_eq!(ok(store.acl_since(latest + 1).await, "after b"), AclSince::Unchanged, "nothing stored since");
+    assert_eq!(ok(store.acl_since(u64::MAX).await, "far after"), AclSince::Unchanged);
+    assert_eq!(
+        ok(store.acl_since(latest).await, "at b"),
+        AclSince::Changed(vec![a.clone(), b.clone()]),
+        "b was stored at the cursor: the reader went by a, or by b"
+    );
+
+    // More lists than the history keeps: the oldest go, and a cursor before them is
+    // beyond the history, answered with the oldest kept.
+    ok(store.append_batch(vec![create(&user, "tasks", &unique("h"), json!({}))]).await, "append");
+    let latest = ok(store.latest_sequence().await, "latest");
+    let many: Vec<Acl> = (0..crate::ACL_HISTORY_VERSIONS + 3).map(|i| list(&format!("u{i}"), 1)).collect();
+    for acl in &many {
+        ok(store.set_acl(acl.clone()).await, "set one of many");
+    }
+    assert_eq!(
+        ok(store.acl_since(latest).await, "before many"),
+        AclSince::BeyondHistory(many[3..].to_vec()),
+        "the newest {} lists are kept",
+        crate::ACL_HISTORY_VERSIONS
+    );
+    // Lists stored again unchanged are answered once.
+    let last = many.last().expect("lists").clone();
+    ok(store.set_acl(last.clone()).await, "the newest again");
+    match ok(store.acl_since(latest).await, "with a repeat") {
+        AclSince::BeyondHistory(lists) => assert_eq!(lists, many[4..].to_vec(), "one list fell out, none repeats"),
+        other => panic!("expected the history to be cut, got {other:?}"),
+    }
+    assert_eq!(ok(store.acl_since(latest + 1).await, "after many"), AclSince::Unchanged);
+
+    // Large lists: the total size bounds the history before the count does.
+    let rule_bytes = 230;
+    let per_list = 10_000 * rule_bytes;
+    let fits = crate::ACL_HISTORY_BYTES / per_list;
+    assert!(fits < 10, "{fits} large lists fit: the check needs more of them");
+    // About 60 bytes of each rule's JSON are not its user.
+    let large: Vec<Acl> =
+        (0..fits + 2).map(|i| list(&format!("big{i}-{}", "x".repeat(rule_bytes - 60)), 10_000)).collect();
+    for acl in &large {
+        ok(store.set_acl(acl.clone()).await, "set a large list");
+    }
+    match ok(store.acl_since(latest).await, "before the large lists") {
+        AclSince::BeyondHistory(lists) => {
+            let kept =
+                large.iter().position(|acl| *acl == lists[0]).expect("the oldest kept is one of the large lists");
+            assert!(kept >= 2, "at most {fits} large lists are kept, not {}", large.len() - kept);
+            assert_eq!(lists, large[kept..].to_vec(), "the newest large lists, in order");
+        }
+        other => panic!("expected the history to be cut, got {other:?}"),
+    }
+    ok(store.set_acl(Acl::default()).await, "clear");
+}
+
 /// `ack_cursor` accepts acknowledgements in any order (a late, lower one must not fail;
 /// the backend keeps the highest).
 pub async fn ack_cursor_accepts_any_order<S: Store>(store: &S) {
@@ -968,6 +1042,72 @@ pub async fn paging_through_a_mostly_hidden_log_misses_nothing<S: Store>(store: 
     let expected =
         sorted_ids(batch.iter().map(|c| c.document.id.clone()).filter(|id| id.starts_with("shown")).collect());
     assert_eq!(listed, expected, "every visible document once, in id order");
+}
+
+/// A share of an id prefix over every collection that is dense in the log (a third of
+/// it, dealt over three collections, part of it denied): whether a call reads the share
+/// whole or scans the log in sequence order (a backend may choose by density and page
+/// size), pages follow each other without a gap or a repeat, `reached` never moves back
+/// and the last page reaches the newest sequence; with a collections filter too.
+pub async fn a_dense_prefix_share_over_every_collection_pages_without_a_gap<S: Store>(store: &S) {
+    let (owner, reader) = (unique("owner"), unique("reader"));
+    let prefix = new_document_id().replace('-', "");
+    let collections = [unique_collection(), unique_collection(), unique_collection()];
+    let before = latest(store).await;
+    let mut batch = Vec::new();
+    for n in 0..3000 {
+        let collection = &collections[n % 3];
+        let change = match n % 6 {
+            0 | 3 => create(&owner, collection, &format!("{prefix}-{n}"), json!({})),
+            1 if n % 30 == 1 => create(&owner, collection, &format!("{prefix}-x{n}"), json!({})),
+            4 if n % 12 == 4 => create(&reader, collection, &unique("own"), json!({})),
+            _ => create(&owner, collection, &unique("other"), json!({})),
+        };
+        batch.push(change);
+    }
+    let mut sequences = Vec::new();
+    for chunk in batch.chunks(500) {
+        sequences.extend(ok(store.append_batch(chunk.to_vec()).await, "append"));
+    }
+    let newest = latest(store).await;
+    let rules = [(reader.as_str(), format!("{prefix}-x*"), false), (reader.as_str(), format!("{prefix}-*"), true)];
+    let rules: Vec<(&str, &str, bool)> = rules.iter().map(|(u, i, a)| (*u, i.as_str(), *a)).collect();
+    let reading = ruled(&reader, &rules);
+    let visible = |change: &NewChange, filter: Option<&[String]>| {
+        let d = &change.document;
+        let shared = d.id.starts_with(&format!("{prefix}-")) && !d.id.starts_with(&format!("{prefix}-x"));
+        (shared || d.user_id == reader) && filter.is_none_or(|names| names.contains(&d.collection))
+    };
+    let two = collections[..2].to_vec();
+    for filter in [None, Some(two)] {
+        let expected: Vec<u64> =
+            batch.iter().zip(&sequences).filter(|(c, _)| visible(c, filter.as_deref())).map(|(_, &s)| s).collect();
+        for limit in [1, 7, 100, 1000] {
+            let (mut after, mut seen, mut calls) = (before, Vec::new(), 0);
+            loop {
+                calls += 1;
+                assert!(calls < 5000, "limit {limit}: the feed does not end");
+                let page = ok(store.changes_since(reading.clone(), after, limit, filter.clone()).await, "page");
+                assert!(page.events.len() <= limit, "limit {limit}: {} changes in a page", page.events.len());
+                assert!(page.reached >= after, "limit {limit}: reached {} moved back from {after}", page.reached);
+                for event in &page.events {
+                    assert!(event.sequence > after && event.sequence <= page.reached, "limit {limit}: outside");
+                    seen.push(event.sequence);
+                }
+                if page.events.len() < limit && page.has_more {
+                    assert!(page.reached > after, "limit {limit}: a short page that does not move on");
+                }
+                after = page.reached;
+                if !page.has_more {
+                    if page.events.len() < limit {
+                        assert_eq!(page.reached, newest, "limit {limit}: the last page reaches the newest sequence");
+                    }
+                    break;
+                }
+            }
+            assert_eq!(seen, expected, "limit {limit}, filter {filter:?}: every visible change once, in order");
+        }
+    }
 }
 
 /// For a backend's own test, on a database that was created by migration 0001 alone

@@ -151,6 +151,34 @@ impl std::fmt::Debug for TokenRecord {
     }
 }
 
+/// Most lists of access rules the history keeps (the newest always among them).
+pub const ACL_HISTORY_VERSIONS: usize = 100;
+/// Most bytes (of their JSON) the lists in the history may hold together; the newest
+/// list is kept whatever its size (a list of 10,000 long rules is about 3 MB).
+pub const ACL_HISTORY_BYTES: usize = 16 << 20;
+
+/// What the access rules may have been for a session resuming from a sequence
+/// ([`Store::acl_since`]).
+///
+/// A list stored when the log's newest sequence was N may or may not have reached a
+/// session whose cursor is N, and a session that stayed connected while no change it
+/// may read was made kept its cursor while later lists reached it: so the session went
+/// by the list in force before the first one stored at or after its cursor, or by any
+/// list stored since.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AclSince {
+    /// No list was stored at or after the sequence: the rules in force now are those the
+    /// session went by.
+    Unchanged,
+    /// Lists were stored at or after the sequence: the list in force before them, then
+    /// each of them, oldest first (a list equal to the one before it left out).
+    Changed(Vec<Acl>),
+    /// Lists were stored at or after the sequence, and the history no longer reaches the
+    /// one in force before them (deleted as too old, or from before the history began):
+    /// those kept, oldest first (a list equal to the one before it left out).
+    BeyondHistory(Vec<Acl>),
+}
+
 /// Counts for `/stats`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -257,7 +285,15 @@ pub trait Store: Send + Sync + 'static {
     fn get_acl(&self) -> impl Future<Output = StoreResult<Acl>> + Send;
 
     /// Replaces the access rules, atomically: a reader sees the old list or the new one.
+    /// In the same transaction, records the new list in the history with the newest
+    /// committed sequence, and deletes the oldest lists beyond [`ACL_HISTORY_VERSIONS`]
+    /// and [`ACL_HISTORY_BYTES`] (never the newest).
     fn set_acl(&self, acl: Acl) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The rules a reader whose cursor is `sequence` may have gone by, when lists were
+    /// stored at or after it (see [`AclSince`]). Reads at most the whole history, which
+    /// [`ACL_HISTORY_VERSIONS`] and [`ACL_HISTORY_BYTES`] bound.
+    fn acl_since(&self, sequence: u64) -> impl Future<Output = StoreResult<AclSince>> + Send;
 
     /// Counts for `/stats`.
     fn stats(&self) -> impl Future<Output = StoreResult<StoreStats>> + Send;

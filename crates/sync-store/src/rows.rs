@@ -112,3 +112,33 @@ pub(crate) fn decode_acl(rows: Vec<(String, String, String, bool)>) -> StoreResu
     }
     sync_core::acl::Acl::new(rules).map_err(|e| StoreError::corrupt_value(format!("access rules: {e}")))
 }
+
+/// A list of rules as the history keeps it: a JSON array, as `PUT /acl` takes it.
+pub(crate) fn acl_history_json(acl: &sync_core::acl::Acl) -> StoreResult<String> {
+    serde_json::to_string(acl.rules()).map_err(|e| StoreError::database("encoding the access rules", e))
+}
+
+/// What [`crate::Store::acl_since`] answers for `sequence`, from the history's rows
+/// `(sequence, rules)` in version order, starting with the one before the first stored
+/// at or after `sequence` when that one is kept.
+pub(crate) fn acl_since_from(rows: Vec<(i64, String)>, sequence: i64) -> StoreResult<crate::AclSince> {
+    let Some(first) = rows.iter().position(|(stored_at, _)| *stored_at >= sequence) else {
+        return Ok(crate::AclSince::Unchanged);
+    };
+    let start = first.saturating_sub(1);
+    let mut lists = Vec::with_capacity(rows.len() - start);
+    let mut previous: Option<&str> = None;
+    for (_, text) in &rows[start..] {
+        // Lists stored again unchanged (a reload, a repeated `PUT`) need no second look.
+        if previous == Some(text.as_str()) {
+            continue;
+        }
+        previous = Some(text);
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| StoreError::corrupt_value(format!("access rules in the history: {e}")))?;
+        let acl = sync_core::acl::Acl::from_json(&value)
+            .map_err(|e| StoreError::corrupt_value(format!("access rules in the history: {e}")))?;
+        lists.push(acl);
+    }
+    Ok(if first == 0 { crate::AclSince::BeyondHistory(lists) } else { crate::AclSince::Changed(lists) })
+}

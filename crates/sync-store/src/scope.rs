@@ -14,7 +14,11 @@
 //! - A change feed call does bounded work: it reads at most [`SCAN_FACTOR`] chunks of
 //!   `max(limit + 1, CHUNK_MIN)` candidate rows, and when that is spent before the page is
 //!   full it answers what it found with `reached` = the last candidate read and
-//!   `has_more = true`. `list_documents` has no way to say "continue after this id"
+//!   `has_more = true`. When the reader's shares include a dense range of ids (or of
+//!   collections) that no index gives in sequence order, the call scans the log in
+//!   sequence order instead, in windows of [`WINDOW_FACTOR`] chunks, at most
+//!   [`MAX_WINDOWS`] of them, and answers `reached` = the end of the last window read.
+//!   `list_documents` has no way to say "continue after this id"
 //!   other than a full page, so it reads until the page is full or the candidates end.
 
 use sync_core::acl::{Pattern, ReadView, Shared};
@@ -29,6 +33,12 @@ pub(crate) const SCAN_FACTOR: usize = 8;
 const CHUNK_MIN: usize = 64;
 /// The most candidate rows one chunk asks for.
 const CHUNK_MAX: usize = 20_000;
+/// A change feed call that scans the log in sequence order (a dense share of ids or
+/// collections by prefix: see [`Arm::is_unordered`]) reads windows of this many times
+/// its chunk of sequences ...
+pub(crate) const WINDOW_FACTOR: usize = 8;
+/// ... and at most this many windows before it answers.
+pub(crate) const MAX_WINDOWS: usize = 32;
 /// More arms than this read the whole table in key order instead (filtered in SQL by
 /// the collections only, then here): one statement stays small, SQLite's compound
 /// SELECT stays far below its 500-term limit, and a reader with this many shares reads
@@ -86,6 +96,33 @@ impl Arm {
     pub(crate) fn needs_collection_filter(&self) -> bool {
         !matches!(self.collection, Cond::Eq(_))
     }
+
+    /// Whether the arm's index does not give its rows in sequence order: a share of an
+    /// id prefix or a collection prefix over more than one collection is a range of the
+    /// `(document_id, …)` or `(collection, sequence)` index. Such an arm is read whole
+    /// and sorted for each chunk, which costs the size of the range; when that range is
+    /// dense in the log, scanning the log in sequence order costs less (see
+    /// [`dense_threshold`]).
+    pub(crate) fn is_unordered(&self) -> bool {
+        self.owner.is_none()
+            && !matches!(self.collection, Cond::Eq(_))
+            && (matches!(self.id, Cond::Range { .. }) || matches!(self.collection, Cond::Range { .. }))
+    }
+}
+
+/// How many rows the unordered arms of a change feed must hold (counted up to this) for
+/// a call to scan the log in sequence order instead of reading the arms whole. Reading
+/// an arm of `R` rows whole costs `R` per chunk; scanning the `span` sequences after the
+/// cursor in order finds a chunk in about `chunk * span / R` rows. The scan costs less
+/// once `R * R > chunk * span`.
+pub(crate) fn dense_threshold(chunk: usize, span: u64) -> u64 {
+    let product = (chunk as u64).saturating_mul(span);
+    product.isqrt().saturating_add(1)
+}
+
+/// The sequences one window of a scan in sequence order covers.
+pub(crate) fn window(chunk: usize) -> u64 {
+    (chunk as u64).saturating_mul(WINDOW_FACTOR as u64)
 }
 
 /// What a read selects.
@@ -168,6 +205,8 @@ pub(crate) struct FeedWalk {
     cursor: u64,
     /// Candidates read so far (each once, however many arms selected it).
     read: usize,
+    /// Windows of the log read to their end (a scan in sequence order).
+    windows: usize,
     events: Vec<ChangeEvent>,
 }
 
@@ -183,7 +222,7 @@ pub(crate) enum Stop {
 
 impl FeedWalk {
     pub(crate) fn new(after: u64, limit: usize) -> FeedWalk {
-        FeedWalk { after, limit, cursor: after, read: 0, events: Vec::new() }
+        FeedWalk { after, limit, cursor: after, read: 0, windows: 0, events: Vec::new() }
     }
 
     /// How many candidate rows (arm rows, duplicates included) the next chunk asks for.
@@ -220,6 +259,20 @@ impl FeedWalk {
         if rows < asked {
             Some(Stop::Exhausted)
         } else if self.read >= SCAN_FACTOR * self.chunk() {
+            Some(Stop::Spent)
+        } else {
+            None
+        }
+    }
+
+    /// After a window of a scan in sequence order was read to its end `upper` without
+    /// filling the page: every candidate up to `upper` was read. Whether to stop, and why.
+    pub(crate) fn window_read(&mut self, upper: u64, latest: u64) -> Option<Stop> {
+        self.cursor = self.cursor.max(upper);
+        self.windows += 1;
+        if upper >= latest {
+            Some(Stop::Exhausted)
+        } else if self.windows >= MAX_WINDOWS || self.read >= SCAN_FACTOR * self.chunk() {
             Some(Stop::Spent)
         } else {
             None

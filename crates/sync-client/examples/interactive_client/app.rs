@@ -137,19 +137,8 @@ impl<'a> App<'a> {
         let dispatcher = engine.event_dispatcher();
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&inbox);
-        dispatcher.register_callback(
-            move |event_type, document_id, title, content, error, numeric_data, boolean_data, _context| {
-                let event = SyncEvent {
-                    event_type,
-                    document_id: document_id.map(str::to_owned),
-                    title: title.map(str::to_owned),
-                    content: content.map(str::to_owned),
-                    error: error.map(str::to_owned),
-                    numeric_data,
-                    boolean_data,
-                };
-                lock(&sink).push(event);
-            },
+        dispatcher.register_event_callback(
+            move |event: &SyncEvent, _context| lock(&sink).push(event.clone()),
             std::ptr::null_mut(),
             None,
         )?;
@@ -265,6 +254,14 @@ impl<'a> App<'a> {
                 // The document is gone: whether it was a task is no longer known.
                 self.error(format!("no longer shared with you: {title}{dropped}"));
                 true
+            }
+            EventType::ApplicationEvent => {
+                if self.is_task(event.document_id.as_deref()).await {
+                    let action = event.action.as_deref().unwrap_or("event");
+                    let payload = event.content.as_deref().unwrap_or("null");
+                    self.info(format!("{action} on {title}: {payload}"));
+                }
+                false
             }
             EventType::SyncCompleted => {
                 // A conflict or error met while catching up stays on the line.

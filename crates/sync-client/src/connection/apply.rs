@@ -24,6 +24,17 @@ pub(super) fn remote_change(kind: ChangeKind, forward_patch: Option<Value>) -> R
     })
 }
 
+/// An application event (`POST /events`): a revision of the document with an action
+/// and a payload instead of a content change, reported as such.
+pub(super) struct Application {
+    pub(super) action: String,
+    pub(super) payload: Value,
+    /// Who recorded it.
+    pub(super) author: Option<String>,
+    /// The revision it made.
+    pub(super) revision: u64,
+}
+
 /// A remote change applied to its local row.
 pub(super) struct Applied {
     row: DocRow,
@@ -33,9 +44,17 @@ pub(super) struct Applied {
     own: bool,
     /// The view's JSON as saved, when the row was saved (for the event).
     saved_view: Option<String>,
+    /// When the change is an application event: what to report instead of an update.
+    application: Option<Application>,
 }
 
 impl Applied {
+    /// The change was an application event (applied as the empty update it is).
+    pub(super) fn with_application(mut self, application: Option<Application>) -> Self {
+        self.application = application;
+        self
+    }
+
     /// The row could not be brought up to date from the change alone: its whole state
     /// must be fetched.
     pub(super) fn resync_needed(&self) -> bool {
@@ -96,7 +115,14 @@ pub(super) fn apply_remote(
             owner: owner.map(str::to_owned),
         };
         if let Some(saved_view) = rows.insert_new(&row)? {
-            return Ok(Some(Applied { row, outcome: Outcome::default(), kind, own: false, saved_view }));
+            return Ok(Some(Applied {
+                row,
+                outcome: Outcome::default(),
+                kind,
+                own: false,
+                saved_view,
+                application: None,
+            }));
         }
         // The row exists (our own create coming back, or a duplicate): apply it there.
         change = RemoteChange::Create(row.replica.confirmed.take().map_or(Value::Null, |c| c.content));
@@ -129,7 +155,7 @@ pub(super) fn apply_remote(
                     owner: owner.map(str::to_owned),
                 };
                 let outcome = Outcome { resync_needed: true, duplicate: true, ..Outcome::default() };
-                return Ok(Some(Applied { row, outcome, kind, own: false, saved_view: None }));
+                return Ok(Some(Applied { row, outcome, kind, own: false, saved_view: None, application: None }));
             }
         },
     };
@@ -141,14 +167,32 @@ pub(super) fn apply_remote(
         row.conflict = false;
     }
     let saved_view = if !outcome.duplicate && !outcome.resync_needed { rows.save(&row)? } else { None };
-    Ok(Some(Applied { row, outcome, kind, own, saved_view }))
+    Ok(Some(Applied { row, outcome, kind, own, saved_view, application: None }))
 }
 
 impl Session {
     /// Emits the events of a change `apply_remote` applied.
     pub(super) fn report_applied(&self, applied: Applied) {
-        let Applied { row, outcome, kind, own, saved_view } = applied;
-        self.report_with(&row, &outcome, kind, own, saved_view);
+        let Applied { row, outcome, kind, own, saved_view, application } = applied;
+        match application {
+            Some(application) => {
+                // Reported once: not again when it comes back after being stored (a
+                // document not held yet is fetched whole, and the event is still news).
+                if !outcome.duplicate || outcome.resync_needed {
+                    let mut event = SyncEvent::new(EventType::ApplicationEvent);
+                    event.document_id = Some(row.id.clone());
+                    event.title = row.title();
+                    event.content = Some(application.payload.to_string());
+                    event.action = Some(application.action);
+                    event.author = application.author;
+                    event.numeric_data = application.revision;
+                    event.boolean_data = true;
+                    self.shared.emit(event);
+                }
+                self.report_outcome(&row, &outcome);
+            }
+            None => self.report_with(&row, &outcome, kind, own, saved_view),
+        }
     }
 
     /// Emits the events of an applied change.

@@ -1,7 +1,8 @@
-//! Catching up after connecting: pages through `get_changes_since` from the stored
-//! cursor and applies each page in one local transaction that also moves the cursor.
-//! Live pushes that arrive meanwhile are held and applied after the last page (those the
-//! pages covered are skipped), so every change is applied once, in sequence order.
+//! Catching up after connecting: the session resumed from the stored cursor
+//! (`authenticate{last_sequence}`), and the server sends what the access rules changed
+//! since then and every readable change after it, as `changes` pages; each page is
+//! applied in local transactions that also move the cursor. The server holds live
+//! pushes back until the last page, so every change is applied once, in sequence order.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,14 +10,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use sync_core::protocol::{
-    Changes, ClientEnvelope, ClientMessage, GetChangesSince, RequestId, ServerEnvelope, ServerMessage,
-};
+use sync_core::protocol::{Changes, RequestId, ServerMessage};
 use sync_core::{ChangeEvent, ChangeKind};
 
 use super::Session;
-use super::apply::{Origin, apply_remote, remote_change};
-use super::wire::{decode_text, frame_text, next_text_frame, send};
+use super::apply::{Application, Origin, apply_remote, remote_change};
+use super::wire::{decode_text, frame_text, next_text_frame};
 use crate::error::{Result, SyncError};
 use crate::local;
 
@@ -86,14 +85,14 @@ struct PageFrame {
 }
 
 impl Page {
-    /// Reads a frame that is the `changes` answer to `request_id` in one pass, straight
-    /// into the events (the general decoder builds a JSON tree of the whole frame first,
-    /// then the messages from it: three copies of every page). `None` for anything else
-    /// (another message, a batch, an unexpected shape), which the general decoder then
-    /// handles, errors included.
-    fn decode(text: &str, request_id: &RequestId) -> Option<Page> {
+    /// Reads a frame that is an unrequested `changes` page (the server's catch-up of a
+    /// resuming session) in one pass, straight into the events (the general decoder
+    /// builds a JSON tree of the whole frame first, then the messages from it: three
+    /// copies of every page). `None` for anything else (another message, a batch, an
+    /// unexpected shape), which the general decoder then handles, errors included.
+    fn decode(text: &str) -> Option<Page> {
         let frame: PageFrame = serde_json::from_str(text).ok()?;
-        if frame.kind != "changes" || frame.request_id.as_ref() != Some(request_id) {
+        if frame.kind != "changes" || frame.request_id.is_some() {
             return None;
         }
         Some(Page { events: frame.events?, latest_sequence: frame.latest_sequence?, has_more: frame.has_more? })
@@ -101,81 +100,55 @@ impl Page {
 }
 
 impl Session {
-    /// Pages through `get_changes_since` from the cursor; live pushes that arrive meanwhile
-    /// are held and applied after, those already covered skipped. Returns how many
-    /// documents changed.
+    /// Takes the server's catch-up of this session, which resumed from the cursor: what
+    /// the access rules changed since the cursor (`document_shared`, `access_revoked`),
+    /// then `changes` pages until one without `has_more`. Everything is applied in the
+    /// order it comes; the server holds live pushes back until the last page and drops
+    /// those the pages covered. Returns how many documents changed.
     ///
-    /// The next page is asked for as soon as a page has arrived, before it is stored, so
-    /// the server reads and encodes one page while this replica stores the previous one.
-    /// At most one request is ahead, so at most two pages are in memory; the cursor still
-    /// moves only with the page it covers.
+    /// The server sends the pages one after another without waiting for this replica,
+    /// so it reads and encodes the next page while this replica stores the previous one
+    /// (the socket's buffers bound how far ahead it gets). Each page is stored in local
+    /// transactions of at most `catch_up_page` changes, each moving the cursor.
     pub(super) async fn catch_up(&mut self) -> Result<u64> {
-        let mut held: Vec<ServerEnvelope> = Vec::new();
         let mut documents: HashSet<String> = HashSet::new();
-        let mut request_id = self.request_page(self.shared.cursor()).await?;
-        loop {
-            let page = self.receive_page(&request_id, &mut held).await?;
-            let next = if page.has_more {
-                let after = page.latest_sequence.max(self.shared.cursor());
-                Some(self.request_page(after).await?)
-            } else {
-                None
-            };
-            for event in &page.events {
-                documents.insert(event.document_id.clone());
+        let mut done = false;
+        while !done {
+            let frame = tokio::time::timeout(Duration::from_secs(60), next_text_frame(&mut self.socket))
+                .await
+                .map_err(|_| SyncError::Connection("the catch-up stopped arriving".into()))??;
+            let text = frame_text(&frame)?;
+            if let Some(page) = Page::decode(text) {
+                done = self.take_page(page, &mut documents)?;
+                continue;
             }
-            self.apply_events(page.events, page.latest_sequence)?;
-            match next {
-                Some(id) => request_id = id,
-                None => break,
+            for envelope in decode_text(text)? {
+                match envelope.message {
+                    ServerMessage::Changes(changes) if envelope.request_id.is_none() && !done => {
+                        done = self.take_page(Page::from(changes), &mut documents)?;
+                    }
+                    _ => self.on_message(envelope)?,
+                }
             }
-        }
-        for envelope in held {
-            self.on_message(envelope)?;
         }
         Ok(documents.len() as u64)
     }
 
-    /// Sends `get_changes_since` for the changes after `after`; returns its request id.
-    async fn request_page(&mut self, after: u64) -> Result<RequestId> {
-        let request_id = RequestId::Str(self.request_id("catch-up"));
-        let message = ClientMessage::GetChangesSince(GetChangesSince {
-            last_sequence: after,
-            limit: Some(self.shared.config().catch_up_page),
-            // The server limits the session's pushes by what `authenticate` named, but a
-            // query by what the query names.
-            collections: self.shared.config().collections.clone(),
-        });
-        send(&mut self.socket, &[ClientEnvelope::with_id(message, request_id.clone())]).await?;
-        Ok(request_id)
-    }
-
-    /// Waits for the `changes` answering `request_id`; other messages are held.
-    async fn receive_page(&mut self, request_id: &RequestId, held: &mut Vec<ServerEnvelope>) -> Result<Page> {
-        loop {
-            let frame = tokio::time::timeout(Duration::from_secs(60), next_text_frame(&mut self.socket))
-                .await
-                .map_err(|_| SyncError::Connection("no answer to get_changes_since".into()))??;
-            let text = frame_text(&frame)?;
-            if let Some(page) = Page::decode(text, request_id) {
-                return Ok(page);
-            }
-            let mut page = None;
-            for envelope in decode_text(text)? {
-                match envelope.message {
-                    ServerMessage::Changes(changes) if envelope.request_id.as_ref() == Some(request_id) => {
-                        page = Some(Page::from(changes));
-                    }
-                    ServerMessage::Error(e) if envelope.request_id.as_ref() == Some(request_id) => {
-                        return Err(SyncError::Server { code: e.code, message: e.message });
-                    }
-                    _ => held.push(envelope),
-                }
-            }
-            if let Some(page) = page {
-                return Ok(page);
-            }
+    /// Stores one catch-up page; says whether it was the last.
+    fn take_page(&mut self, page: Page, documents: &mut HashSet<String>) -> Result<bool> {
+        let Page { mut events, latest_sequence, has_more } = page;
+        for event in &events {
+            documents.insert(event.document_id.clone());
         }
+        let chunk = usize::try_from(self.shared.config().catch_up_page.max(1)).unwrap_or(usize::MAX);
+        while events.len() > chunk {
+            let rest = events.split_off(chunk);
+            // Every change up to the chunk's last is in it.
+            let reached = events.last().map_or(0, |e| e.sequence);
+            self.apply_events(std::mem::replace(&mut events, rest), reached)?;
+        }
+        self.apply_events(events, latest_sequence)?;
+        Ok(!has_more)
     }
 
     /// Applies a page of change events and moves the cursor, in one local transaction.
@@ -200,6 +173,15 @@ impl Session {
                     ..
                 } = event;
                 let owner = if event_type == ChangeKind::Create { user_id.as_deref() } else { None };
+                let application = match &event_type {
+                    ChangeKind::Custom(action) => Some(Application {
+                        action: action.clone(),
+                        payload: forward_patch.clone().unwrap_or(Value::Null),
+                        author: user_id.clone(),
+                        revision: sync_revision,
+                    }),
+                    _ => None,
+                };
                 let change = match remote_change(event_type, forward_patch) {
                     Ok(change) => change,
                     Err(e) => {
@@ -216,6 +198,7 @@ impl Session {
                     change_id: client_change_id.as_deref(),
                 };
                 if let Some(applied) = apply_remote(&mut rows, &shared, &origin, change)? {
+                    let applied = applied.with_application(application);
                     if applied.resync_needed() {
                         refetch.push(document_id);
                     }

@@ -14,8 +14,17 @@ use crate::config::Auth;
 use crate::error::{Result, SyncError};
 use crate::shared::Shared;
 
-/// Connects and authenticates; returns the socket and the authenticated user id.
-pub(super) async fn connect(shared: &Shared) -> Result<(Socket, String)> {
+/// What `auth_success` said.
+pub(super) struct Welcome {
+    /// The user id the server knows this user as.
+    pub(super) user_id: String,
+    /// The cursor is older than the server's history of access rules: after the
+    /// catch-up, this replica compares its documents of others with a full sync.
+    pub(super) access_reconcile: bool,
+}
+
+/// Connects and authenticates; returns the socket and what `auth_success` said.
+pub(super) async fn connect(shared: &Shared) -> Result<(Socket, Welcome)> {
     let config = shared.config();
     let url = config.server_url.parse().map_err(|e| SyncError::WebSocket {
         context: "invalid server URL".into(),
@@ -47,7 +56,9 @@ pub(super) async fn connect(shared: &Shared) -> Result<(Socket, String)> {
     let message = ClientMessage::Authenticate(Authenticate {
         credentials,
         client_id: Some(shared.client_id().to_owned()),
-        last_sequence: None,
+        // Resume: the server sends what changed since the cursor, the access rules
+        // included (PROTOCOL.md §6, §8), before live pushes.
+        last_sequence: Some(shared.cursor()),
         collections: config.collections.clone(),
     });
     send(&mut socket, &[ClientEnvelope::new(message)]).await?;
@@ -55,7 +66,9 @@ pub(super) async fn connect(shared: &Shared) -> Result<(Socket, String)> {
         .await
         .map_err(|_| SyncError::Connection("no answer to authenticate".into()))??;
     match reply.into_iter().next().map(|e| e.message) {
-        Some(ServerMessage::AuthSuccess(success)) => Ok((socket, success.user_id)),
+        Some(ServerMessage::AuthSuccess(success)) => {
+            Ok((socket, Welcome { user_id: success.user_id, access_reconcile: success.access_reconcile }))
+        }
         Some(ServerMessage::AuthError(e)) => Err(SyncError::Server {
             code: ErrorCode::InvalidAuth,
             message: format!("authentication failed: {}", e.reason),

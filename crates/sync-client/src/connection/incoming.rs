@@ -9,6 +9,7 @@
 //! document's row goes in one transaction with every pending change of it, so none is
 //! sent again.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -18,8 +19,8 @@ use sync_core::protocol::{
 };
 use sync_core::replica::{Outcome, RemoteChange, Replica};
 
-use super::Session;
-use super::apply::{Origin, apply_remote};
+use super::apply::{Application, Origin, apply_remote};
+use super::{Reconcile, Session};
 use crate::error::Result;
 use crate::events::{EventType, SyncEvent};
 use crate::local::{self, DocRow};
@@ -55,10 +56,16 @@ impl Session {
                 self.apply_push(&origin, RemoteChange::Delete, m.sequence)
             }
             // An application event moves the revision, not the content: an empty update
-            // keeps this replica's revision in step.
+            // keeps this replica's revision in step, and the application hears of it.
             ServerMessage::DocumentEvent(m) => {
                 let origin = Origin::of_change(&m.document_id, m.sync_revision, m.client_change_id.as_deref());
-                self.apply_push(&origin, RemoteChange::Update(Vec::new()), m.sequence)
+                let application = Application {
+                    action: m.action,
+                    payload: m.payload,
+                    author: Some(m.user_id),
+                    revision: m.sync_revision,
+                };
+                self.apply_push_with(&origin, RemoteChange::Update(Vec::new()), m.sequence, Some(application))
             }
             ServerMessage::DocumentShared(m) => self.on_shared(m.document),
             ServerMessage::AccessRevoked(m) => self.on_revoked(&m.document_ids),
@@ -78,12 +85,24 @@ impl Session {
                 Ok(())
             }
             ServerMessage::SyncDocument(s) => {
-                if self.resyncing.remove(&s.document.id) {
+                if let Reconcile::Listing(id, listed) = &mut self.reconcile
+                    && request_id.as_ref() == Some(id)
+                {
+                    listed.insert(s.document.id);
+                    Ok(())
+                } else if self.resyncing.remove(&s.document.id) {
                     self.reset(s.document)
                 } else {
                     Ok(())
                 }
             }
+            ServerMessage::SyncComplete(_) => match std::mem::replace(&mut self.reconcile, Reconcile::No) {
+                Reconcile::Listing(id, listed) if request_id.as_ref() == Some(&id) => self.reconciled(&listed),
+                other => {
+                    self.reconcile = other;
+                    Ok(())
+                }
+            },
             ServerMessage::Error(e) => {
                 let mut event = SyncEvent::new(EventType::SyncError);
                 event.error = Some(format!("{}: {}", e.code, e.message));
@@ -96,6 +115,17 @@ impl Session {
 
     /// Applies one live push.
     fn apply_push(&mut self, origin: &Origin<'_>, change: RemoteChange, sequence: u64) -> Result<()> {
+        self.apply_push_with(origin, change, sequence, None)
+    }
+
+    /// Applies one live push, which is an application event when `application` says.
+    fn apply_push_with(
+        &mut self,
+        origin: &Origin<'_>,
+        change: RemoteChange,
+        sequence: u64,
+        application: Option<Application>,
+    ) -> Result<()> {
         let shared = Arc::clone(&self.shared);
         if sequence <= shared.cursor() {
             return Ok(());
@@ -106,6 +136,7 @@ impl Session {
             Ok((applied, Some(sequence)))
         })?;
         if let Some(applied) = applied {
+            let applied = applied.with_application(application);
             let resync_needed = applied.resync_needed();
             self.report_applied(applied);
             if resync_needed {
@@ -242,6 +273,15 @@ impl Session {
             local::save(tx, &row)?;
             Ok((row, outcome, was_live))
         })
+    }
+
+    /// The end of the full sync that reconciles the documents of others: those held here
+    /// and not listed may no longer be read, and go as a revoked one does.
+    fn reconciled(&mut self, listed: &HashSet<String>) -> Result<()> {
+        let Some(user_id) = self.shared.user_id() else { return Ok(()) };
+        let held = self.shared.transaction(|tx| local::ids_of_others(tx, &user_id))?;
+        let gone: Vec<String> = held.into_iter().filter(|id| !listed.contains(id)).collect();
+        if gone.is_empty() { Ok(()) } else { self.on_revoked(&gone) }
     }
 
     /// Documents this user may no longer read: each local copy goes, with every change

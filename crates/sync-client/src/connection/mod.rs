@@ -71,4 +71,18 @@ struct Session {
     requests: u64,
     /// Changes applied since the cursor was last acknowledged to the server.
     since_ack: u64,
+    /// The server could not tell what this replica could read at its cursor
+    /// (`auth_success.access_reconcile`): a full sync lists what it may read, and the
+    /// documents of others not listed go.
+    reconcile: Reconcile,
+}
+
+/// Where the reconciliation of documents of others with a full sync stands.
+enum Reconcile {
+    /// Nothing to reconcile.
+    No,
+    /// To be asked for once the catch-up is done.
+    Wanted,
+    /// Asked for with this request id; the documents listed so far.
+    Listing(String, HashSet<String>),
 }

@@ -44,10 +44,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             },
         };
         match result {
-            Ok((socket, user_id)) => {
+            Ok((socket, welcome)) => {
                 attempt = 0;
                 backoff = config.backoff_initial;
-                if let Err(e) = shared.authenticated_as(&user_id) {
+                if let Err(e) = shared.authenticated_as(&welcome.user_id) {
                     // Only owners of documents made before the first connection stay unknown.
                     tracing::warn!(error = %e, "storing the user id failed");
                     let mut event = SyncEvent::new(EventType::SyncError);
@@ -56,7 +56,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 }
                 shared.connection_up();
                 shared.emit(SyncEvent::new(EventType::ConnectionSucceeded));
-                let ended = Session::new(Arc::clone(&shared), socket).run().await;
+                let ended = Session::new(Arc::clone(&shared), socket, welcome.access_reconcile).run().await;
                 shared.connection_down();
                 match ended {
                     Ended::Stopped => break,

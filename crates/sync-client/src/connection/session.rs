@@ -6,18 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use sync_core::protocol::{ClientEnvelope, ClientMessage};
+use sync_core::protocol::{ClientEnvelope, ClientMessage, RequestFullSync, RequestId};
 use yawc::Frame;
 
 use super::wire::{Socket, next_messages};
-use super::{Ended, Session};
+use super::{Ended, Reconcile, Session};
 use crate::events::{EventType, SyncEvent};
 use crate::shared::Shared;
 
 impl Session {
     /// A session on a socket that has just authenticated.
-    pub(super) fn new(shared: Arc<Shared>, socket: Socket) -> Self {
-        Self { shared, socket, outbox: Vec::new(), resyncing: HashSet::new(), requests: 0, since_ack: 0 }
+    pub(super) fn new(shared: Arc<Shared>, socket: Socket, access_reconcile: bool) -> Self {
+        let reconcile = if access_reconcile { Reconcile::Wanted } else { Reconcile::No };
+        Self { shared, socket, outbox: Vec::new(), resyncing: HashSet::new(), requests: 0, since_ack: 0, reconcile }
     }
 
     /// Runs the session until the connection fails or the engine stops; says which.
@@ -32,6 +33,13 @@ impl Session {
         event.numeric_data = synced;
         self.shared.emit(event);
         self.ack_cursor();
+        if matches!(self.reconcile, Reconcile::Wanted) {
+            let request_id = self.request_id("reconcile");
+            let collections = self.shared.config().collections.clone();
+            let message = ClientMessage::RequestFullSync(RequestFullSync { collections });
+            self.outbox.push(ClientEnvelope::with_id(message, RequestId::Str(request_id.clone())));
+            self.reconcile = Reconcile::Listing(request_id, HashSet::new());
+        }
         if let Err(e) = self.queue_outbox(true) {
             return Ended::Lost(e.to_string());
         }

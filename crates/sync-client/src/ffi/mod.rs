@@ -79,6 +79,11 @@ pub enum SyncEventType {
     /// The document is no longer readable: its local copy was removed with
     /// `numeric_data` local changes not yet sent; `title` is the last one shown.
     SYNC_EVENT_ACCESS_REVOKED = 11,
+    /// An application event was recorded on the document (`POST /events` with an action
+    /// other than create, update or delete): `action` names it, `content` is its payload
+    /// as JSON, `author` the user who recorded it, `numeric_data` the revision it made.
+    /// The document's content did not change.
+    SYNC_EVENT_APPLICATION_EVENT = 12,
 }
 
 impl From<EventType> for SyncEventType {
@@ -96,6 +101,7 @@ impl From<EventType> for SyncEventType {
             EventType::ConnectionSucceeded => SyncEventType::SYNC_EVENT_CONNECTION_SUCCEEDED,
             EventType::DocumentShared => SyncEventType::SYNC_EVENT_DOCUMENT_SHARED,
             EventType::AccessRevoked => SyncEventType::SYNC_EVENT_ACCESS_REVOKED,
+            EventType::ApplicationEvent => SyncEventType::SYNC_EVENT_APPLICATION_EVENT,
         }
     }
 }
@@ -118,6 +124,10 @@ pub struct SyncEventData {
     pub numeric_data: u64,
     /// Document events: the change came from another replica. Conflicts: the local edit won.
     pub boolean_data: bool,
+    /// `SYNC_EVENT_APPLICATION_EVENT`: the action (`"rated"`, …); otherwise NULL.
+    pub action: *const c_char,
+    /// `SYNC_EVENT_APPLICATION_EVENT`: the user who recorded it; otherwise NULL.
+    pub author: *const c_char,
 }
 
 /// A callback run by `sync_engine_process_events` on the calling thread.
@@ -649,20 +659,28 @@ pub unsafe extern "C" fn sync_engine_register_event_callback(
                 SyncError::InvalidInput(format!("event_filter {n} is not -1 or an event type 0-{last}"))
             })?),
         };
-        engine.event_dispatcher().register_callback(
-            move |event_type, document_id, title, content, error, numeric_data, boolean_data, context| {
-                let owned = |s: Option<&str>| s.and_then(|s| CString::new(s.replace('\0', "\\0")).ok());
-                let (document_id, title, content, error) =
-                    (owned(document_id), owned(title), owned(content), owned(error));
+        engine.event_dispatcher().register_event_callback(
+            move |event, context| {
+                let owned = |s: &Option<String>| s.as_deref().and_then(|s| CString::new(s.replace('\0', "\\0")).ok());
+                let (document_id, title, content, error, action, author) = (
+                    owned(&event.document_id),
+                    owned(&event.title),
+                    owned(&event.content),
+                    owned(&event.error),
+                    owned(&event.action),
+                    owned(&event.author),
+                );
                 let ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
                 let data = SyncEventData {
-                    event_type: event_type.into(),
+                    event_type: event.event_type.into(),
                     document_id: ptr(&document_id),
                     title: ptr(&title),
                     content: ptr(&content),
                     error: ptr(&error),
-                    numeric_data,
-                    boolean_data,
+                    numeric_data: event.numeric_data,
+                    boolean_data: event.boolean_data,
+                    action: ptr(&action),
+                    author: ptr(&author),
                 };
                 // The strings live until the end of this closure, after the call returns.
                 callback(&data, context);

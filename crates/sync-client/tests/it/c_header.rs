@@ -30,6 +30,7 @@ fn c_header_is_up_to_date() {
         "SYNC_EVENT_CONNECTION_SUCCEEDED",
         "SYNC_EVENT_DOCUMENT_SHARED = 10",
         "SYNC_EVENT_ACCESS_REVOKED = 11",
+        "SYNC_EVENT_APPLICATION_EVENT = 12",
         "sync_engine_create_with_options",
         "sync_engine_get_user_id",
     ] {

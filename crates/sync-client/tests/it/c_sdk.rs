@@ -161,6 +161,13 @@ async fn c_and_cpp_examples_against_a_live_server() -> anyhow::Result<()> {
     let remote = rust.create_document(json!({"title": "made in rust", "n": 1})).await?;
     rust.update_document(&remote.id, json!({"n": 2})).await?;
     rust.wait_for_sync(Duration::from_secs(10)).await?;
+    let rated = json!([{"uuid": "c-ev-1", "itemUuid": remote.id, "action": "rated", "payload": {"stars": 5}}]);
+    let (status, reply) = common::post_events(&server.addr, &key, &secret, "me@example.com", &rated)?;
+    assert_eq!((status, &reply["results"][0]["status"]), (200, &json!("applied")), "{reply}");
+    common::eventually(Duration::from_secs(10), "rust follows the application event", || async {
+        rust.get_document(&remote.id).await.is_ok_and(|d| d.revision == 3)
+    })
+    .await;
     rust.delete_document(&remote.id).await?;
     rust.wait_for_sync(Duration::from_secs(10)).await?;
     let (events_c, events_cpp) = (events_c.wait_with_output()?, events_cpp.wait_with_output()?);
@@ -178,6 +185,18 @@ async fn c_and_cpp_examples_against_a_live_server() -> anyhow::Result<()> {
             "C++ missed {kind}:\n{out_cpp}"
         );
     }
+    let rated =
+        format!("EVENT application_event id={} title=made in rust remote=1 n=3 action=rated author={me}", remote.id);
+    assert!(
+        out_c.lines().any(|l| l.starts_with(&rated) && l.ends_with(r#"payload={"stars":5}"#)),
+        "C gets the application event with its action, author and payload:\n{out_c}"
+    );
+    assert!(
+        out_cpp
+            .lines()
+            .any(|l| l.contains(&format!("application_event id={}", remote.id)) && l.contains("action=rated")),
+        "C++ gets the application event:\n{out_cpp}"
+    );
     assert!(out_c.contains("EVENT document_created id=") && out_c.contains("title=events from C remote=0"), "{out_c}");
     assert!(out_c.contains("created-count="), "{out_c}");
     Ok(())

@@ -48,3 +48,36 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// `POST /events` to the server at `addr` as `email`, signed with an API key; returns the
+/// status and the body.
+pub(crate) fn post_events(
+    addr: &str,
+    key: &str,
+    secret: &str,
+    email: &str,
+    events: &serde_json::Value,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    use std::io::{Read, Write};
+    let body = events.to_string();
+    let timestamp = sync_core::Timestamp::now().unix_millis() / 1000;
+    let signature = sync_core::auth::sign(secret, timestamp, email, key, body.as_bytes());
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "POST /events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         X-Api-Key: {key}\r\nX-Email: {email}\r\nX-Timestamp: {timestamp}\r\nX-Signature: {signature}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len(),
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    let status = status.ok_or_else(|| anyhow::anyhow!("bad HTTP response: {response}"))?;
+    let json = response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Ok((status, json))
+}

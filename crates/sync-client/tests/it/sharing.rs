@@ -3,7 +3,7 @@
 //! the reader's local database gets the owner's documents (and their owner) without
 //! reconnecting, edits them when allowed, loses them (and its unsent edits) when access
 //! is revoked, and an engine limited to some collections never stores another one's
-//! documents.
+//! documents. Rules changed while an engine was stopped are applied when it resumes.
 //!
 //! The users sign in with an ordinary API key made for the test; the test kit's key (an
 //! admin's) changes the rules. Application events recorded with `POST /events` keep a
@@ -97,26 +97,7 @@ impl Sharing {
 impl Sharing {
     /// `POST /events` as `email` with the users' key; returns the status and the body.
     fn post_events(&self, email: &str, events: &Value) -> anyhow::Result<(u16, Value)> {
-        let body = events.to_string();
-        let timestamp = sync_core::Timestamp::now().unix_millis() / 1000;
-        let signature = sync_core::auth::sign(&self.secret, timestamp, email, &self.key, body.as_bytes());
-        let mut stream = std::net::TcpStream::connect(&self.server.addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            stream,
-            "POST /events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-             X-Api-Key: {}\r\nX-Email: {email}\r\nX-Timestamp: {timestamp}\r\nX-Signature: {signature}\r\n\
-             Connection: close\r\n\r\n{body}",
-            self.server.addr,
-            body.len(),
-            self.key,
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad HTTP response")?;
-        let json =
-            response.split_once("\r\n\r\n").and_then(|(_, b)| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
-        Ok((status, json))
+        common::post_events(&self.server.addr, &self.key, &self.secret, email, events)
     }
 }
 
@@ -296,6 +277,84 @@ async fn revoking_access_drops_the_copy_and_its_unsent_edit() -> anyhow::Result<
     Ok(())
 }
 
+/// The rules changed while the reader's engine was stopped: when it starts again, the
+/// copy it may no longer read is dropped (and the application told), and a document
+/// shared meanwhile arrives, although all its changes are older than the engine's cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_changed_while_offline_is_applied_on_resume() -> anyhow::Result<()> {
+    let s = Sharing::start()?;
+    let alice = s.engine("alice", ALICE, None);
+    alice.wait_for_sync(WAIT).await?;
+    let list = alice.create_document_in("team", json!({"title": "Chores"})).await?;
+    let plan = alice.create_document_in("plans", json!({"title": "Plan"})).await?;
+    alice.wait_for_sync(WAIT).await?;
+    let bob_id = user_id_for_email(BOB);
+    assert_eq!(s.put_acl(json!([rule(&bob_id, "doc:team/*", "read")]))?, 204);
+    let bob = s.engine("bob", BOB, None);
+    bob.wait_for_sync(WAIT).await?;
+    common::eventually(WAIT, "bob has the list", || has(&bob, &list.id, |c| c["title"] == "Chores")).await;
+    assert!(matches!(bob.get_document(&plan.id).await, Err(SyncError::NotFound(_))));
+    bob.shutdown().await?;
+
+    // Offline: the team is no longer shared, the plans are.
+    assert_eq!(s.put_acl(json!([rule(&bob_id, "doc:plans/*", "read")]))?, 204);
+    let bob = s.engine("bob", BOB, None);
+    let bob_events = Recorder::start(&bob);
+    common::eventually(WAIT, "bob has the plan and not the list", || async {
+        has(&bob, &plan.id, |c| c["title"] == "Plan").await
+            && matches!(bob.get_document(&list.id).await, Err(SyncError::NotFound(_)))
+    })
+    .await;
+    let expected: BTreeSet<String> = [plan.id.clone()].into_iter().collect();
+    assert_eq!(ids(&bob).await, expected);
+    assert_eq!(bob.get_document(&plan.id).await?.owner, Some(user_id_for_email(ALICE)));
+    common::eventually(WAIT, "the application is told", || async {
+        bob_events.of(EventType::AccessRevoked, &list.id).len() == 1
+            && bob_events.of(EventType::DocumentShared, &plan.id).len() == 1
+    })
+    .await;
+    Ok(())
+}
+
+/// The rules changed more often while the engine was stopped than the server's history
+/// of rules keeps: the server cannot name what was revoked and asks the engine to
+/// reconcile; the engine's full sync drops the copy no longer shared (and tells the
+/// application), and keeps its user's own documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_older_than_the_rules_history_is_reconciled_with_a_full_sync() -> anyhow::Result<()> {
+    let s = Sharing::start()?;
+    let alice = s.engine("alice", ALICE, None);
+    alice.wait_for_sync(WAIT).await?;
+    let list = alice.create_document_in("team", json!({"title": "Chores"})).await?;
+    alice.wait_for_sync(WAIT).await?;
+    let bob_id = user_id_for_email(BOB);
+    assert_eq!(s.put_acl(json!([rule(&bob_id, "doc:team/*", "read")]))?, 204);
+    let bob = s.engine("bob", BOB, None);
+    common::eventually(WAIT, "bob has the list", || has(&bob, &list.id, |c| c["title"] == "Chores")).await;
+    let mine = bob.create_document_in("team", json!({"title": "Mine"})).await?;
+    bob.wait_for_sync(WAIT).await?;
+    bob.shutdown().await?;
+
+    // More lists than the history keeps (100), none sharing the team: the one that
+    // shared it is gone from the history.
+    for _ in 0..=100 {
+        assert_eq!(s.put_acl(json!([]))?, 204);
+    }
+    let bob = s.engine("bob", BOB, None);
+    let bob_events = Recorder::start(&bob);
+    common::eventually(WAIT, "bob's copy of the list goes", || async {
+        matches!(bob.get_document(&list.id).await, Err(SyncError::NotFound(_)))
+    })
+    .await;
+    let expected: BTreeSet<String> = [mine.id.clone()].into_iter().collect();
+    assert_eq!(ids(&bob).await, expected, "bob's own document stays");
+    common::eventually(WAIT, "the application is told", || async {
+        bob_events.of(EventType::AccessRevoked, &list.id).len() == 1
+    })
+    .await;
+    Ok(())
+}
+
 /// An engine limited to the `team` collection stores the team documents, its user's own
 /// and those shared with it, as they are made, and never a document of another
 /// collection; widening the list later brings the others.
@@ -419,11 +478,14 @@ impl Drop for HoldingProxy {
 }
 
 /// An application event (`POST /events`) moves a document's revision without changing
-/// its content: a connected replica follows it, and its next edit is no stale change.
+/// its content: a connected replica follows it and tells the application (the action,
+/// the payload, who recorded it), a replica catching up later is told too, and the next
+/// edit is no stale change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_events_keep_a_replica_in_step() -> anyhow::Result<()> {
     let s = Sharing::start()?;
     let alice = s.engine("alice", ALICE, None);
+    let alice_events = Recorder::start(&alice);
     alice.wait_for_sync(WAIT).await?;
     let chore = alice.create_document_in("chores", json!({"title": "Bins", "done": false})).await?;
     alice.wait_for_sync(WAIT).await?;
@@ -438,6 +500,32 @@ async fn application_events_keep_a_replica_in_step() -> anyhow::Result<()> {
     })
     .await;
     assert_eq!(alice.get_document(&chore.id).await?.content, json!({"title": "Bins", "done": false}));
+    let check = |events: &Recorder, who: &str| {
+        let rated = events.of(EventType::ApplicationEvent, &chore.id);
+        assert_eq!(rated.len(), 1, "{who}: {:?}", events.all());
+        assert_eq!(rated[0].action.as_deref(), Some("rated"), "{who}");
+        assert_eq!(rated[0].content.as_deref(), Some(r#"{"stars":5}"#), "{who}");
+        assert_eq!(rated[0].author, Some(user_id_for_email(ALICE)), "{who}");
+        assert_eq!((rated[0].numeric_data, rated[0].title.as_deref()), (2, Some("Bins")), "{who}");
+        assert!(events.of(EventType::DocumentUpdated, &chore.id).is_empty(), "{who}: no update: {:?}", events.all());
+    };
+    common::eventually(WAIT, "alice is told", || async {
+        !alice_events.of(EventType::ApplicationEvent, &chore.id).is_empty()
+    })
+    .await;
+    check(&alice_events, "live");
+    // Another replica of alice's, catching up from nothing, is told too.
+    let laptop = s.engine("alice-laptop", ALICE, None);
+    let laptop_events = Recorder::start(&laptop);
+    laptop.wait_for_sync(WAIT).await?;
+    common::eventually(WAIT, "the laptop is told", || async {
+        !laptop_events.of(EventType::ApplicationEvent, &chore.id).is_empty()
+    })
+    .await;
+    assert_eq!(laptop.get_document(&chore.id).await?.revision, 2);
+    let created = laptop_events.of(EventType::DocumentCreated, &chore.id);
+    assert_eq!(created.len(), 1, "{:?}", laptop_events.all());
+    check(&laptop_events, "catch-up");
     alice.update_document(&chore.id, json!({"done": true})).await?;
     alice.wait_for_sync(WAIT).await?;
     let doc = alice.get_document(&chore.id).await?;

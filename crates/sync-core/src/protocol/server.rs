@@ -118,6 +118,13 @@ pub struct AuthSuccess {
     pub protocol_version: u32,
     /// The newest committed sequence; live pushes start after it unless the client resumed.
     pub latest_sequence: u64,
+    /// **Extension**, only when true: the client resumed from a `last_sequence` older
+    /// than the history of access rules the server keeps, so the server cannot tell
+    /// which documents of others it may hold that it may no longer read (PROTOCOL.md
+    /// §8). After the catch-up the client should compare its documents of others with
+    /// `request_full_sync` and drop those not listed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub access_reconcile: bool,
 }
 
 /// `auth_error`.

@@ -242,7 +242,133 @@ async fn rules_that_almost_match_leak_nothing(backend: Backend) {
     assert_eq!(next_of(&mut bob, "document_created").await["document"]["id"], "t1");
 }
 
+/// What a resuming session is sent up to and including its last catch-up page.
+async fn through_catch_up(client: &mut Client) -> Vec<Value> {
+    let mut messages = Vec::new();
+    loop {
+        let message = client.recv().await;
+        let last = message["type"] == "changes" && message["has_more"] == false;
+        messages.push(message);
+        if last {
+            return messages;
+        }
+    }
+}
+
+fn kinds(messages: &[Value]) -> Vec<&str> {
+    messages.iter().map(|m| m["type"].as_str().unwrap_or("?")).collect()
+}
+
+/// A document shared while the reader was offline, all of whose changes are older than
+/// the reader's cursor, arrives as `document_shared` when it resumes, before its
+/// catch-up; nothing else of the owner's does; and a later resume, with the rules
+/// unchanged since, is not sent it again.
+async fn a_document_granted_while_offline_arrives_on_resume(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let mut alice = server.client(ALICE).await;
+    let bob_id = user_id_for_email(BOB);
+    assert_ok(&alice.create_in("team", "list1", json!({"items": ["milk"]})).await, "document_created_response");
+    assert_ok(&alice.create_in("private", "diary", json!({"note": "SECRET"})).await, "document_created_response");
+    // Bob was last here when the log was at 2, and saw none of it.
+    let (bob, welcome) = server.client_resuming(BOB, 0).await;
+    let cursor = welcome["latest_sequence"].as_u64().unwrap();
+    assert_eq!(cursor, 2);
+    assert_eq!(welcome.get("access_reconcile"), None, "{welcome}");
+    drop(bob);
+
+    assert_eq!(put_acl(&server, &json!([rule(&bob_id, "doc:team/*", "read", true)])).await.status, 204);
+    let (mut bob, welcome) = server.client_resuming(BOB, cursor).await;
+    assert_eq!(welcome.get("access_reconcile"), None, "the history reaches the cursor: {welcome}");
+    let caught_up = through_catch_up(&mut bob).await;
+    assert_eq!(kinds(&caught_up), ["document_shared", "changes"], "{caught_up:?}");
+    assert_eq!(caught_up[0]["document"]["id"], "list1");
+    assert_eq!(caught_up[0]["document"]["content"], json!({"items": ["milk"]}));
+    assert_eq!(caught_up[1]["events"], json!([]), "every change is older than the cursor");
+    assert!(!caught_up.iter().any(|m| m.to_string().contains("SECRET")), "{caught_up:?}");
+    // Later changes are pushed live.
+    let reply = alice.update("list1", json!([{"op": "add", "path": "/items/-", "value": "eggs"}]), Some(1)).await;
+    assert_ok(&reply, "document_updated_response");
+    assert_eq!(next_of(&mut bob, "document_updated").await["patch"]["document_id"], "list1");
+    let sequence = reply["sequence"].as_u64().unwrap();
+    drop(bob);
+
+    // Resuming after that change: the rules did not change since, nothing is resent.
+    let (mut bob, _) = server.client_resuming(BOB, sequence).await;
+    let caught_up = through_catch_up(&mut bob).await;
+    assert_eq!(kinds(&caught_up), ["changes"], "{caught_up:?}");
+}
+
+/// A document whose access was revoked while the reader was offline is named in
+/// `access_revoked` when it resumes, and none of its changes made meanwhile reach it.
+async fn a_document_revoked_while_offline_is_named_on_resume(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let mut alice = server.client(ALICE).await;
+    let bob_id = user_id_for_email(BOB);
+    assert_ok(&alice.create_in("team", "list1", json!({"n": 1})).await, "document_created_response");
+    assert_ok(&alice.create_in("team", "list2", json!({"n": 1})).await, "document_created_response");
+    assert_eq!(put_acl(&server, &json!([rule(&bob_id, "doc:team/*", "read", true)])).await.status, 204);
+    // The log moves past the grant, so bob's cursor is after it: nothing is shared again.
+    assert_ok(&alice.create_in("private", "diary", json!({"note": "SECRET"})).await, "document_created_response");
+    let (mut bob, welcome) = server.client_resuming(BOB, 0).await;
+    let caught_up = through_catch_up(&mut bob).await;
+    assert_eq!(caught_up.last().unwrap()["events"].as_array().unwrap().len(), 2, "{caught_up:?}");
+    let cursor = welcome["latest_sequence"].as_u64().unwrap();
+    assert_eq!(cursor, 3);
+    drop(bob);
+
+    // Only list2 stays shared; list1 changes meanwhile.
+    assert_eq!(put_acl(&server, &json!([rule(&bob_id, "doc:team/list2", "read", true)])).await.status, 204);
+    assert_ok(
+        &alice.update("list1", json!([{"op": "replace", "path": "/n", "value": "LEAK"}]), Some(1)).await,
+        "document_updated_response",
+    );
+    assert_ok(
+        &alice.update("list2", json!([{"op": "replace", "path": "/n", "value": 2}]), Some(1)).await,
+        "document_updated_response",
+    );
+    let (mut bob, _) = server.client_resuming(BOB, cursor).await;
+    let caught_up = through_catch_up(&mut bob).await;
+    assert_eq!(kinds(&caught_up), ["access_revoked", "changes"], "{caught_up:?}");
+    assert_eq!(caught_up[0]["document_ids"], json!(["list1"]));
+    let events = caught_up[1]["events"].as_array().unwrap();
+    let ids: Vec<&str> = events.iter().map(|e| e["document_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["list2"], "list2's change, nothing of list1: {events:?}");
+    assert!(!caught_up.iter().any(|m| m.to_string().contains("LEAK")), "{caught_up:?}");
+    assert!(!caught_up.iter().any(|m| m.to_string().contains("SECRET")), "{caught_up:?}");
+    let after = bob.until_pong().await;
+    Client::assert_nothing(&after, "bob after resuming");
+}
+
+/// A cursor older than the history of rules kept: the session is told to reconcile
+/// (`auth_success.access_reconcile`), and the oldest list kept stands for the rules it
+/// went by.
+async fn a_cursor_older_than_the_rules_history_asks_the_client_to_reconcile(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let mut alice = server.client(ALICE).await;
+    let bob_id = user_id_for_email(BOB);
+    assert_ok(&alice.create_in("team", "list1", json!({"n": 1})).await, "document_created_response");
+    let shared = json!([rule(&bob_id, "doc:team/*", "read", true)]);
+    assert_eq!(put_acl(&server, &shared).await.status, 204);
+    assert_ok(&alice.create_in("team", "list2", json!({"n": 1})).await, "document_created_response");
+    let cursor = 2;
+    // More lists than the history keeps, all stored after the cursor; the oldest kept
+    // still shares team, the newest shares nothing.
+    for _ in 0..sync_store::ACL_HISTORY_VERSIONS {
+        assert_eq!(put_acl(&server, &shared).await.status, 204);
+    }
+    assert_eq!(put_acl(&server, &json!([])).await.status, 204);
+    let (mut bob, welcome) = server.client_resuming(BOB, cursor).await;
+    assert_eq!(welcome["access_reconcile"], true, "{welcome}");
+    let caught_up = through_catch_up(&mut bob).await;
+    assert_eq!(kinds(&caught_up), ["access_revoked", "changes"], "{caught_up:?}");
+    assert_eq!(caught_up[0]["document_ids"], json!(["list1", "list2"]));
+    assert_eq!(caught_up[1]["events"], json!([]));
+}
+
 common::backend_tests!(
+    a_document_granted_while_offline_arrives_on_resume,
+    a_document_revoked_while_offline_is_named_on_resume,
+    a_cursor_older_than_the_rules_history_asks_the_client_to_reconcile,
     the_rules_are_data_checked_whole_and_admin_only,
     a_granted_reader_gets_the_document_and_then_every_change,
     a_granted_writer_merges_with_the_owner_and_both_converge,

@@ -38,9 +38,11 @@ use self::committer::Command;
 use self::decode::{document_from_row, event_from_row};
 use self::scoped::{Filter, ScopedRead, read_changes, read_documents};
 use crate::params::{sql_bound, sql_int, sql_limit};
-use crate::rows::{corrupt, decode_acl, rule_columns};
+use crate::rows::{acl_history_json, acl_since_from, corrupt, decode_acl, rule_columns};
 use crate::scope;
-use crate::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, StoreStats, TokenRecord};
+use crate::{
+    AclSince, ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, StoreStats, TokenRecord,
+};
 
 /// How long a caller waits for a connection (the pool retries connecting meanwhile).
 /// While the database is down, writes fail after this long instead of hanging.
@@ -373,8 +375,46 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db("replacing the access rules"))?;
+        // Read after the lock: the lists' sequences grow with their versions. Changes
+        // committed before this statement's snapshot are at or below it.
+        let sql = "INSERT INTO acl_versions (version, sequence, rules) \
+                   SELECT (SELECT COALESCE(MAX(version), 0) + 1 FROM acl_versions), \
+                          (SELECT value FROM counters WHERE name = 'change_events'), $1";
+        sqlx::query(sql)
+            .bind(acl_history_json(&acl)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("recording the access rules"))?;
+        let sql = "DELETE FROM acl_versions WHERE version IN (\
+                     SELECT version FROM (SELECT version, \
+                         ROW_NUMBER() OVER (ORDER BY version DESC) AS n, \
+                         SUM(octet_length(rules)) OVER (ORDER BY version DESC) AS total \
+                       FROM acl_versions) AS history \
+                     WHERE n > 1 AND (n > $1 OR total > $2))";
+        sqlx::query(sql)
+            .bind(sql_limit(crate::ACL_HISTORY_VERSIONS))
+            .bind(sql_limit(crate::ACL_HISTORY_BYTES))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("trimming the access rules' history"))?;
         tx.commit().await.map_err(db("replacing the access rules"))?;
         Ok(())
+    }
+
+    async fn acl_since(&self, sequence: u64) -> StoreResult<AclSince> {
+        // From the list before the first stored at or after `sequence` (the newest alone
+        // when there is none), in version order.
+        let sql = "SELECT sequence, rules FROM acl_versions WHERE version >= COALESCE(\
+                     (SELECT MIN(version) FROM acl_versions WHERE sequence >= $1), \
+                     (SELECT MAX(version) FROM acl_versions) + 1) - 1 \
+                   ORDER BY version";
+        let sequence = sql_bound(sequence);
+        let rows: Vec<(i64, String)> = sqlx::query_as(sql)
+            .bind(sequence)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading the access rules' history"))?;
+        acl_since_from(rows, sequence)
     }
 
     async fn create_token(&self, token: TokenRecord) -> StoreResult<()> {

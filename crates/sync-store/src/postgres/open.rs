@@ -20,6 +20,7 @@ use crate::{StoreError, StoreResult};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
     (2, "owner and read indexes", include_str!("../../migrations/postgres/0002_owner_and_read_indexes.sql")),
+    (3, "acl versions", include_str!("../../migrations/postgres/0003_acl_versions.sql")),
 ];
 
 /// The oldest server this store runs on (`server_version_num`): 14 brought the

@@ -30,9 +30,11 @@ use self::pool::ReadPool;
 use self::queries::{Filter, ScopedRead, latest_sequence, query_documents, query_events, read_changes, read_documents};
 use self::writer::{Envelope, Reply, Request, Responder};
 use crate::params::{sql_bound, sql_int, sql_limit};
-use crate::rows::decode_acl;
+use crate::rows::{acl_since_from, decode_acl};
 use crate::scope;
-use crate::{ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, StoreStats, TokenRecord};
+use crate::{
+    AclSince, ApiCredential, ChangePage, NewChange, ReadScope, Store, StoreError, StoreResult, StoreStats, TokenRecord,
+};
 
 /// The columns of a document, in the order [`queries::document_from_row`] reads them.
 macro_rules! document_columns {
@@ -49,6 +51,13 @@ macro_rules! event_columns {
          reverse_patch, sync_revision, created_at, client_change_id, content_hash"
     };
 }
+
+/// The lists of rules from the one before the first stored at or after a sequence (the
+/// newest alone when there is none), in version order.
+const ACL_SINCE: &str = "SELECT sequence, rules FROM acl_versions WHERE version >= COALESCE(\
+     (SELECT MIN(version) FROM acl_versions WHERE sequence >= ?1), \
+     (SELECT MAX(version) FROM acl_versions) + 1) - 1 \
+     ORDER BY version";
 
 // The column lists come first: the modules below use them.
 mod open;
@@ -352,6 +361,20 @@ impl Store for SqliteStore {
 
     async fn set_acl(&self, acl: Acl) -> StoreResult<()> {
         self.write(Request::SetAcl(acl), Responder::Unit).await
+    }
+
+    async fn acl_since(&self, sequence: u64) -> StoreResult<AclSince> {
+        let sequence = sql_bound(sequence);
+        let rows = self
+            .read(move |conn| {
+                conn.prepare_cached(ACL_SINCE)
+                    .and_then(|mut s| {
+                        s.query_map([sequence], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()
+                    })
+                    .map_err(db("reading the access rules' history"))
+            })
+            .await?;
+        acl_since_from(rows, sequence)
     }
 
     async fn create_token(&self, token: TokenRecord) -> StoreResult<()> {

@@ -19,6 +19,8 @@ use crate::{DatabaseUrl, StoreError, StoreResult};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_owner_and_read_indexes.sql"),
+    include_str!("../../migrations/sqlite/0003_acl_versions.sql"),
+    include_str!("../../migrations/sqlite/0004_sequence_names_index.sql"),
 ];
 
 /// Read-only connections kept open. Reads are short; four keep both cores busy while one

@@ -11,7 +11,9 @@ use sync_core::{ChangeEvent, Document};
 use super::db;
 use crate::params::{sql_bound, sql_limit};
 use crate::rows::{self, ColumnError, Columns, corrupt};
-use crate::scope::{FeedWalk, ListWalk, Selection, Stop, Table, arm_conditions, in_collections};
+use crate::scope::{
+    FeedWalk, ListWalk, Selection, Stop, Table, arm_conditions, dense_threshold, in_collections, window,
+};
 use crate::{ChangePage, StoreError, StoreResult};
 
 /// A read of a scope as one statement, run once per chunk: `?1` the key to read after,
@@ -25,6 +27,21 @@ use crate::{ChangePage, StoreError, StoreResult};
 pub(super) struct ScopedRead {
     sql: String,
     values: Vec<String>,
+    /// A change feed with arms that are not read in sequence order: the same read in
+    /// windows of the log, for when those arms are dense.
+    windowed: Option<Windowed>,
+}
+
+/// A change feed read in windows of sequences, and the count that chooses it.
+struct Windowed {
+    /// The arms of [`ScopedRead::sql`], each limited to `sequence <= ?N` (the last
+    /// parameter, after the arms' values); the unordered arms scan the log in sequence
+    /// order through `change_events_sequence_names` (its rows are a few names, the
+    /// table's hold the patches).
+    sql: String,
+    /// The unordered arms' rows, counted up to `?1`: `?2`… their values.
+    probe: String,
+    probe_values: Vec<String>,
 }
 
 /// The rows of the sequences a [`ScopedRead::change_keys`] chunk chose (`?1`, a JSON
@@ -43,7 +60,41 @@ impl ScopedRead {
     /// are then read by sequence, and only those the reader may see are decoded.
     pub(super) fn change_keys(selection: &Selection, filtered: bool) -> ScopedRead {
         let select = "SELECT sequence FROM change_events WHERE sequence > ?1";
-        ScopedRead::new(selection, filtered, Table::Changes, select, "sequence")
+        let mut read = ScopedRead::new(selection, filtered, Table::Changes, select, "sequence");
+        let Selection::Arms(arms) = selection else { return read };
+        let unordered: Vec<_> = arms.iter().filter(|arm| arm.is_unordered()).cloned().collect();
+        if unordered.is_empty() {
+            return read;
+        }
+        let bound = 4 + read.values.len();
+        let (conditions, _) = arm_conditions(arms, Table::Changes, 4, '?');
+        let filter = " AND (?2 IS NULL OR collection IN (SELECT value FROM json_each(?2)))";
+        let windowed: Vec<String> = arms
+            .iter()
+            .zip(conditions)
+            .map(|(arm, condition)| {
+                let table = if arm.is_unordered() {
+                    "change_events INDEXED BY change_events_sequence_names"
+                } else {
+                    "change_events"
+                };
+                let filter = if filtered && arm.needs_collection_filter() { filter } else { "" };
+                format!(
+                    "SELECT sequence FROM {table} WHERE sequence > ?1 AND sequence <= ?{bound} AND {condition}{filter}"
+                )
+            })
+            .collect();
+        let (conditions, probe_values) = arm_conditions(&unordered, Table::Changes, 2, '?');
+        let counts: Vec<String> = conditions
+            .iter()
+            .map(|condition| format!("(SELECT COUNT(*) FROM (SELECT 1 FROM change_events WHERE {condition} LIMIT ?1))"))
+            .collect();
+        read.windowed = Some(Windowed {
+            sql: format!("{} ORDER BY sequence LIMIT ?3", windowed.join(" UNION ALL ")),
+            probe: format!("SELECT {}", counts.join(" + ")),
+            probe_values,
+        });
+        read
     }
 
     /// The read of `documents`: the document columns.
@@ -73,7 +124,7 @@ impl ScopedRead {
             }
         };
         let sql = format!("{} ORDER BY {key} LIMIT ?3", arms.join(" UNION ALL "));
-        ScopedRead { sql, values }
+        ScopedRead { sql, values, windowed: None }
     }
 
     fn parameters(&self, after: Value, collections: Option<&str>, chunk: usize) -> Vec<Value> {
@@ -109,13 +160,33 @@ pub(super) fn read_changes(
     after: u64,
     limit: usize,
 ) -> StoreResult<ChangePage> {
-    let mut choose = conn.prepare_cached(&keys.sql).map_err(db("preparing a change feed query"))?;
     let mut fetch = conn.prepare_cached(CHANGES_BY_SEQUENCE).map_err(db("preparing a change feed query"))?;
     let mut walk = FeedWalk::new(after, limit);
+    // A dense share that no index gives in sequence order: scan the log in windows.
+    let windows = match &keys.windowed {
+        Some(windowed) => {
+            let latest = latest_sequence(conn)?;
+            let threshold = dense_threshold(walk.chunk(), latest.saturating_sub(after));
+            let mut parameters = vec![Value::Integer(i64::try_from(threshold).unwrap_or(i64::MAX))];
+            parameters.extend(windowed.probe_values.iter().map(|v| Value::Text(v.clone())));
+            let count: i64 = conn
+                .prepare_cached(&windowed.probe)
+                .and_then(|mut s| s.query_row(params_from_iter(parameters), |r| r.get(0)))
+                .map_err(db("counting a change feed's candidates"))?;
+            (count.unsigned_abs() >= threshold).then_some((windowed, latest))
+        }
+        None => None,
+    };
+    let sql = windows.map_or(&keys.sql, |(windowed, _)| &windowed.sql);
+    let mut choose = conn.prepare_cached(sql).map_err(db("preparing a change feed query"))?;
     let mut chosen: Vec<u64> = Vec::new();
     let stop = 'walk: loop {
         let asked = walk.chunk();
-        let parameters = keys.parameters(Value::Integer(sql_bound(walk.cursor())), filter.collections_json, asked);
+        let mut parameters = keys.parameters(Value::Integer(sql_bound(walk.cursor())), filter.collections_json, asked);
+        let upper = windows.map(|(_, latest)| walk.cursor().saturating_add(window(asked)).min(latest));
+        if let Some(upper) = upper {
+            parameters.push(Value::Integer(sql_bound(upper)));
+        }
         let mut rows = choose.query(params_from_iter(parameters)).map_err(db("querying change events"))?;
         let mut count = 0;
         chosen.clear();
@@ -142,11 +213,20 @@ pub(super) fn read_changes(
                 }
             }
         }
-        if let Some(stop) = walk.after_chunk(count, asked) {
+        let stop = match (upper, windows) {
+            // A short window was read to its end.
+            (Some(upper), Some((_, latest))) if count < asked => walk.window_read(upper, latest),
+            _ => walk.after_chunk(count, asked),
+        };
+        if let Some(stop) = stop {
             break stop;
         }
     };
-    let latest = if matches!(stop, Stop::Exhausted) { latest_sequence(conn)? } else { 0 };
+    let latest = match (&stop, windows) {
+        (Stop::Exhausted, Some((_, latest))) => latest,
+        (Stop::Exhausted, None) => latest_sequence(conn)?,
+        _ => 0,
+    };
     Ok(walk.finish(stop, latest))
 }
 
@@ -312,6 +392,18 @@ mod tests {
             assert!(changes.contains(index), "{index} in {changes}");
         }
         assert!(!changes.contains("SCAN change_events"), "{changes}");
+        // Read in windows of the log: the id and collection prefixes through the index in
+        // sequence order, the others through their own indexes.
+        let keys = ScopedRead::change_keys(&selection, false);
+        let windowed = keys.windowed.as_ref().expect("prefix shares have a windowed read");
+        let windows = plan(&windowed.sql);
+        let scan = "COVERING INDEX change_events_sequence_names (sequence>? AND sequence<?)";
+        assert_eq!(windows.matches(scan).count(), 2, "{windows}");
+        let own = "change_events_owner_sequence (owner_id=? AND sequence>? AND sequence<?)";
+        assert!(windows.contains(own), "{windows}");
+        assert!(!windows.contains("SCAN change_events"), "{windows}");
+        let probe = plan(&windowed.probe);
+        assert_eq!(probe.matches("COVERING INDEX change_events_document_revision").count(), 1, "{probe}");
         let documents = plan(&ScopedRead::documents(&selection, false).sql);
         for index in [
             "documents_user_id (user_id=? AND id>?)",

@@ -11,8 +11,8 @@ use sync_core::{ChangeEvent, Timestamp};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::db;
-use crate::params::sql_int;
-use crate::rows::rule_columns;
+use crate::params::{sql_int, sql_limit};
+use crate::rows::{acl_history_json, rule_columns};
 use crate::{ApiCredential, NewChange, StoreError, StoreResult, TokenRecord};
 
 /// At most this many commands share one transaction, so the first of them is not kept
@@ -44,6 +44,18 @@ const INSERT_EVENT: &str = concat!(
     event_columns!(),
     ", owner_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
 );
+
+/// Records a list of rules in the history, as the next version.
+const RECORD_ACL_VERSION: &str = "INSERT INTO acl_versions (version, sequence, rules) \
+     VALUES ((SELECT COALESCE(MAX(version), 0) + 1 FROM acl_versions), ?1, ?2)";
+
+/// Deletes the oldest lists beyond `?1` lists or `?2` bytes in all, never the newest.
+const PRUNE_ACL_VERSIONS: &str = "DELETE FROM acl_versions WHERE version IN (\
+     SELECT version FROM (SELECT version, \
+         ROW_NUMBER() OVER (ORDER BY version DESC) AS n, \
+         SUM(length(CAST(rules AS BLOB))) OVER (ORDER BY version DESC) AS total \
+       FROM acl_versions) \
+     WHERE n > 1 AND (n > ?1 OR total > ?2))";
 
 /// A queued write and where its answer goes.
 pub(super) struct Envelope {
@@ -338,6 +350,20 @@ impl Writer {
                         .execute(params![sql_int(position as u64, "rule position")?, user, item, action, allow])
                         .map_err(db("replacing the access rules"))?;
                 }
+                // Changes earlier in this group commit with it, before the rules: the
+                // newest sequence is the one before the next.
+                let latest = sql_int(self.next_sequence.saturating_sub(1), "sequence")?;
+                let rules = acl_history_json(acl)?;
+                self.conn
+                    .prepare_cached(RECORD_ACL_VERSION)
+                    .and_then(|mut s| s.execute(params![latest, rules]))
+                    .map_err(db("recording the access rules"))?;
+                self.conn
+                    .prepare_cached(PRUNE_ACL_VERSIONS)
+                    .and_then(|mut s| {
+                        s.execute(params![sql_limit(crate::ACL_HISTORY_VERSIONS), sql_limit(crate::ACL_HISTORY_BYTES)])
+                    })
+                    .map_err(db("trimming the access rules' history"))?;
                 Ok(())
             }
             Request::CreateToken(t) => {

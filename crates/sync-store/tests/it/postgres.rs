@@ -103,7 +103,7 @@ async fn the_schema_stores_json_as_jsonb_with_an_index_for_the_feed() -> Result<
     ensure!(old == 0, "change_events_user_sequence is still there");
     let applied: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&mut conn).await?;
-    ensure!(applied == 2, "applied migrations: {applied}");
+    ensure!(applied == 3, "applied migrations: {applied}");
     Ok(())
 }
 

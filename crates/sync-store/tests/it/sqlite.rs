@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
 use sync_store::sqlite::SqliteStore;
-use sync_store::{ApiCredential, ReadScope, Store, StoreError, TokenRecord, conformance};
+use sync_store::{AclSince, ApiCredential, ReadScope, Store, StoreError, TokenRecord, conformance};
 
 use crate::common::{changes_before_owners, create, json_text, update};
 
@@ -114,7 +114,16 @@ fn the_file_is_created_in_wal_mode_with_the_schema() -> Result<()> {
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     tables.sort();
-    let expected = ["acl_rules", "api_credentials", "change_events", "client_cursors", "documents", "tokens", "users"];
+    let expected = [
+        "acl_rules",
+        "acl_versions",
+        "api_credentials",
+        "change_events",
+        "client_cursors",
+        "documents",
+        "tokens",
+        "users",
+    ];
     ensure!(tables == expected, "tables {tables:?}");
     Ok(())
 }
@@ -255,6 +264,10 @@ async fn migration_0002_makes_the_authors_of_older_changes_their_owners() -> Res
         let raw = fixture.raw()?;
         raw.execute_batch(include_str!("../../migrations/sqlite/0001_initial.sql"))?;
         raw.pragma_update(None, "user_version", 1)?;
+        raw.execute(
+            "INSERT INTO acl_rules VALUES (0, 'bob', 'doc:tasks/*', 'read', 1), (1, '*', 'x-*', 'update', 0)",
+            [],
+        )?;
         for (sequence, change) in (1..).zip(changes_before_owners()) {
             let (d, e) = (&change.document, &change.event);
             raw.execute(
@@ -298,7 +311,7 @@ async fn migration_0002_makes_the_authors_of_older_changes_their_owners() -> Res
     let store = fixture.open()?;
     let raw = fixture.raw()?;
     let version: i64 = raw.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    ensure!(version == 2, "schema version {version}");
+    ensure!(version == 4, "schema version {version}");
     let owners = |raw: &rusqlite::Connection| -> Result<Vec<(i64, String, String)>> {
         let mut statement = raw.prepare("SELECT sequence, user_id, owner_id FROM change_events ORDER BY sequence")?;
         let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -322,10 +335,21 @@ async fn migration_0002_makes_the_authors_of_older_changes_their_owners() -> Res
         "change_events_collection_sequence",
         "change_events_document_revision",
         "change_events_owner_sequence",
+        "change_events_sequence_names",
         "documents_collection_id",
         "documents_user_id",
     ];
     ensure!(indexes == expected, "indexes {indexes:?}");
+
+    // 0003 starts the history of rules with the list in force, at the newest sequence:
+    // a cursor at or before it is beyond the history.
+    let rules = sync_core::acl::Acl::from_json(&json!([
+        {"user": "bob", "item": "doc:tasks/*", "action": "read", "allow": true},
+        {"user": "*", "item": "x-*", "action": "update", "allow": false},
+    ]))?;
+    ensure!(store.get_acl().await? == rules, "the rules survive the migrations");
+    ensure!(store.acl_since(3).await? == AclSince::BeyondHistory(vec![rules.clone()]), "history at 3");
+    ensure!(store.acl_since(4).await? == AclSince::Unchanged, "history after 3");
 
     conformance::changes_from_before_owners_are_their_authors(&store).await;
     let mut expected = backfilled;
