@@ -169,7 +169,8 @@ impl Session {
                     ServerMessage::Error(e) if envelope.request_id.as_ref() == Some(request_id) => {
                         return Err(SyncError::Server { code: e.code, message: e.message });
                     }
-                    _ => held.push(envelope),
+                    // Topic messages do not depend on documents: handled at once.
+                    _ => held.extend(self.on_topic_message(envelope)),
                 }
             }
             if let Some(page) = page {

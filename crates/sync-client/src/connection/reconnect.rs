@@ -56,7 +56,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 }
                 shared.connection_up();
                 shared.emit(SyncEvent::new(EventType::ConnectionSucceeded));
-                let ended = Session::new(Arc::clone(&shared), socket).run().await;
+                let ended = Session::new(Arc::clone(&shared), socket).run(&user_id).await;
+                shared.topics().offline();
                 shared.connection_down();
                 match ended {
                     Ended::Stopped => break,

@@ -11,3 +11,4 @@ mod common;
 mod interactive;
 mod offline;
 mod sharing;
+mod topics;
