@@ -491,6 +491,13 @@ impl Acl {
         self.decide(user, Target::Topic(name), action).unwrap_or(!self.rules_topics)
     }
 
+    /// Whether some rule can decide a topic action (a `topic:` item, or a `*` item with an
+    /// action covering `subscribe` or `publish`). Until one does, every topic that is not
+    /// reserved is open, and a server need not check topic names against the rules at all.
+    pub fn rules_topics(&self) -> bool {
+        self.rules_topics
+    }
+
     /// The rules `user`'s reads go through, compiled.
     pub fn read_view(&self, user: &str) -> ReadView {
         let mut rules = Vec::new();

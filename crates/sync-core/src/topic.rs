@@ -201,8 +201,8 @@ mod tests {
         for bad in ["a.*", "a.>", "*"] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
-        assert!(validate_name(&"a.".repeat(16).trim_end_matches('.').to_string()).is_ok());
-        assert!(validate_name(&"a.".repeat(17).trim_end_matches('.').to_string()).is_err());
+        assert!(validate_name("a.".repeat(16).trim_end_matches('.')).is_ok());
+        assert!(validate_name("a.".repeat(17).trim_end_matches('.')).is_err());
         assert!(validate_name(&"x".repeat(257)).is_err());
         assert_eq!(personal_owner("user.a.b"), Some("a.b"));
         assert_eq!(personal_owner("user."), None);

@@ -25,9 +25,20 @@ pub(crate) async fn replace_rules(state: &AppState, acl: Acl) -> Result<usize, s
     let _one_at_a_time = state.acl_changes.lock().await;
     let count = acl.rules().len();
     state.store.set_acl(acl.clone()).await?;
-    let sessions = state.hub.set_acl(acl);
-    activity!("ACL", "access rules replaced: {count} rules; {sessions} sessions see a change");
+    let (sessions, subscriptions) = put_in_force(state, acl);
+    activity!(
+        "ACL",
+        "access rules replaced: {count} rules; {sessions} sessions see a change; {subscriptions} topic \
+         subscriptions ended"
+    );
     Ok(sessions)
+}
+
+/// Puts `acl` in force on documents (the hub) and topics. Returns how many sessions see
+/// a change of what they may read, and how many topic subscriptions the rules ended.
+fn put_in_force(state: &AppState, acl: Acl) -> (usize, usize) {
+    let subscriptions = state.topics.set_acl(Arc::new(acl.clone()));
+    (state.hub.set_acl(acl), subscriptions)
 }
 
 /// Puts in force, every `interval`, the rules stored by someone else (the `acl` command,
@@ -52,10 +63,11 @@ pub(crate) async fn reload_periodically(state: Arc<AppState>, interval: std::tim
         };
         if *state.hub.acl() != stored {
             let count = stored.rules().len();
-            let sessions = state.hub.set_acl(stored);
+            let (sessions, subscriptions) = put_in_force(&state, stored);
             activity!(
                 "ACL",
-                "access rules reloaded from the database: {count} rules; {sessions} sessions see a change"
+                "access rules reloaded from the database: {count} rules; {sessions} sessions see a change; \
+                 {subscriptions} topic subscriptions ended"
             );
         }
     }

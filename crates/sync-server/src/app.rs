@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::ratelimit::RateLimiter;
 use crate::state::AppState;
+use crate::topics::Topics;
 use crate::writer::{self, WriteStats};
 
 /// Opens the store and the secret key as configured.
@@ -56,6 +57,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     )?;
     let latest = store.latest_sequence().await.context("reading the change log")?;
     let acl = store.get_acl().await.context("reading the access rules")?;
+    let topics = Topics::new(&config.topics, Arc::new(acl.clone()), config.limits.max_frame_bytes)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let topics = Arc::new(topics);
     let hub = Arc::new(Hub::new(latest, acl));
     let (writes, write_rx) = mpsc::channel(config.write.queue.max(1));
     let write_stats = Arc::new(WriteStats::default());
@@ -71,6 +75,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let state = Arc::new(AppState {
         store: store.clone(),
         hub: Arc::clone(&hub),
+        topics: Arc::clone(&topics),
         auth,
         writes,
         limiter: RateLimiter::new(config.rate_limit.per_second, config.rate_limit.burst),
@@ -88,6 +93,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         let interval = Duration::from_secs(config.auth.acl_reload_secs);
         tokio::spawn(crate::access::reload_periodically(Arc::clone(&state), interval, shutdown.clone()));
     }
+    tokio::spawn(expire_topic_history(topics, shutdown.clone()));
     tracing::info!(%addr, backend = store.kind(), latest_sequence = latest, "sync-server listening");
 
     let router = crate::http::router(Arc::clone(&state));
@@ -112,6 +118,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         "sync-server stopped"
     );
     Ok(())
+}
+
+/// Drops expired topic history every second, until shutdown.
+async fn expire_topic_history(topics: Arc<Topics>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => topics.expire(),
+        }
+    }
 }
 
 fn print_first_credential(api_key: &str, secret: &str, addr: std::net::SocketAddr) {

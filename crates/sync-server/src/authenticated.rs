@@ -20,6 +20,7 @@ use crate::connection::{Connection, Ending};
 use crate::hub::{AccessChange, Outbound, Registration, SessionLink};
 use crate::queue;
 use crate::state::AppState;
+use crate::topics::Membership;
 use crate::writer::{WriteOp, WriteRequest};
 
 /// Who a session acts for.
@@ -67,6 +68,8 @@ pub(crate) struct Authenticated {
     rx: queue::Receiver<Outbound>,
     /// Removes the session from the hub when dropped.
     _registration: Registration,
+    /// Its topic subscriptions; ends them all when dropped.
+    pub(crate) topics: Membership,
     /// Writes handed to the write path and not answered yet.
     pending_writes: usize,
     /// Most unanswered writes before the session stops reading to take their answers:
@@ -83,6 +86,7 @@ impl Authenticated {
         let link = SessionLink { id: session_id, tx, kill: CancellationToken::new() };
         let (registration, view) = state.hub.register(&identity, link.clone());
         let delivered = state.hub.delivered();
+        let topics = state.topics.join(session_id, &identity.user_id, link.clone());
         let session = Self {
             identity,
             view,
@@ -90,6 +94,7 @@ impl Authenticated {
             link,
             rx,
             _registration: registration,
+            topics,
             pending_writes: 0,
             max_pending: capacity / 2,
         };
@@ -139,6 +144,16 @@ impl Authenticated {
     pub(crate) fn drain_into(&mut self, conn: &mut Connection) -> Result<(), Ending> {
         for _ in 0..256 {
             let Some(outbound) = self.rx.try_recv() else { return Ok(()) };
+            self.count(Some(&outbound));
+            conn.deliver(outbound)?;
+        }
+        Ok(())
+    }
+
+    /// Moves everything already queued for this session into its output: what a
+    /// subscription delivered before it ended goes out before the reply that says so.
+    pub(crate) fn drain_all(&mut self, conn: &mut Connection) -> Result<(), Ending> {
+        while let Some(outbound) = self.rx.try_recv() {
             self.count(Some(&outbound));
             conn.deliver(outbound)?;
         }

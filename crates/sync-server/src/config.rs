@@ -26,6 +26,8 @@ pub struct Config {
     pub rate_limit: RateLimit,
     /// The write path.
     pub write: WriteSection,
+    /// Topics (publish/subscribe): which keep their last messages for recovery.
+    pub topics: TopicsSection,
     /// Merge policy per collection; `default_policy` for the rest.
     pub collections: BTreeMap<String, CollectionSection>,
     /// Merge policy of collections not listed in `collections`.
@@ -121,6 +123,8 @@ pub struct Limits {
     /// Seconds a write to a client's socket may wait for the client to read before the
     /// session is closed as too slow (it resumes from its cursor).
     pub write_timeout_secs: u64,
+    /// Most topic subscriptions one session may hold.
+    pub max_subscriptions: usize,
     /// Largest `get_changes_since` page.
     pub max_page: usize,
     /// Largest `changes` message in bytes: a page that would be larger is cut short.
@@ -158,6 +162,52 @@ pub struct WriteSection {
     pub pipeline: usize,
 }
 
+/// `[topics]`: which topics keep their last messages in memory, so a subscriber that
+/// reconnects can recover what it missed (PROTOCOL.md §4.1).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicsSection {
+    /// Topics whose names match a rule's pattern keep its number of messages for its
+    /// number of seconds; the first matching rule decides (`SYNC_TOPICS_HISTORY`, as
+    /// `pattern:messages:seconds` entries separated by spaces).
+    pub history: Vec<HistoryRule>,
+    /// Most topics holding history at once (`SYNC_TOPICS_MAX_HISTORY_TOPICS`): a topic
+    /// that would be one more keeps none (its messages carry no offset) until others'
+    /// messages expire.
+    pub max_history_topics: usize,
+}
+
+/// One `[[topics.history]]` rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRule {
+    /// A topic name or a pattern (`chat.>`, `team.*.events`).
+    pub pattern: String,
+    /// Most messages held per topic (at least 1).
+    pub messages: usize,
+    /// Seconds a message is held (at least 1).
+    pub seconds: u64,
+}
+
+impl HistoryRule {
+    /// Reads `pattern:messages:seconds` (the pattern may itself hold `:`).
+    fn parse(entry: &str) -> Result<Self, String> {
+        let mut parts = entry.rsplitn(3, ':');
+        let (seconds, messages, pattern) = (parts.next(), parts.next(), parts.next());
+        let (Some(seconds), Some(messages), Some(pattern)) = (seconds, messages, pattern) else {
+            return Err(format!("{entry:?}: expected pattern:messages:seconds"));
+        };
+        fn number<T: std::str::FromStr>(entry: &str, text: &str, what: &str) -> Result<T, String> {
+            text.parse().map_err(|_| format!("{entry:?}: {what} must be a whole number, not {text:?}"))
+        }
+        Ok(Self {
+            pattern: pattern.to_owned(),
+            messages: number(entry, messages, "messages")?,
+            seconds: number(entry, seconds, "seconds")?,
+        })
+    }
+}
+
 /// `[collections.<name>]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +225,7 @@ impl Default for Config {
             limits: Limits::default(),
             rate_limit: RateLimit::default(),
             write: WriteSection::default(),
+            topics: TopicsSection::default(),
             collections: BTreeMap::new(),
             default_policy: Policy::LastWriterWins,
             monitoring: false,
@@ -225,6 +276,7 @@ impl Default for Limits {
             idle_timeout_secs: 60,
             write_timeout_secs: 30,
             max_rebase_work: 100_000,
+            max_subscriptions: 1000,
             max_page: 5000,
             max_page_bytes: 4 << 20,
             password_checks: 0,
@@ -236,6 +288,12 @@ impl Default for Limits {
 impl Default for RateLimit {
     fn default() -> Self {
         Self { per_second: 10_000, burst: 20_000 }
+    }
+}
+
+impl Default for TopicsSection {
+    fn default() -> Self {
+        Self { history: Vec::new(), max_history_topics: 10_000 }
     }
 }
 
@@ -307,7 +365,10 @@ impl Config {
              # SYNC_SECRET_KEY, SYNC_SECRET_KEY_FILE, MONITORING, RUST_LOG, SYNC_MAX_CONNECTIONS,\n\
              # SYNC_MAX_UNAUTHENTICATED, SYNC_HEADER_READ_TIMEOUT_SECS,\n\
              # SYNC_RATE_LIMIT_PER_SECOND, SYNC_RATE_LIMIT_BURST, SYNC_MAX_FRAME_BYTES, SYNC_MAX_DOCUMENT_BYTES,\n\
-             # SYNC_PASSWORD_CHECKS, SYNC_PASSWORD_CHECK_QUEUE, SYNC_BOOTSTRAP_CREDENTIALS.\n\
+             # SYNC_PASSWORD_CHECKS, SYNC_PASSWORD_CHECK_QUEUE, SYNC_BOOTSTRAP_CREDENTIALS,\n\
+             # SYNC_MAX_SUBSCRIPTIONS, SYNC_TOPICS_MAX_HISTORY_TOPICS,\n\
+             # SYNC_TOPICS_HISTORY (\"chat.>:100:3600 news.*:20:600\": pattern:messages:seconds).\n\
+             # Topic history: [[topics.history]] pattern = \"chat.>\" messages = 100 seconds = 3600\n\
              # Per-collection merge policy: [collections.tasks] policy = \"server_wins\"\n\n{body}"
         )
     }
@@ -379,6 +440,17 @@ impl Config {
         if let Some(v) = get("SYNC_MAX_DOCUMENT_BYTES") {
             self.limits.max_document_bytes = parse("SYNC_MAX_DOCUMENT_BYTES", v)?;
         }
+        if let Some(v) = get("SYNC_MAX_SUBSCRIPTIONS") {
+            self.limits.max_subscriptions = parse("SYNC_MAX_SUBSCRIPTIONS", v)?;
+        }
+        if let Some(v) = get("SYNC_TOPICS_MAX_HISTORY_TOPICS") {
+            self.topics.max_history_topics = parse("SYNC_TOPICS_MAX_HISTORY_TOPICS", v)?;
+        }
+        if let Some(v) = get("SYNC_TOPICS_HISTORY") {
+            let rules: Result<Vec<HistoryRule>, String> = v.split_whitespace().map(HistoryRule::parse).collect();
+            self.topics.history =
+                rules.map_err(|message| ConfigError::Env { name: "SYNC_TOPICS_HISTORY", value: v.clone(), message })?;
+        }
         if let Some(v) = get("SYNC_RATE_LIMIT_PER_SECOND") {
             self.rate_limit.per_second = parse("SYNC_RATE_LIMIT_PER_SECOND", v)?;
         }
@@ -414,6 +486,7 @@ impl fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("rate_limit", &self.rate_limit)
             .field("write", &self.write)
+            .field("topics", &self.topics)
             .field("collections", &self.collections)
             .field("default_policy", &self.default_policy)
             .field("monitoring", &self.monitoring)
@@ -477,6 +550,34 @@ mod tests {
         let err = config.apply_env(|name| (name == "SYNC_DB_POOL_SIZE").then(|| "many".into())).unwrap_err();
         assert!(err.to_string().contains("SYNC_DB_POOL_SIZE"), "{err}");
         assert_eq!(Config::default().database.pool_size, 10);
+    }
+
+    #[test]
+    fn topic_history_from_file_and_env() {
+        let mut config: Config = toml::from_str(
+            "[topics]\nmax_history_topics = 5\n[[topics.history]]\npattern = \"chat.>\"\nmessages = 100\nseconds = 3600\n",
+        )
+        .unwrap();
+        assert_eq!(config.topics.history, [HistoryRule { pattern: "chat.>".into(), messages: 100, seconds: 3600 }]);
+        assert_eq!(config.topics.max_history_topics, 5);
+        config
+            .apply_env(|name| match name {
+                "SYNC_TOPICS_HISTORY" => Some(" a:b.*:10:60  news.>:1:5 ".into()),
+                "SYNC_MAX_SUBSCRIPTIONS" => Some("7".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            config.topics.history,
+            [
+                HistoryRule { pattern: "a:b.*".into(), messages: 10, seconds: 60 },
+                HistoryRule { pattern: "news.>".into(), messages: 1, seconds: 5 },
+            ]
+        );
+        assert_eq!(config.limits.max_subscriptions, 7);
+        let err = config.apply_env(|name| (name == "SYNC_TOPICS_HISTORY").then(|| "chat.>:many:5".into())).unwrap_err();
+        assert!(err.to_string().contains("messages must be a whole number"), "{err}");
+        assert_eq!(Config::default().limits.max_subscriptions, 1000);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Extension, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use serde::Deserialize;
 use serde_json::json;
 use sync_core::model::validate_client_id;
@@ -34,8 +34,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/ws", get(upgrade))
         .route("/ws/sync", get(upgrade))
         .route("/metrics", any(not_yet))
-        .route("/api/sync/publish", any(not_yet))
-        .route("/api/sync/broadcast", any(not_yet))
+        .route("/api/sync/publish", post(crate::topics_http::publish))
+        .route("/api/sync/broadcast", post(crate::topics_http::broadcast))
         .route("/events", get(crate::events::get).post(crate::events::post))
         .route("/acl", get(crate::access::get).put(crate::access::put))
         .method_not_allowed_fallback(method_not_allowed)
@@ -121,11 +121,14 @@ async fn stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result
 
 async fn status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, HttpError> {
     require_admin(&state, &headers, b"").await?;
+    let (topics, subscriptions) = state.topics.counts();
     Ok(Json(json!({
         "status": "running",
         "clients": state.hub.client_count(),
         "connections": state.connections.load(std::sync::atomic::Ordering::Relaxed),
         "timestamp": Timestamp::now(),
+        "topics": topics,
+        "subscriptions": subscriptions,
     })))
 }
 
@@ -189,6 +192,9 @@ pub(crate) struct UpgradeParams {
     pub(crate) client_id: Option<String>,
     /// Resume point, for a session authenticated by the upgrade request.
     pub(crate) last_sequence: Option<u64>,
+    /// The user the older JavaScript client names; never trusted without a credential,
+    /// and with one it must be the credential's user.
+    pub(crate) user_id: Option<String>,
 }
 
 async fn upgrade(
@@ -234,16 +240,25 @@ async fn upgrade(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|v| v.trim().to_owned())
         .or(params.token.clone());
+    if bearer.is_none() && params.user_id.is_some() {
+        // The older JavaScript client's `?user_id=` alone would be a claim without proof.
+        return HttpError::new(
+            ErrorCode::InvalidAuth,
+            "`user_id` on the URL needs a credential: `?token=<jwt>` or `Authorization: Bearer`",
+        )
+        .into_response();
+    }
     // A `?client_id=` no replica should have is refused like a malformed `authenticate`.
     let client_id_ok = params.client_id.as_deref().is_none_or(|id| validate_client_id(id).is_ok());
     let pre_auth = match bearer {
         None => None,
         Some(_) if !client_id_ok => Some(Box::new(Err(AuthFailure::Malformed))),
         // Boxed: it is held by the session's future for as long as the connection lives.
-        Some(token) => Some(Box::new(state.auth.authenticate_bearer(&token).await.map(|principal| PreAuth {
-            principal,
-            client_id: params.client_id.clone(),
-            last_sequence: params.last_sequence,
+        Some(token) => Some(Box::new(state.auth.authenticate_bearer(&token).await.and_then(|principal| {
+            if params.user_id.as_ref().is_some_and(|user| *user != principal.user_id) {
+                return Err(AuthFailure::Invalid);
+            }
+            Ok(PreAuth { principal, client_id: params.client_id.clone(), last_sequence: params.last_sequence })
         }))),
     };
     let (response, connection) = match incoming.upgrade(ws_options(&state)) {

@@ -69,15 +69,17 @@ pub(crate) struct SessionLink {
 }
 
 impl SessionLink {
-    /// Queues a message without waiting; a full queue disconnects the session.
-    pub(crate) fn offer(&self, outbound: Outbound) {
+    /// Queues a message without waiting; a full queue disconnects the session. Returns
+    /// whether the message was queued.
+    pub(crate) fn offer(&self, outbound: Outbound) -> bool {
         match self.tx.try_send(outbound) {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(TrySendError::Full(_)) => {
                 tracing::warn!(session = self.id, "session queue full: disconnecting the slow client");
                 self.kill.cancel();
+                false
             }
-            Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Closed(_)) => false,
         }
     }
 }

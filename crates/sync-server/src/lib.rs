@@ -12,6 +12,9 @@
 //!   `handlers`: one file per message that is not a change.
 //! - `writer`: the write path (decide, group commit, answers, delivery); `hub`: sessions
 //!   and ordered fan-out; `queue`: each session's bounded outbound queue.
+//! - `topics`: publish/subscribe — subscriptions, wildcards, history for recovery, and
+//!   the fan-out into the same session queues; `topics_http`: its admin REST routes
+//!   (`POST /api/sync/publish`, `/api/sync/broadcast`).
 //! - `events`: the event-log HTTP API (`GET`/`POST /events`) over the change log and
 //!   the write path.
 //! - `access`: replacing the access rules (`/acl`, the CLI) and putting them in force;
@@ -44,6 +47,8 @@ mod queue;
 mod ratelimit;
 mod session;
 mod state;
+mod topics;
+mod topics_http;
 mod wire;
 mod writer;
 

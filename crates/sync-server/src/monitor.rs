@@ -1,6 +1,7 @@
 //! Monitoring mode (`MONITORING=true`): a colored, human-readable activity log on stdout
 //! — connections, authentication, messages, committed patches with their ops,
-//! conflicts, refusals and errors.
+//! conflicts, topic subscriptions and publishes (by topic name, never their data),
+//! refusals and errors.
 //!
 //! The log is a `tracing` layer: the server emits its activity as events on the target
 //! [`TARGET`] (with [`activity!`]), and [`layer`] prints them, one line each, when
@@ -45,6 +46,7 @@ fn color_of(tag: &str) -> &'static str {
         "AUTH FAIL" => RED,
         "IN" => BLUE,
         "CONFLICT" => MAGENTA,
+        "PUBLISH" | "SUBSCRIBE" => CYAN,
         "REFUSED" | "ERROR" => YELLOW,
         _ => DIM,
     }

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use sync_core::protocol::{
     AuthError, ClientEnvelope, ClientMessage, DecodeError, RequestId, ServerMessage, decode_client_frame,
+    top_level_request_id,
 };
 use sync_core::{ErrorBody, ErrorCode};
 use tracing::Instrument as _;
@@ -119,7 +120,10 @@ fn read(state: &AppState, frame: Frame) -> Read {
             let limit = state.config.limits.max_frame_bytes;
             if payload.len() > limit {
                 let message = format!("frame is {} bytes; the limit is {limit}", payload.len());
-                return Read::Refused(ErrorCode::PayloadTooLarge, message, None);
+                // The refusal answers the request when its id can be read: one pass
+                // over the text, no parse.
+                let request_id = std::str::from_utf8(&payload).ok().and_then(top_level_request_id);
+                return Read::Refused(ErrorCode::PayloadTooLarge, message, request_id);
             }
             let Ok(text) = std::str::from_utf8(&payload) else {
                 return Read::Refused(ErrorCode::InvalidMessage, "text frame is not valid UTF-8".into(), None);
@@ -329,6 +333,13 @@ fn describe(message: &ClientMessage) -> String {
         ClientMessage::DeleteDocument(d) => d.document_id.clone(),
         ClientMessage::GetChangesSince(g) => format!("after #{}", g.last_sequence),
         ClientMessage::GetDocument(g) => g.document_id.clone(),
+        // Topics by name, never their data.
+        ClientMessage::Subscribe(s) => match s.since_offset {
+            Some(offset) => format!("{} since offset {offset}", s.topic),
+            None => s.topic.clone(),
+        },
+        ClientMessage::Unsubscribe(u) => u.topic.clone(),
+        ClientMessage::Publish(p) => format!("{}{}", p.topic, if p.echo { " (echo)" } else { "" }),
         _ => String::new(),
     }
 }

@@ -1,5 +1,5 @@
 //! What the HTTP routes, the sessions and the handlers share: the configuration, the
-//! store, the hub, the credential checks, the write path's queue, the limits, and the
+//! store, the hub, the topics, the credential checks, the write path's queue, the limits, and the
 //! shutdown signal. `app` builds it once at start-up.
 
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use crate::backend::AnyStore;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::ratelimit::RateLimiter;
+use crate::topics::Topics;
 use crate::writer::WriteRequest;
 
 /// Everything the HTTP routes and sessions share.
@@ -23,6 +24,8 @@ pub(crate) struct AppState {
     pub(crate) config: Arc<Config>,
     pub(crate) store: AnyStore,
     pub(crate) hub: Arc<Hub>,
+    /// Topic subscriptions and their fan-out, apart from the hub's documents.
+    pub(crate) topics: Arc<Topics>,
     pub(crate) auth: Authenticator,
     /// The write path's queue (bounded: a full queue makes writing sessions wait).
     pub(crate) writes: mpsc::Sender<WriteRequest>,

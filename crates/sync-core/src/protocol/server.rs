@@ -428,11 +428,16 @@ pub struct Subscribed {
     pub recovered: Option<bool>,
 }
 
-/// `unsubscribed`.
+/// `unsubscribed`: the reply to `unsubscribe`, or a push when the server ended the
+/// subscription itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopicReply {
     /// The topic name or pattern.
     pub topic: String,
+    /// On a push only: why the server ended the subscription (`forbidden`: the access
+    /// rules changed and no longer let this user subscribe to it). Absent on a reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `published`.

@@ -55,10 +55,10 @@ pub(crate) async fn dispatch(
         ClientMessage::RequestFullSync(m) => request_full_sync::handle(ctx, m, request_id).await,
         ClientMessage::GetDocument(m) => get_document::handle(ctx, m, request_id).await,
         ClientMessage::GetHistory(m) => get_history::handle(ctx, m, request_id).await,
-        ClientMessage::Subscribe(_) => topics::not_available(ctx, "subscribe", request_id),
-        ClientMessage::Unsubscribe(_) => topics::not_available(ctx, "unsubscribe", request_id),
-        ClientMessage::Publish(_) => topics::not_available(ctx, "publish", request_id),
-        ClientMessage::Connect(_) => topics::not_available(ctx, "connect", request_id),
+        ClientMessage::Subscribe(m) => topics::subscribe(ctx, m, request_id),
+        ClientMessage::Unsubscribe(m) => topics::unsubscribe(ctx, m, request_id),
+        ClientMessage::Publish(m) => topics::publish(ctx, m, request_id),
+        ClientMessage::Connect(m) => topics::connect(ctx, m, request_id),
         ClientMessage::Ping => {
             ctx.send(&ServerMessage::Pong, request_id);
             Ok(())

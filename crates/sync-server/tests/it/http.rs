@@ -1,7 +1,7 @@
 //! The HTTP routes on the WebSocket's port (PROTOCOL.md §9): `/health`, `/ready`, the
 //! admin routes `/stats` and `/api/sync/status` (401 without credentials, 403 for a
 //! non-admin key, 200 for an admin key via the HMAC headers), JSON errors for unknown
-//! routes, and 501 JSON errors for routes not built yet.
+//! routes, and 501 JSON errors for routes not built yet (`/metrics`).
 
 use crate::common;
 
@@ -134,7 +134,7 @@ async fn unknown_and_unbuilt_routes_answer_with_json_errors(backend: Backend) {
         assert!(body["error"]["code"].is_string(), "{body}");
         assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains(path)), "{body}");
     }
-    for (method, path) in [("GET", "/metrics"), ("POST", "/api/sync/publish"), ("POST", "/api/sync/broadcast")] {
+    for (method, path) in [("GET", "/metrics")] {
         let response = http_request(server.addr, method, path, &[], b"").await;
         assert_eq!(response.status, 501, "{method} {path}: {response:?}");
         let body = response.json();
@@ -142,7 +142,14 @@ async fn unknown_and_unbuilt_routes_answer_with_json_errors(backend: Backend) {
         assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     }
     // A known route with the wrong method: still a JSON error.
-    for (method, path) in [("POST", "/health"), ("DELETE", "/stats"), ("PUT", "/ready"), ("POST", "/acl")] {
+    for (method, path) in [
+        ("POST", "/health"),
+        ("DELETE", "/stats"),
+        ("PUT", "/ready"),
+        ("POST", "/acl"),
+        ("GET", "/api/sync/publish"),
+        ("GET", "/api/sync/broadcast"),
+    ] {
         let response = http_request(server.addr, method, path, &[], b"").await;
         assert_eq!(response.status, 405, "{method} {path}: {response:?}");
         assert!(response.json()["error"]["code"].is_string(), "{method} {path}: {response:?}");

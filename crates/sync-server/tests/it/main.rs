@@ -27,3 +27,4 @@ mod sharing;
 mod shutdown;
 mod slowloris;
 mod smoke;
+mod topics;
