@@ -95,8 +95,9 @@ pub enum TopicEvent {
     Message(TopicMessage),
     /// Messages may be missing here.
     Gap(Gap),
-    /// The server refused to renew the subscription after a reconnect (the access rules
-    /// changed, say); nothing more comes, and `recv` then answers `None`.
+    /// The server ended the subscription (the access rules changed and no longer allow
+    /// it), or refused to renew it after a reconnect; nothing more comes, and `recv` then
+    /// answers `None`.
     Refused {
         /// The protocol error code (`forbidden`, …).
         code: ErrorCode,
@@ -437,12 +438,13 @@ impl Topics {
         }
     }
 
-    /// The server refused the subscription `text` (entry `id`): the waiting `subscribe`
-    /// fails, the handles of a renewal get [`TopicEvent::Refused`], and the entry goes.
-    pub(crate) fn refused(&self, text: &str, id: u64, refusal: Refusal) {
+    /// The server refused the subscription `text` (entry `id`; any entry of that text
+    /// when `None`: the server ended the subscription it held): the waiting `subscribe`
+    /// fails, the handles get [`TopicEvent::Refused`], and the entry goes.
+    pub(crate) fn refused(&self, text: &str, id: Option<u64>, refusal: Refusal) {
         let mut state = self.lock();
         let key = Key::Topic(text.to_owned());
-        if state.entries.get(&key).is_none_or(|e| e.id != id) {
+        if state.entries.get(&key).is_none_or(|e| id.is_some_and(|id| e.id != id)) {
             return;
         }
         let Some(mut entry) = state.entries.remove(&key) else { return };

@@ -5,7 +5,9 @@
 //! registry ([`crate::topics`]).
 //!
 //! Topic messages never wait for the document catch-up: they are handled as they
-//! arrive, also between its pages.
+//! arrive, also between its pages. A subscription the server ends on its own (the access
+//! rules changed: `unsubscribed` with a `reason`) ends here too, with a
+//! [`TopicEvent::Refused`](crate::TopicEvent) for its handles.
 
 use sync_core::protocol::{
     ClientEnvelope, ClientMessage, Publish, RequestId, ServerEnvelope, ServerMessage, Subscribe, TopicRequest,
@@ -91,13 +93,22 @@ impl Session {
             (ServerMessage::Error(e), Some(Pending::Subscribe { text, id, .. })) => {
                 tracing::debug!(topic = %text, code = %e.code, "subscription refused");
                 self.topics_held.remove(&text);
-                topics.refused(&text, id, Refusal { code: e.code, message: e.message });
+                topics.refused(&text, Some(id), Refusal { code: e.code, message: e.message });
             }
             (ServerMessage::Error(e), Some(Pending::Publish { reply, .. })) => {
                 let _ = reply.send(Err(crate::error::SyncError::Server { code: e.code, message: e.message }));
             }
             (ServerMessage::Error(e), Some(Pending::Unsubscribe)) => {
                 tracing::debug!(code = %e.code, message = %e.message, "unsubscribe refused");
+            }
+            // Pushed: the server ended a subscription (the access rules changed).
+            (ServerMessage::Unsubscribed(ended), None) if ended.reason.is_some() => {
+                let reason = ended.reason.unwrap_or_default();
+                let code = serde_json::from_value(serde_json::Value::String(reason.clone()))
+                    .unwrap_or(sync_core::ErrorCode::Forbidden);
+                let message = format!("the server ended the subscription {:?}: {reason}", ended.topic);
+                self.topics_held.remove(&ended.topic);
+                topics.refused(&ended.topic, None, Refusal { code, message });
             }
             // Answers to topic requests that are not (or no longer) expected.
             (ServerMessage::Subscribed(_) | ServerMessage::Unsubscribed(_) | ServerMessage::Published(_), _) => {}

@@ -1,7 +1,7 @@
 //! Topics as an application sees them, against a real server process over real
 //! WebSockets: users and devices exchanging messages, a message routed to every local
-//! subscription it matches, the personal topic, clear errors, and subscriptions that
-//! survive a server restart and a dropped connection (recovering what was missed on a
+//! subscription it matches, the personal topic, clear errors, a subscription the access
+//! rules end, and subscriptions that survive a server restart and a dropped connection (recovering what was missed on a
 //! topic whose history the server keeps, and saying so where it cannot).
 //!
 //! Nothing here waits for something *not* to happen: where a test shows that a message
@@ -16,6 +16,7 @@ use sync_core::auth::user_id_for_email;
 use sync_testkit::ServerProcess;
 
 use crate::common::{self, Proxy};
+use crate::sharing::{Sharing, rule};
 
 const ALICE: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";
@@ -327,5 +328,36 @@ async fn a_dropped_connection_recovers_a_topic_with_history_and_reports_a_gap_el
         }
     }
     assert_eq!(recovered, [(Some(2), Some(2)), (Some(3), Some(3)), (Some(4), Some(4))]);
+    Ok(())
+}
+
+/// An admin changes the access rules so that a user may no longer subscribe to a topic:
+/// the server ends the subscription, and the handle says so and closes, while a
+/// subscription the new rules allow goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_the_rules_no_longer_allow_ends_with_a_refusal() -> anyhow::Result<()> {
+    let sharing = Sharing::start()?;
+    let reader = sharing.engine("reader", ALICE, None);
+    let writer = sharing.engine("writer", BOB, None);
+    connected(&[&reader, &writer]).await?;
+    let mut secret = reader.subscribe("team.secret").await?;
+    let mut public = reader.subscribe("public.news").await?;
+    assert_eq!(publish(&writer, "team.secret", 1).await?, 1);
+    assert_eq!(n(&mut secret).await, 1);
+
+    // From now on only `public.*` topics are open to everyone.
+    assert_eq!(sharing.put_acl(json!([rule("*", "topic:public.*", "*")]))?, 204);
+    match next(&mut secret).await {
+        TopicEvent::Refused { code: ErrorCode::Forbidden, message } => {
+            assert!(message.contains("team.secret"), "{message}")
+        }
+        other => panic!("expected the subscription's end, got {other:?}"),
+    }
+    assert_eq!(tokio::time::timeout(WAIT, secret.recv()).await?, None, "closed after the refusal");
+    assert!(secret.is_closed());
+    assert_eq!(publish(&writer, "public.news", 2).await?, 1);
+    assert_eq!(n(&mut public).await, 2);
+    let refused = reader.subscribe("team.secret").await;
+    assert!(matches!(refused, Err(SyncError::Server { code: ErrorCode::Forbidden, .. })), "{refused:?}");
     Ok(())
 }
