@@ -39,8 +39,10 @@ pub(crate) struct TopicsArgs {
     /// they arrive (see `--window`).
     #[arg(long, default_value_t = 0.0)]
     pub(crate) rate: f64,
-    /// Closed loop: most deliveries published but not yet received.
-    #[arg(long, default_value_t = 20_000)]
+    /// Closed loop: most deliveries published but not yet received (100,000: ten
+    /// messages per subscriber of a 10,000-subscriber topic, far below the server's
+    /// queue of 1,024 per session).
+    #[arg(long, default_value_t = 100_000)]
     pub(crate) window: u64,
     /// Publishing connections; the topics are shared out among them.
     #[arg(long, default_value_t = 1)]
@@ -94,18 +96,22 @@ pub(crate) async fn run(target: &Target, args: &TopicsArgs) -> anyhow::Result<Re
     let measured = Duration::from_secs_f64(args.seconds);
     let progress =
         Arc::new(Progress { published: AtomicU64::new(0), received: AtomicU64::new(0), done: AtomicBool::new(false) });
-    // When publishing starts, in micros of the bench clock; set before the barrier opens.
+    // When publishing starts, in micros of the bench clock: set once every connection is
+    // up (`ready`), read once the second barrier (`go`) opens, so neither the warm-up nor
+    // the measured window includes the set-up.
     let started = Arc::new(AtomicU64::new(0));
     let ready = Arc::new(Barrier::new(connections + args.publishers + 1));
+    let go = Arc::new(Barrier::new(connections + args.publishers + 1));
     let connecting = Arc::new(Semaphore::new(256));
     let spread = crate::source_addresses(connections + args.publishers);
 
     let setup = Instant::now();
     let mut subscribers = Vec::with_capacity(connections);
     for i in 0..connections {
-        let (target, ready, connecting, started, progress) = (
+        let (target, ready, go, connecting, started, progress) = (
             target.clone_for_task(),
             Arc::clone(&ready),
+            Arc::clone(&go),
             Arc::clone(&connecting),
             Arc::clone(&started),
             Arc::clone(&progress),
@@ -126,6 +132,7 @@ pub(crate) async fn run(target: &Target, args: &TopicsArgs) -> anyhow::Result<Re
             }
             .await;
             ready.wait().await;
+            go.wait().await;
             let mut client = client?;
             let start = started.load(Ordering::Acquire);
             let window = (start + warmup.as_micros() as u64, start + (warmup + measured).as_micros() as u64);
@@ -150,22 +157,35 @@ pub(crate) async fn run(target: &Target, args: &TopicsArgs) -> anyhow::Result<Re
 
     let mut publishers = Vec::with_capacity(args.publishers);
     for p in 0..args.publishers {
-        let (target, ready, started, progress, args) =
-            (target.clone_for_task(), Arc::clone(&ready), Arc::clone(&started), Arc::clone(&progress), args.clone());
+        let (target, ready, go, started, progress, args) = (
+            target.clone_for_task(),
+            Arc::clone(&ready),
+            Arc::clone(&go),
+            Arc::clone(&started),
+            Arc::clone(&progress),
+            args.clone(),
+        );
         let names: Vec<String> = (p..args.topics).step_by(args.publishers).map(topic).collect();
         let local = spread.get((connections + p) % spread.len().max(1)).copied();
         publishers.push(tokio::spawn(async move {
-            let mut client = BenchClient::connect(&target.url, local, target.compression).await?;
-            client.authenticate(&target.credentials, "topics-pub@bench.local", None).await?;
+            let client = async {
+                let mut client = BenchClient::connect(&target.url, local, target.compression).await?;
+                client.authenticate(&target.credentials, "topics-pub@bench.local", None).await?;
+                anyhow::Ok(client)
+            }
+            .await;
+            // Every task reaches both barriers, failed or not, so none waits forever.
             ready.wait().await;
+            go.wait().await;
+            let client = client?;
             publish(client, &names, &args, epoch, &started, &progress).await
         }));
     }
 
-    let start = epoch.elapsed();
-    started.store(start.as_micros() as u64, Ordering::Release);
     ready.wait().await;
     let setup_seconds = setup.elapsed().as_secs_f64();
+    started.store(epoch.elapsed().as_micros() as u64, Ordering::Release);
+    go.wait().await;
 
     let mut sent = Published::default();
     let mut failed_publishers = 0;
