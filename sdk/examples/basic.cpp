@@ -52,6 +52,27 @@ int main(int argc, char **argv) {
         std::cout << "events " << local_events << std::endl;
         std::cout << "user " << engine.get_user_id() << std::endl;
         std::cout << (synced ? "synced" : "not synced") << std::endl;
+        if (synced) {
+            // Topics: a message published with echo comes back to this session's subscription.
+            std::string received;
+            uint64_t sub = engine.subscribe("cpp.topic", [&received](const SyncTopicEvent *e) {
+                if (e->kind == SYNC_TOPIC_MESSAGE) received = e->data;
+            });
+            uint64_t delivered = engine.publish("cpp.topic", R"({"from":"c++"})", true);
+            for (int i = 0; i < wait_seconds * 20 && received.empty(); ++i) {
+                engine.process_events();
+                if (received.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            }
+            std::cout << "topic delivered " << delivered << " received " << received << std::endl;
+            engine.unsubscribe(sub);
+            try {
+                engine.publish("cpp.*", "{}");
+                std::cout << "wildcard publish accepted?!" << std::endl;
+                return 1;
+            } catch (const SyncClient::sync_exception &e) {
+                std::cout << "bad topic rejected (" << e.code() << "): " << e.what() << std::endl;
+            }
+        }
         SyncClient::sync_engine moved = std::move(engine);  // move-only, still works
         std::cout << "documents " << moved.count_documents() << std::endl;
         return synced ? 0 : 2;

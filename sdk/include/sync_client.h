@@ -8,6 +8,12 @@
 #include <stdint.h>
 
 /*
+ Most publishes queued or awaiting the server's answer at once; one more is refused
+ until an answer comes.
+ */
+#define MAX_PUBLISHES_IN_FLIGHT 1024
+
+/*
  The result of every fallible call.
  */
 typedef enum CSyncResult {
@@ -35,6 +41,15 @@ typedef enum CSyncResult {
    No such document.
    */
   ErrorNotFound = -5,
+  /*
+   The server refused a topic request: `forbidden`, `rate_limit_exceeded`,
+   `payload_too_large`, … (`sync_last_error()` names the code).
+   */
+  ErrorRefused = -6,
+  /*
+   Publishing needs a live connection (topic messages are not queued).
+   */
+  ErrorNotConnected = -7,
   /*
    Anything else (including a caught panic).
    */
@@ -106,6 +121,28 @@ typedef enum SyncEventType {
 } SyncEventType;
 
 /*
+ What a topic callback is told.
+ */
+typedef enum SyncTopicEventKind {
+  /*
+   A message: `topic`, `data`, `from`, `timestamp`, and `offset`/`epoch` on a topic
+   with history.
+   */
+  SYNC_TOPIC_MESSAGE = 0,
+  /*
+   Messages may be missing here: `missed` were dropped because events were not
+   processed fast enough, or (`missed` 0) the connection was lost and the
+   subscription was renewed without recovering what was published meanwhile.
+   */
+  SYNC_TOPIC_GAP = 1,
+  /*
+   The server refused to renew the subscription after a reconnect; `error` says why.
+   No more callbacks come for it (it stays registered until unsubscribed).
+   */
+  SYNC_TOPIC_REFUSED = 2,
+} SyncTopicEventKind;
+
+/*
  An engine handle for C. Opaque: create with `sync_engine_create`, free with
  `sync_engine_destroy`.
  */
@@ -158,6 +195,61 @@ typedef struct SyncEventData {
  A callback run by `sync_engine_process_events` on the calling thread.
  */
 typedef void (*SyncEventCallback)(const struct SyncEventData *event, void *context);
+
+/*
+ One topic event, valid only during the callback (copy what you keep).
+ */
+typedef struct SyncTopicEvent {
+  /*
+   What happened.
+   */
+  enum SyncTopicEventKind kind;
+  /*
+   The subscription's id (from `sync_engine_subscribe`).
+   */
+  uint64_t subscription_id;
+  /*
+   The name or pattern subscribed to (`user.<id>` for the personal topic).
+   */
+  const char *subscription;
+  /*
+   Messages: the topic it was published on; NULL otherwise.
+   */
+  const char *topic;
+  /*
+   Messages: what was published, as JSON; NULL otherwise.
+   */
+  const char *data;
+  /*
+   Messages: the publishing user's id; NULL when the server published it.
+   */
+  const char *from;
+  /*
+   Messages: when the server received it (RFC 3339); NULL otherwise.
+   */
+  const char *timestamp;
+  /*
+   Messages on a topic with history: its offset (1, 2, …); 0 otherwise.
+   */
+  uint64_t offset;
+  /*
+   Messages on a topic with history: the epoch of the offset; NULL otherwise.
+   */
+  const char *epoch;
+  /*
+   Gaps: how many messages were dropped; 0 when unknown (not recovered).
+   */
+  uint64_t missed;
+  /*
+   Refusals: the code and the server's message; NULL otherwise.
+   */
+  const char *error;
+} SyncTopicEvent;
+
+/*
+ A topic callback, run by `sync_engine_process_events` on the calling thread.
+ */
+typedef void (*SyncTopicCallback)(const struct SyncTopicEvent *event, void *user_data);
 
 
 
@@ -351,14 +443,89 @@ enum CSyncResult sync_engine_register_event_callback(struct CSyncEngine *engine,
                                                      int32_t event_filter);
 
 /*
- Runs the registered callbacks for every queued event on this thread; writes how many
- ran to `*out_processed_count` (which may be NULL).
+ Runs the registered callbacks for every queued event on this thread, then the topic
+ callbacks (`sync_engine_subscribe`) for every message waiting; writes how many
+ callbacks ran to `*out_processed_count` (which may be NULL).
 
  # Safety
  `engine` a live handle; `out_processed_count` NULL or writable.
  */
 enum CSyncResult sync_engine_process_events(struct CSyncEngine *engine,
                                             uint32_t *out_processed_count);
+
+/*
+ Subscribes to a topic name (`team.42.chat`) or pattern (`team.*.chat`, `team.>`):
+ from now on `callback` runs, inside `sync_engine_process_events` on the calling
+ thread, for every message on a matching topic (and for gaps, see
+ `SyncTopicEventKind`), with `user_data` handed back untouched. Writes the
+ subscription's id to `*out_subscription_id` (which may be NULL), for
+ `sync_engine_unsubscribe`.
+
+ While connected this waits for the server's answer (at most 10 s): a refusal is
+ `ErrorRefused` (`sync_last_error()`: `forbidden`, …). While offline it returns at once
+ and the subscription is made on connecting. Subscriptions are renewed after every
+ reconnect. An invalid name or pattern is `ErrorInvalidInput`. `broadcast` reaches every
+ session without subscribing; subscribing to it only routes it to this callback.
+
+ # Safety
+ `engine` a live handle; `topic` a NUL-terminated string; `callback` safe to call from
+ the thread that calls `sync_engine_process_events`, with `user_data`, until
+ `sync_engine_unsubscribe` of this subscription (or `sync_engine_destroy`) returns;
+ `out_subscription_id` NULL or writable.
+ */
+enum CSyncResult sync_engine_subscribe(struct CSyncEngine *engine,
+                                       const char *topic,
+                                       SyncTopicCallback callback,
+                                       void *user_data,
+                                       uint64_t *out_subscription_id);
+
+/*
+ Subscribes to this user's personal topic (`user.<user id>`): what the user's other
+ devices, admins and the server send to this user. Works before the engine has
+ connected; needs no answer from the server. Otherwise as `sync_engine_subscribe`.
+
+ # Safety
+ As `sync_engine_subscribe`.
+ */
+enum CSyncResult sync_engine_subscribe_personal(struct CSyncEngine *engine,
+                                                SyncTopicCallback callback,
+                                                void *user_data,
+                                                uint64_t *out_subscription_id);
+
+/*
+ Ends a subscription made with `sync_engine_subscribe` or
+ `sync_engine_subscribe_personal`: its callback is not called again once this returns
+ (so its `user_data` may be freed), even from inside a callback. The server is told
+ once no subscription of that name or pattern is left. An unknown id is
+ `ErrorNotFound`.
+
+ # Safety
+ `engine` a live handle.
+ */
+enum CSyncResult sync_engine_unsubscribe(struct CSyncEngine *engine, uint64_t subscription_id);
+
+/*
+ Publishes `data_json` (any JSON) on `topic` (a name, no wildcards) to every session
+ subscribed to it, and to this one too when `echo` is true and it is subscribed; waits
+ for the server's answer (a round trip, at most 10 s: call it off a thread that must
+ not wait). Writes how many sessions it was queued for to `*out_delivered`, and its
+ offset on a topic with history (else 0) to `*out_offset`; either may be NULL.
+
+ Topic messages are live, not queued: while disconnected this is `ErrorNotConnected`.
+ A refusal is `ErrorRefused` (`forbidden`, `rate_limit_exceeded`, `payload_too_large`);
+ an invalid name or JSON is `ErrorInvalidInput`; a connection lost before the answer
+ is `ErrorConnection` (the message may or may not have been delivered).
+
+ # Safety
+ `engine` a live handle; `topic` and `data_json` NUL-terminated strings;
+ `out_delivered` and `out_offset` NULL or writable.
+ */
+enum CSyncResult sync_engine_publish(struct CSyncEngine *engine,
+                                     const char *topic,
+                                     const char *data_json,
+                                     bool echo,
+                                     uint64_t *out_delivered,
+                                     uint64_t *out_offset);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -7,7 +7,9 @@
  *   std::string id = engine.create_document(R"({"title":"Buy milk"})");
  *   engine.update_document(id, R"({"done":true})");
  *   engine.register_callback([&](const SyncEventData *e, void *) { ... });
- *   engine.process_events();   // from your UI thread or a timer
+ *   uint64_t sub = engine.subscribe("team.42.chat", [&](const SyncTopicEvent *e) { ... });
+ *   engine.publish("team.42.chat", R"({"text":"hi"})");
+ *   engine.process_events();   // from your UI thread or a timer: runs both kinds of callbacks
  *
  * RAII: the destructor destroys the engine (pushing the outbox for its grace period
  * first). Move-only. Every failure throws SyncClient::sync_exception with the message.
@@ -17,6 +19,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -66,7 +69,8 @@ public:
     ~sync_engine() { sync_engine_destroy(engine_); }
     sync_engine(const sync_engine &) = delete;
     sync_engine &operator=(const sync_engine &) = delete;
-    sync_engine(sync_engine &&other) noexcept : engine_(other.engine_), callbacks_(std::move(other.callbacks_)) {
+    sync_engine(sync_engine &&other) noexcept
+        : engine_(other.engine_), callbacks_(std::move(other.callbacks_)), topics_(std::move(other.topics_)) {
         other.engine_ = nullptr;
     }
     sync_engine &operator=(sync_engine &&other) noexcept {
@@ -74,6 +78,7 @@ public:
             sync_engine_destroy(engine_);
             engine_ = other.engine_;
             callbacks_ = std::move(other.callbacks_);
+            topics_ = std::move(other.topics_);
             other.engine_ = nullptr;
         }
         return *this;
@@ -161,12 +166,57 @@ public:
         callbacks_.push_back(std::move(h));
     }
 
-    /* Runs the callbacks of queued events on this thread; returns how many ran. */
+    /* Runs the callbacks of queued events and topic messages on this thread; returns how
+     * many ran. */
     uint32_t process_events() {
         uint32_t processed = 0;
-        check(sync_engine_process_events(engine_, &processed), "process_events");
+        CSyncResult result = sync_engine_process_events(engine_, &processed);
+        retired_.clear();
+        check(result, "process_events");
         return processed;
     }
+
+    /* --- topics (issue 14) --- */
+    using topic_callback = std::function<void(const SyncTopicEvent *)>;
+
+    /* Subscribes to a topic name or pattern ("team.*.chat", "team.>"); the callback runs
+     * in process_events() for each message (and gap). Waits for the server's answer when
+     * connected; throws sync_exception on a refusal (ErrorRefused) or a bad name. Returns
+     * the id for unsubscribe(). */
+    uint64_t subscribe(const std::string &topic, topic_callback cb) {
+        std::unique_ptr<topic_callback> h(new topic_callback(std::move(cb)));
+        uint64_t id = 0;
+        check(sync_engine_subscribe(engine_, topic.c_str(), &sync_engine::topic_trampoline, h.get(), &id), "subscribe");
+        topics_[id] = std::move(h);
+        return id;
+    }
+
+    /* Subscribes to this user's personal topic (user.<id>), which needs no server answer. */
+    uint64_t subscribe_personal(topic_callback cb) {
+        std::unique_ptr<topic_callback> h(new topic_callback(std::move(cb)));
+        uint64_t id = 0;
+        check(sync_engine_subscribe_personal(engine_, &sync_engine::topic_trampoline, h.get(), &id),
+              "subscribe_personal");
+        topics_[id] = std::move(h);
+        return id;
+    }
+
+    /* Ends a subscription; its callback is not called again (also safe from inside it). */
+    void unsubscribe(uint64_t id) {
+        check(sync_engine_unsubscribe(engine_, id), "unsubscribe");
+        /* Kept until the next process_events() returns: the callback may be running now. */
+        retired_.push_back(std::move(topics_[id]));
+        topics_.erase(id);
+    }
+
+    /* Publishes JSON on a topic name and waits for the server's answer; returns how many
+     * sessions it was queued for. Throws when offline (ErrorNotConnected) or refused. */
+    uint64_t publish(const std::string &topic, const std::string &json, bool echo = false) {
+        uint64_t delivered = 0;
+        check(sync_engine_publish(engine_, topic.c_str(), json.c_str(), echo, &delivered, nullptr), "publish");
+        return delivered;
+    }
+    /* --- end topics --- */
 
     /* The C handle. */
     CSyncEngine *handle() const { return engine_; }
@@ -188,8 +238,12 @@ private:
     static void check(CSyncResult result, const char *what) {
         if (result != Success) throw sync_exception(result, std::string(what) + ": " + sync_last_error());
     }
+    static void topic_trampoline(const SyncTopicEvent *event, void *h) { (*static_cast<topic_callback *>(h))(event); }
     CSyncEngine *engine_;
     std::vector<std::unique_ptr<holder>> callbacks_;
+    /* Topic callbacks by subscription id, heap-allocated so their addresses survive moves. */
+    std::map<uint64_t, std::unique_ptr<topic_callback>> topics_;
+    std::vector<std::unique_ptr<topic_callback>> retired_;
 };
 
 }  // namespace SyncClient

@@ -75,6 +75,14 @@ impl BenchClient {
         self.ws.send(Frame::text(text)).await.context("sending")
     }
 
+    /// Sends raw texts, one frame each, with one flush.
+    pub(crate) async fn send_texts(&mut self, texts: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
+        for text in texts {
+            self.ws.feed(Frame::text(text)).await.context("sending")?;
+        }
+        self.ws.flush().await.context("sending")
+    }
+
     /// The next text message as raw bytes.
     pub(crate) async fn recv_raw(&mut self, wait: Duration) -> anyhow::Result<bytes::Bytes> {
         loop {

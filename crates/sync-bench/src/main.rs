@@ -66,6 +66,9 @@ enum Scenario {
     Offline(scenarios::offline::OfflineArgs),
     /// Users in teams sharing documents by rules; write rate, deliveries/s, catch-up of a reader of others.
     Shared(scenarios::shared::SharedArgs),
+    /// Topics: T topics × S subscribers, P publishers; deliveries/s and publish-to-receive
+    /// latency, closed loop or at a fixed rate.
+    Topics(scenarios::topics::TopicsArgs),
     /// Local write latency of the client engine (no server involved).
     ClientWrite(scenarios::client_write::ClientWriteArgs),
     /// kill -9 / restart cycles of a private SQLite server under write load; fails on
@@ -174,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Scenario::Catchup(args) => scenarios::catchup::run(&target, args).await?,
                 Scenario::Offline(args) => scenarios::offline::run(&target, args).await?,
                 Scenario::Shared(args) => scenarios::shared::run(&target, args).await?,
+                Scenario::Topics(args) => scenarios::topics::run(&target, args).await?,
                 Scenario::ClientWrite(_) | Scenario::Soak(_) => unreachable!("handled above"),
             }
         }

@@ -98,6 +98,26 @@ fn fanout_delivers_every_change_to_every_subscriber() {
     assert_eq!(latency_samples(&report, "delivery_latency") as f64, sent * 20.0);
 }
 
+/// Both drives of the topics scenario deliver every message to every subscriber of its
+/// topic, and the server's own count (`published.delivered`) agrees.
+#[test]
+fn topics_deliver_every_message_to_every_subscriber() {
+    let closed = ["topics", "--spawn", "sqlite", "--topics", "5", "--subscribers", "4", "--publishers", "2"];
+    let open = ["topics", "--spawn", "sqlite", "--topics", "1", "--subscribers", "30", "--rate", "3000"];
+    for args in [&closed[..], &open[..]] {
+        let args: Vec<&str> = args.iter().copied().chain(["--seconds", "1", "--warmup", "0.3"]).collect();
+        let report = bench(&args);
+        assert_eq!(report["scenario"], "topics");
+        assert_eq!(figure(&report, "failed_subscribers"), 0.0, "{report}");
+        assert_eq!(figure(&report, "publishes_refused"), 0.0, "{report}");
+        let expected = figure(&report, "deliveries_expected");
+        assert!(expected > 0.0, "{report}");
+        assert_eq!(figure(&report, "deliveries"), expected, "{report}");
+        assert_eq!(figure(&report, "deliveries_server_queued"), expected, "{report}");
+        assert_eq!(latency_samples(&report, "delivery_latency") as f64, expected, "one latency per delivery");
+    }
+}
+
 #[test]
 fn connections_are_held_and_measured() {
     let report = bench(&["connections", "--spawn", "sqlite", "--connections", "50", "--hold", "0"]);

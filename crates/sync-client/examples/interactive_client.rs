@@ -32,6 +32,11 @@
 //! status line saying so; when the rule is removed they disappear, with a line saying that
 //! too (an edit not yet sent to them is dropped).
 //!
+//! Activity: every change made with keys is announced on the user's personal topic
+//! (`user.<id>`, a live topic only that user's sessions receive), and the activity line
+//! shows what the user's other devices announce (`activity: device 1a2b3c4d completed
+//! "Buy milk"`). Announcements are live: one made offline is not sent.
+//!
 //! Files in `interactive_client/`: `task.rs` (the document shape), `app.rs` (keys and
 //! events), `ui.rs` (drawing).
 

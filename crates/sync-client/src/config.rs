@@ -90,6 +90,9 @@ pub struct SyncConfig {
     pub catch_up_page: u32,
     /// Most events kept for `process_events` before the oldest are dropped.
     pub event_queue: usize,
+    /// Most events a topic subscription keeps for the application before the oldest are
+    /// dropped (the next one it receives is then a `Gap::Dropped` saying how many).
+    pub topic_buffer: usize,
     /// Partial sync: when set, only documents of these collections are caught up,
     /// pushed and shared to this replica (sent on `authenticate` and every
     /// `get_changes_since`); `None` syncs every collection. Local writes to other
@@ -123,6 +126,7 @@ impl SyncConfig {
             shutdown_grace: Duration::from_secs(3),
             catch_up_page: 1000,
             event_queue: 100_000,
+            topic_buffer: 10_000,
             collections: None,
             tls_ca_file: None,
         }
@@ -182,6 +186,7 @@ pub struct SyncConfigBuilder {
     backoff: Option<(Duration, Duration)>,
     grace: Option<Duration>,
     catch_up_page: Option<u32>,
+    topic_buffer: Option<usize>,
     collections: Option<Vec<String>>,
     tls_ca_file: Option<PathBuf>,
 }
@@ -243,6 +248,13 @@ impl SyncConfigBuilder {
         self
     }
 
+    /// Most events a topic subscription keeps before dropping the oldest (at least 1;
+    /// see [`SyncConfig::topic_buffer`]).
+    pub fn topic_buffer(mut self, events: usize) -> Self {
+        self.topic_buffer = Some(events);
+        self
+    }
+
     /// Partial sync: only these collections (see [`SyncConfig::collections`]).
     pub fn collections<I, S>(mut self, collections: I) -> Self
     where
@@ -285,6 +297,9 @@ impl SyncConfigBuilder {
         }
         if let Some(page) = self.catch_up_page {
             config.catch_up_page = page.clamp(1, 5000);
+        }
+        if let Some(events) = self.topic_buffer {
+            config.topic_buffer = events.max(1);
         }
         config.collections = self.collections;
         config.tls_ca_file = self.tls_ca_file;

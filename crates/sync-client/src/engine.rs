@@ -23,6 +23,7 @@ use crate::error::{Result, SyncError};
 use crate::events::{EventDispatcher, EventStream, EventType, SyncEvent};
 use crate::local::{self, DocRow, Document, LocalStore};
 use crate::shared::Shared;
+use crate::topics::{ANSWER_TIMEOUT, Key, Publishing, Subscription};
 
 /// Largest document content accepted locally (the server's default limit).
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -323,6 +324,94 @@ impl SyncEngine {
         }
     }
 
+    // Topics (PROTOCOL.md §4.1): live messages, not stored. See the `topics` module for
+    // the guarantees.
+
+    /// Subscribes to a topic name (`team.42.chat`) or pattern (`team.*.chat`, `team.>`):
+    /// the handle yields every message published on a matching topic from now on,
+    /// until it is dropped (or [`SyncEngine::unsubscribe`] is called). A message reaches
+    /// every local subscription it matches.
+    ///
+    /// The name is checked here first (an invalid one is `InvalidInput`). While
+    /// connected, this waits for the server's answer (at most 10 s): a refusal
+    /// (`forbidden` by the access rules, too many subscriptions) is
+    /// `SyncError::Server`. While offline it returns at once; the subscription is made
+    /// when the engine connects. It is renewed after every reconnect, recovering what was
+    /// published meanwhile on topics whose history the server keeps; when that is not
+    /// possible the handle yields a [`Gap::NotRecovered`](crate::Gap).
+    ///
+    /// `broadcast` and the personal topic (see [`SyncEngine::subscribe_personal`]) reach
+    /// every session without subscribing: a subscription to them only routes them to
+    /// this handle.
+    pub async fn subscribe(&self, topic: &str) -> Result<Subscription> {
+        let (subscription, answer) = self.shared.topics().subscribe(Key::Topic(topic.to_owned()))?;
+        if let Some(answer) = answer {
+            match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+                // Answered, or the connection ended first (then it is renewed on the next).
+                Ok(Ok(Ok(())) | Err(_)) => {}
+                Ok(Ok(Err(refusal))) => return Err(refusal.into()),
+                Err(_) => {
+                    return Err(SyncError::Timeout(format!(
+                        "no answer to subscribe {topic:?} within {ANSWER_TIMEOUT:?}"
+                    )));
+                }
+            }
+        }
+        Ok(subscription)
+    }
+
+    /// Subscribes to this user's personal topic, `user.<user id>`: what the user's other
+    /// devices, admins' REST calls and the server send to this user. The server delivers
+    /// it to every session of the user without subscribing, so this works before the
+    /// user id is known and needs no answer.
+    pub fn subscribe_personal(&self) -> Result<Subscription> {
+        Ok(self.shared.topics().subscribe(Key::Personal)?.0)
+    }
+
+    /// The personal topic of this user (`user.<user id>`, to publish to the user's other
+    /// devices); `None` until the engine has connected once.
+    pub fn personal_topic(&self) -> Option<String> {
+        self.user_id().map(|id| sync_core::topic::personal_topic(&id))
+    }
+
+    /// Ends the subscription `topic` (as subscribed): every handle of it closes (its
+    /// `recv` answers `None` once drained) and the server is told. Not subscribed is not
+    /// an error.
+    pub fn unsubscribe(&self, topic: &str) -> Result<()> {
+        self.shared.topics().unsubscribe(topic)
+    }
+
+    /// Publishes `data` (any JSON) on the topic `topic` (a name, no wildcards), to every
+    /// session subscribed to it except this one. Await the returned [`Publishing`] for the
+    /// server's answer ([`Published`](crate::Published): how many sessions it was queued for, and its offset
+    /// on a topic with history) or its refusal (`SyncError::Server` with `forbidden`,
+    /// `rate_limit_exceeded`, `payload_too_large`); dropping it does not take the message
+    /// back.
+    ///
+    /// The message is queued for the current connection before this returns. Topic
+    /// messages are live, not queued for later: while disconnected this fails with
+    /// [`SyncError::NotConnected`], and if the connection drops before the answer the
+    /// publish fails with a connection error (the server may or may not have delivered
+    /// it). An invalid name is `InvalidInput`, and so is a publish while 1,024 others
+    /// still wait for their answers.
+    pub fn publish(&self, topic: &str, data: Value) -> Result<Publishing> {
+        Ok(Publishing { answer: self.shared.topics().publish(topic, data, false)? })
+    }
+
+    /// [`SyncEngine::publish`], and this session receives the message too when one of
+    /// its subscriptions matches (`echo`).
+    pub fn publish_echo(&self, topic: &str, data: Value) -> Result<Publishing> {
+        Ok(Publishing { answer: self.shared.topics().publish(topic, data, true)? })
+    }
+
+    /// Runs `future` to completion on the engine's runtime, blocking the calling thread
+    /// (which must not be an async runtime's): for the C ABI's calls that wait for the
+    /// server.
+    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> Result<F::Output> {
+        let runtime = self.runtime.as_ref().ok_or(SyncError::Shutdown)?;
+        Ok(runtime.block_on(future))
+    }
+
     /// A dispatcher to register callbacks and run them on the calling thread.
     pub fn event_dispatcher(&self) -> EventDispatcher {
         self.shared.event_dispatcher()
@@ -339,6 +428,7 @@ impl SyncEngine {
     /// Its last step is a checkpoint of the local database on the calling thread (see
     /// [Blocking](SyncEngine#blocking)).
     pub async fn shutdown(mut self) -> Result<()> {
+        self.shared.topics().close();
         self.shared.flush_and_stop();
         if let Some(task) = self.task.take() {
             let grace = self.shared.config().shutdown_grace + Duration::from_secs(1);
@@ -375,6 +465,7 @@ impl SyncEngine {
 impl Drop for SyncEngine {
     fn drop(&mut self) {
         let Some(runtime) = self.runtime.take() else { return };
+        self.shared.topics().close();
         self.shared.flush_and_stop();
         if let Some(task) = self.task.take() {
             // The engine's own thread does the work, so waiting here cannot deadlock even

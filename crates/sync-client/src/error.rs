@@ -89,6 +89,10 @@ pub enum SyncError {
     /// The engine is shut down.
     #[error("the sync engine is shut down")]
     Shutdown,
+    /// Something that needs a live connection was asked for while there is none
+    /// (publishing on a topic: topic messages are live, not queued).
+    #[error("not connected: {0}")]
+    NotConnected(String),
     /// A wait ran out of time.
     #[error("timed out: {0}")]
     Timeout(String),

@@ -9,13 +9,15 @@
 //!   behind its lock, the events, the connection state, the signals between them).
 //! - `connection/`: the background task: reconnect with backoff, authenticate, catch up,
 //!   send the outbox, apply what the server sends (one file per concern).
+//! - [`topics`]: topic subscriptions (bounded queues the application drains) and the
+//!   registry the connection task renews them from.
 //! - [`local`]: the local SQLite database; [`events`]: callbacks and streams;
 //!   [`config`]: options; [`error`]: `SyncError`.
 //! - [`ffi`]: the C ABI, the only module allowed `unsafe`.
 //!
 //! Dependencies point one way: `engine` → `shared` ← `connection`, and `engine` →
-//! `connection` only to spawn it; `shared` and `connection` → `local`, `events`,
-//! `config`; those three → `error` only; `ffi` → `engine` and the public types.
+//! `connection` only to spawn it; `shared` and `connection` → `local`, `events`, `topics`,
+//! `config`; those four → `error` only; `ffi` → `engine` and the public types.
 
 #![deny(unsafe_code)]
 
@@ -27,9 +29,12 @@ pub mod events;
 pub mod ffi;
 pub mod local;
 mod shared;
+pub mod topics;
 
 pub use config::{Auth, SyncConfig, SyncConfigBuilder};
 pub use engine::SyncEngine;
 pub use error::{Result, SyncError};
 pub use events::{EventDispatcher, EventStream, EventType, SyncEvent};
 pub use local::{DocStatus, Document};
+pub use sync_core::protocol::Published;
+pub use topics::{Gap, Publishing, Subscription, TopicEvent, TopicMessage};

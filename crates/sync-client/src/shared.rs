@@ -21,6 +21,7 @@ use crate::config::SyncConfig;
 use crate::error::Result;
 use crate::events::{EventDispatcher, EventHub, EventStream, EventType, SyncEvent};
 use crate::local::{self, DocRow, Document, LocalStore};
+use crate::topics::Topics;
 
 /// State shared by the handle and the background connection.
 pub(crate) struct Shared {
@@ -35,6 +36,8 @@ pub(crate) struct Shared {
     local: Mutex<LocalStore>,
     /// Where events are queued for the application.
     events: Arc<EventHub>,
+    /// Topic subscriptions and publishes (shared with the subscription handles).
+    topics: Arc<Topics>,
     /// Connected and authenticated.
     connected: AtomicBool,
     /// Caught up with the server on the current connection.
@@ -66,6 +69,7 @@ impl Shared {
         Ok(Shared {
             user_id: Mutex::new(user_id),
             events: Arc::new(EventHub::new(config.event_queue)),
+            topics: Arc::new(Topics::new(config.topic_buffer)),
             config,
             client_id,
             local: Mutex::new(local),
@@ -176,6 +180,11 @@ impl Shared {
     /// The newest server sequence stored locally.
     pub(crate) fn cursor(&self) -> u64 {
         self.cursor.load(Ordering::Acquire)
+    }
+
+    /// The topic registry.
+    pub(crate) fn topics(&self) -> &Arc<Topics> {
+        &self.topics
     }
 
     // Events.

@@ -10,4 +10,5 @@ pub(crate) mod fanout;
 pub(crate) mod offline;
 pub(crate) mod shared;
 pub(crate) mod soak;
+pub(crate) mod topics;
 pub(crate) mod write;

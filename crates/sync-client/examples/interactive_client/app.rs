@@ -6,6 +6,11 @@
 //! the network; the list is re-read from the local database after each change, after each
 //! batch of engine events, and whenever the sync state (connection, pending count, last
 //! sequence) moves, which is how "pending" turns into "synced" on screen.
+//!
+//! Activity: each change made with keys is announced on the user's personal topic
+//! (`user.<id>`, which only the user's own sessions receive), and what the user's other
+//! devices announce shows on the activity line. Announcements are live, not stored: one
+//! made while offline is not sent (the change itself still syncs).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -13,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::widgets::TableState;
 use serde_json::json;
-use sync_client::{DocStatus, EventDispatcher, EventType, SyncEngine, SyncEvent};
+use sync_client::{DocStatus, EventDispatcher, EventType, Subscription, SyncEngine, SyncEvent, TopicEvent};
 
 use crate::task::{self, COLLECTION, Priority, Task};
 
@@ -122,6 +127,10 @@ pub(crate) struct App<'a> {
     pub(crate) mode: Mode,
     /// The last event or error.
     pub(crate) status: StatusLine,
+    /// What the user's other devices did last, as announced on the personal topic.
+    pub(crate) activity: Option<String>,
+    /// The personal topic, where the other devices announce their changes.
+    announcements: Subscription,
     /// The sync facts as of the last tick.
     pub(crate) sync: SyncState,
     /// Tasks whose sync met a conflict, shown as such until the user edits them again.
@@ -153,6 +162,8 @@ impl<'a> App<'a> {
             table: TableState::default(),
             mode: Mode::Browse,
             status: StatusLine { text: format!("connecting to {server}..."), error: false },
+            activity: None,
+            announcements: engine.subscribe_personal()?,
             sync: SyncState::default(),
             conflicts: HashSet::new(),
             quit: false,
@@ -176,6 +187,13 @@ impl<'a> App<'a> {
     pub(crate) async fn tick(&mut self) {
         if let Err(e) = self.dispatcher.process_events() {
             self.error(format!("cannot process events: {e}"));
+        }
+        while let Some(event) = self.announcements.try_recv() {
+            if let TopicEvent::Message(message) = event
+                && let Some(line) = task::activity_line(&message.data)
+            {
+                self.activity = Some(line);
+            }
         }
         let events = std::mem::take(&mut *lock(&self.inbox));
         let mut changed = false;
@@ -329,7 +347,10 @@ impl<'a> App<'a> {
                 if key.code == KeyCode::Char('y') {
                     self.conflicts.remove(&id);
                     match self.engine.delete_document(&id).await {
-                        Ok(()) => self.info(format!("deleted: {title}")),
+                        Ok(()) => {
+                            self.announce("deleted", &title);
+                            self.info(format!("deleted: {title}"));
+                        }
                         Err(e) => self.error(format!("cannot delete {title}: {e}")),
                     }
                     self.refresh().await;
@@ -418,6 +439,7 @@ impl<'a> App<'a> {
                 let content = task::new_task(&title, priority, &task::parse_tags(&answer));
                 match self.engine.create_document_in(COLLECTION, content).await {
                     Ok(doc) => {
+                        self.announce("added", &title);
                         self.info(format!("created: {title}"));
                         self.refresh().await;
                         self.select(Some(&doc.id));
@@ -425,7 +447,7 @@ impl<'a> App<'a> {
                     Err(e) => self.error(format!("cannot create {title}: {e}")),
                 }
             }
-            Purpose::EditTitle { id } => self.update(&id, json!({"title": answer}), "title changed".to_owned()).await,
+            Purpose::EditTitle { id } => self.update(&id, json!({"title": answer}), "renamed".to_owned()).await,
             Purpose::EditTags { id } => {
                 let tags = task::parse_tags(&answer);
                 self.update(&id, json!({"tags": tags}), "tags changed".to_owned()).await;
@@ -443,10 +465,26 @@ impl<'a> App<'a> {
         // Editing a task after a conflict is the user's answer to it.
         self.conflicts.remove(id);
         match self.engine.update_document(id, partial).await {
-            Ok(doc) => self.info(format!("{what}: {}", doc.title.unwrap_or_default())),
+            Ok(doc) => {
+                let title = doc.title.unwrap_or_default();
+                self.announce(&what, &title);
+                self.info(format!("{what}: {title}"));
+            }
             Err(e) => self.error(format!("cannot update the task: {e}")),
         }
         self.refresh().await;
+    }
+
+    /// Tells the user's other devices what was just done, on the personal topic. Live
+    /// only: nothing is sent while offline (or before the user id is known), and the
+    /// server's answer is not awaited, so a key press never waits for the network.
+    fn announce(&self, action: &str, title: &str) {
+        let Some(topic) = self.engine.personal_topic() else { return };
+        let device: String = self.engine.client_id().chars().take(8).collect();
+        if let Ok(publishing) = self.engine.publish(&topic, task::activity(&device, action, title)) {
+            // Sent already; the answer (how many devices got it) is not needed.
+            drop(publishing);
+        }
     }
 
     fn info(&mut self, text: String) {

@@ -120,3 +120,18 @@ pub(crate) fn parse_tags(input: &str) -> Vec<String> {
     }
     tags
 }
+
+/// An announcement of a change, for the user's other devices (on the personal topic):
+/// `{"kind": "task_activity", "device", "action", "title"}`.
+pub(crate) fn activity(device: &str, action: &str, title: &str) -> Value {
+    json!({"kind": "task_activity", "device": device, "action": action, "title": title})
+}
+
+/// The activity line for an announcement; `None` for anything else on the topic.
+pub(crate) fn activity_line(data: &Value) -> Option<String> {
+    if data["kind"] != "task_activity" {
+        return None;
+    }
+    let field = |name: &str| data[name].as_str().unwrap_or("?").to_owned();
+    Some(format!("device {} {} \"{}\"", field("device"), field("action"), field("title")))
+}

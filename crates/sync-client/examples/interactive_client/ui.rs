@@ -1,5 +1,5 @@
 //! Drawing the interactive client: header (user, connection, pending count, last synced
-//! sequence), task table, status line, prompt, key help.
+//! sequence), task table, the other devices' activity, status line, prompt, key help.
 //!
 //! Indicators are words as well as colours (`connected`/`offline`, `synced`/`pending`/
 //! `conflict`, `[x]`), so they read on a monochrome terminal and in `tmux capture-pane`.
@@ -17,9 +17,10 @@ use crate::task::{Priority, Task};
 /// Draws the whole screen.
 pub(crate) fn render(frame: &mut Frame<'_>, app: &mut App<'_>) {
     let prompt_height = if matches!(app.mode, Mode::Browse) { 0 } else { 3 };
-    let [header, list, status, prompt, help] = Layout::vertical([
+    let [header, list, activity, status, prompt, help] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(3),
+        Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(prompt_height),
         Constraint::Length(1),
@@ -27,6 +28,11 @@ pub(crate) fn render(frame: &mut Frame<'_>, app: &mut App<'_>) {
     .areas(frame.area());
     render_header(frame, header, app);
     render_tasks(frame, list, app);
+    let activity_text = match &app.activity {
+        Some(line) => format!("activity: {line}"),
+        None => "activity: none from your other devices yet".to_owned(),
+    };
+    frame.render_widget(Paragraph::new(activity_text).magenta(), activity);
     let style = if app.status.error { Style::new().fg(Color::Red) } else { Style::new().fg(Color::Cyan) };
     frame.render_widget(Paragraph::new(app.status.text.as_str()).style(style), status);
     render_prompt(frame, prompt, app);

@@ -27,6 +27,7 @@ use crate::local::{self, DocRow};
 
 impl Session {
     pub(super) fn on_message(&mut self, envelope: ServerEnvelope) -> Result<()> {
+        let Some(envelope) = self.on_topic_message(envelope) else { return Ok(()) };
         let request_id = match &envelope.request_id {
             Some(RequestId::Str(s)) => Some(s.clone()),
             _ => None,

@@ -18,7 +18,8 @@
 //! connect/backoff loop), [`handshake`] (connect and authenticate), [`session`] (one
 //! connected session's loop), [`catch_up`] (paging through the change log), [`incoming`]
 //! (what the server sends), [`apply`] (a remote change applied to its local row and
-//! reported), [`outbox`] (what goes to the server), and [`wire`] (frames on the socket).
+//! reported), [`outbox`] (what goes to the server), [`topics`] (topic subscriptions and
+//! publishes on the connection), and [`wire`] (frames on the socket).
 //! Each depends only on those after it in this list, and on [`crate::shared`].
 //!
 //! **Blocking.** The connection task is the only task on the engine's own runtime (one
@@ -29,7 +30,7 @@
 //! one's benefit. Architecture invariant: nothing else that must make progress meanwhile
 //! is spawned on that runtime.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use sync_core::protocol::ClientEnvelope;
@@ -44,6 +45,7 @@ mod outbox;
 mod reconnect;
 mod session;
 mod tls;
+mod topics;
 mod wire;
 
 pub(crate) use reconnect::run;
@@ -71,6 +73,10 @@ struct Session {
     requests: u64,
     /// Changes applied since the cursor was last acknowledged to the server.
     since_ack: u64,
+    /// The topic subscriptions the server holds for this session: text → registry entry.
+    topics_held: BTreeMap<String, u64>,
+    /// Topic requests awaiting an answer, by request id.
+    topic_requests: HashMap<String, topics::Pending>,
     /// The server could not tell what this replica could read at its cursor
     /// (`auth_success.access_reconcile`): a full sync lists what it may read, and the
     /// documents of others not listed go.

@@ -56,7 +56,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 }
                 shared.connection_up();
                 shared.emit(SyncEvent::new(EventType::ConnectionSucceeded));
-                let ended = Session::new(Arc::clone(&shared), socket, welcome.access_reconcile).run().await;
+                let ended =
+                    Session::new(Arc::clone(&shared), socket, welcome.access_reconcile).run(&welcome.user_id).await;
+                shared.topics().offline();
                 shared.connection_down();
                 match ended {
                     Ended::Stopped => break,

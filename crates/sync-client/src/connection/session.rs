@@ -1,7 +1,7 @@
 //! One connected session: catch up, then send the outbox and apply what the server
 //! sends until the connection fails or the engine stops. Reports whether to reconnect.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +18,29 @@ impl Session {
     /// A session on a socket that has just authenticated.
     pub(super) fn new(shared: Arc<Shared>, socket: Socket, access_reconcile: bool) -> Self {
         let reconcile = if access_reconcile { Reconcile::Wanted } else { Reconcile::No };
-        Self { shared, socket, outbox: Vec::new(), resyncing: HashSet::new(), requests: 0, since_ack: 0, reconcile }
+        Self {
+            shared,
+            socket,
+            outbox: Vec::new(),
+            resyncing: HashSet::new(),
+            requests: 0,
+            since_ack: 0,
+            topics_held: BTreeMap::new(),
+            topic_requests: HashMap::new(),
+            reconcile,
+        }
     }
 
     /// Runs the session until the connection fails or the engine stops; says which.
-    pub(super) async fn run(mut self) -> Ended {
+    /// The topic subscriptions are renewed first, so that live messages flow during a
+    /// long catch-up too.
+    pub(super) async fn run(mut self, user_id: &str) -> Ended {
+        let topics = Arc::clone(self.shared.topics());
+        topics.online(user_id);
+        self.sync_topics();
+        if let Err(e) = self.flush().await {
+            return Ended::Lost(e.to_string());
+        }
         self.shared.emit(SyncEvent::new(EventType::SyncStarted));
         let synced = match self.catch_up().await {
             Ok(n) => n,
@@ -74,6 +92,7 @@ impl Session {
                         return Ended::Lost(e.to_string());
                     }
                 }
+                () = topics.woken() => self.sync_topics(),
                 _ = ping.tick() => self.outbox.push(ClientEnvelope::new(ClientMessage::Ping)),
                 () = self.shared.stopped() => return Ended::Stopped,
                 () = self.shared.flushing(), if !self.shared.is_flushing() => {}

@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
@@ -24,6 +25,9 @@ use crate::local::{DocStatus, Document};
 /// An engine handle for C. Opaque: create with `sync_engine_create`, free with
 /// `sync_engine_destroy`.
 pub struct CSyncEngine {
+    /// Topic subscriptions made through the C ABI, with their callbacks (dropped before
+    /// the engine).
+    topics: Mutex<CTopics>,
     engine: SyncEngine,
 }
 
@@ -43,6 +47,13 @@ pub enum CSyncResult {
     ErrorSerialization = -4,
     /// No such document.
     ErrorNotFound = -5,
+    // --- topics (issue 14) ---
+    /// The server refused a topic request: `forbidden`, `rate_limit_exceeded`,
+    /// `payload_too_large`, … (`sync_last_error()` names the code).
+    ErrorRefused = -6,
+    /// Publishing needs a live connection (topic messages are not queued).
+    ErrorNotConnected = -7,
+    // --- end topics ---
     /// Anything else (including a caught panic).
     ErrorUnknown = -99,
 }
@@ -152,10 +163,10 @@ fn code(err: &SyncError) -> CSyncResult {
         SyncError::Serialization(_) | SyncError::ServerMessage(_) | SyncError::ServerText(_) => {
             CSyncResult::ErrorSerialization
         }
-        SyncError::Connection(_) | SyncError::WebSocket { .. } | SyncError::Timeout(_) | SyncError::Server { .. } => {
-            CSyncResult::ErrorConnection
-        }
+        SyncError::Connection(_) | SyncError::WebSocket { .. } | SyncError::Timeout(_) => CSyncResult::ErrorConnection,
+        SyncError::Server { .. } => CSyncResult::ErrorRefused,
         SyncError::Thread { .. } | SyncError::Shutdown => CSyncResult::ErrorUnknown,
+        SyncError::NotConnected(_) => CSyncResult::ErrorNotConnected,
     }
 }
 
@@ -317,7 +328,7 @@ pub unsafe extern "C" fn sync_engine_create_with_options(
             apply_options(&mut config, unsafe { json_arg(options_json, "options_json") }?)?;
         }
         let engine = SyncEngine::with_config(config)?;
-        created = Some(Box::new(CSyncEngine { engine }));
+        created = Some(Box::new(CSyncEngine { topics: Mutex::new(CTopics::default()), engine }));
         Ok(())
     });
     match (result, created) {
@@ -691,8 +702,9 @@ pub unsafe extern "C" fn sync_engine_register_event_callback(
     })
 }
 
-/// Runs the registered callbacks for every queued event on this thread; writes how many
-/// ran to `*out_processed_count` (which may be NULL).
+/// Runs the registered callbacks for every queued event on this thread, then the topic
+/// callbacks (`sync_engine_subscribe`) for every message waiting; writes how many
+/// callbacks ran to `*out_processed_count` (which may be NULL).
 ///
 /// # Safety
 /// `engine` a live handle; `out_processed_count` NULL or writable.
@@ -701,10 +713,13 @@ pub unsafe extern "C" fn sync_engine_process_events(
     engine: *mut CSyncEngine,
     out_processed_count: *mut u32,
 ) -> CSyncResult {
+    let handle = engine;
     guard(|| {
         // SAFETY: the caller's contract.
         let engine = unsafe { self::engine(engine) }?;
         let processed = engine.event_dispatcher().process_events()?;
+        // SAFETY: the caller's contract, checked non-NULL just above.
+        let processed = processed + dispatch_topics(unsafe { &*handle });
         if !out_processed_count.is_null() {
             // SAFETY: the caller's contract on `out_processed_count`.
             unsafe { write(out_processed_count, u32::try_from(processed).unwrap_or(u32::MAX)) }?;
@@ -712,3 +727,314 @@ pub unsafe extern "C" fn sync_engine_process_events(
         Ok(())
     })
 }
+
+// --- topics (issue 14) ---
+//
+// Topic subscriptions with C callbacks: each holds a Rust `Subscription` whose queue
+// `sync_engine_process_events` drains on the calling thread, so callbacks run where the
+// document callbacks run. A callback is never called after `sync_engine_unsubscribe` of
+// its subscription returned (also when a callback unsubscribes during processing).
+
+/// What a topic callback is told.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncTopicEventKind {
+    /// A message: `topic`, `data`, `from`, `timestamp`, and `offset`/`epoch` on a topic
+    /// with history.
+    SYNC_TOPIC_MESSAGE = 0,
+    /// Messages may be missing here: `missed` were dropped because events were not
+    /// processed fast enough, or (`missed` 0) the connection was lost and the
+    /// subscription was renewed without recovering what was published meanwhile.
+    SYNC_TOPIC_GAP = 1,
+    /// The server refused to renew the subscription after a reconnect; `error` says why.
+    /// No more callbacks come for it (it stays registered until unsubscribed).
+    SYNC_TOPIC_REFUSED = 2,
+}
+
+/// One topic event, valid only during the callback (copy what you keep).
+#[repr(C)]
+pub struct SyncTopicEvent {
+    /// What happened.
+    pub kind: SyncTopicEventKind,
+    /// The subscription's id (from `sync_engine_subscribe`).
+    pub subscription_id: u64,
+    /// The name or pattern subscribed to (`user.<id>` for the personal topic).
+    pub subscription: *const c_char,
+    /// Messages: the topic it was published on; NULL otherwise.
+    pub topic: *const c_char,
+    /// Messages: what was published, as JSON; NULL otherwise.
+    pub data: *const c_char,
+    /// Messages: the publishing user's id; NULL when the server published it.
+    pub from: *const c_char,
+    /// Messages: when the server received it (RFC 3339); NULL otherwise.
+    pub timestamp: *const c_char,
+    /// Messages on a topic with history: its offset (1, 2, …); 0 otherwise.
+    pub offset: u64,
+    /// Messages on a topic with history: the epoch of the offset; NULL otherwise.
+    pub epoch: *const c_char,
+    /// Gaps: how many messages were dropped; 0 when unknown (not recovered).
+    pub missed: u64,
+    /// Refusals: the code and the server's message; NULL otherwise.
+    pub error: *const c_char,
+}
+
+/// A topic callback, run by `sync_engine_process_events` on the calling thread.
+pub type SyncTopicCallback = Option<extern "C" fn(event: *const SyncTopicEvent, user_data: *mut c_void)>;
+
+/// The C subscriptions of an engine.
+#[derive(Default)]
+struct CTopics {
+    next_id: u64,
+    subscriptions: Vec<CTopic>,
+}
+
+struct CTopic {
+    id: u64,
+    subscription: crate::Subscription,
+    callback: extern "C" fn(*const SyncTopicEvent, *mut c_void),
+    /// Handed back to the callback untouched, never dereferenced here.
+    user_data: usize,
+}
+
+fn lock_topics(handle: &CSyncEngine) -> std::sync::MutexGuard<'_, CTopics> {
+    // A panic while holding it (a push or a retain) leaves the list whole.
+    handle.topics.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The handle behind a pointer.
+///
+/// # Safety
+/// `engine` must be NULL or a live handle from `sync_engine_create`.
+unsafe fn handle<'a>(engine: *mut CSyncEngine) -> Result<&'a CSyncEngine, SyncError> {
+    if engine.is_null() {
+        return Err(SyncError::InvalidInput("engine is NULL".into()));
+    }
+    // SAFETY: the caller promises a live handle; it is used through `&` only.
+    Ok(unsafe { &*engine })
+}
+
+/// Keeps `subscription` with its callback; writes its id to `out_subscription_id`.
+///
+/// # Safety
+/// `out_subscription_id` NULL or writable.
+unsafe fn keep(
+    handle: &CSyncEngine,
+    subscription: crate::Subscription,
+    callback: SyncTopicCallback,
+    user_data: *mut c_void,
+    out_subscription_id: *mut u64,
+) -> Result<(), SyncError> {
+    let Some(callback) = callback else { return Err(SyncError::InvalidInput("callback is NULL".into())) };
+    let mut topics = lock_topics(handle);
+    topics.next_id += 1;
+    let id = topics.next_id;
+    topics.subscriptions.push(CTopic { id, subscription, callback, user_data: user_data as usize });
+    drop(topics);
+    if !out_subscription_id.is_null() {
+        // SAFETY: the caller's contract on `out_subscription_id`.
+        unsafe { write(out_subscription_id, id) }?;
+    }
+    Ok(())
+}
+
+/// Runs the topic callbacks for every event waiting; returns how many ran.
+fn dispatch_topics(handle: &CSyncEngine) -> usize {
+    type Batch = (u64, String, extern "C" fn(*const SyncTopicEvent, *mut c_void), usize, Vec<crate::TopicEvent>);
+    // Taken under the lock, run without it: callbacks may subscribe or unsubscribe.
+    let batches: Vec<Batch> = lock_topics(handle)
+        .subscriptions
+        .iter()
+        .filter_map(|t| {
+            let events: Vec<_> = std::iter::from_fn(|| t.subscription.try_recv()).collect();
+            (!events.is_empty()).then(|| (t.id, t.subscription.topic(), t.callback, t.user_data, events))
+        })
+        .collect();
+    let owned = |s: &str| CString::new(s.replace('\0', "\\0")).unwrap_or_default();
+    let mut ran = 0;
+    for (id, text, callback, user_data, events) in batches {
+        let subscription = owned(&text);
+        for event in events {
+            if !lock_topics(handle).subscriptions.iter().any(|t| t.id == id) {
+                // Unsubscribed by an earlier callback: its user data may be gone.
+                break;
+            }
+            let mut c = SyncTopicEvent {
+                kind: SyncTopicEventKind::SYNC_TOPIC_MESSAGE,
+                subscription_id: id,
+                subscription: subscription.as_ptr(),
+                topic: std::ptr::null(),
+                data: std::ptr::null(),
+                from: std::ptr::null(),
+                timestamp: std::ptr::null(),
+                offset: 0,
+                epoch: std::ptr::null(),
+                missed: 0,
+                error: std::ptr::null(),
+            };
+            // The strings live until the end of this iteration, after the call returns.
+            let strings: Vec<Option<CString>>;
+            match event {
+                crate::TopicEvent::Message(m) => {
+                    strings = vec![
+                        Some(owned(&m.topic)),
+                        Some(owned(&m.data.to_string())),
+                        m.from.as_deref().map(owned),
+                        Some(owned(&m.timestamp.to_string())),
+                        m.epoch.as_deref().map(owned),
+                    ];
+                    let ptr = |i: usize| strings[i].as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+                    (c.topic, c.data, c.from, c.timestamp, c.epoch) = (ptr(0), ptr(1), ptr(2), ptr(3), ptr(4));
+                    c.offset = m.offset.unwrap_or(0);
+                }
+                crate::TopicEvent::Gap(gap) => {
+                    strings = Vec::new();
+                    c.kind = SyncTopicEventKind::SYNC_TOPIC_GAP;
+                    c.missed = match gap {
+                        crate::Gap::Dropped(n) => n,
+                        crate::Gap::NotRecovered => 0,
+                    };
+                }
+                crate::TopicEvent::Refused { code, message } => {
+                    strings = vec![Some(owned(&format!("{code}: {message}")))];
+                    c.kind = SyncTopicEventKind::SYNC_TOPIC_REFUSED;
+                    c.error = strings[0].as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+                }
+            }
+            callback(&c, user_data as *mut c_void);
+            drop(strings);
+            ran += 1;
+        }
+    }
+    ran
+}
+
+/// Subscribes to a topic name (`team.42.chat`) or pattern (`team.*.chat`, `team.>`):
+/// from now on `callback` runs, inside `sync_engine_process_events` on the calling
+/// thread, for every message on a matching topic (and for gaps, see
+/// `SyncTopicEventKind`), with `user_data` handed back untouched. Writes the
+/// subscription's id to `*out_subscription_id` (which may be NULL), for
+/// `sync_engine_unsubscribe`.
+///
+/// While connected this waits for the server's answer (at most 10 s): a refusal is
+/// `ErrorRefused` (`sync_last_error()`: `forbidden`, …). While offline it returns at once
+/// and the subscription is made on connecting. Subscriptions are renewed after every
+/// reconnect. An invalid name or pattern is `ErrorInvalidInput`. `broadcast` reaches every
+/// session without subscribing; subscribing to it only routes it to this callback.
+///
+/// # Safety
+/// `engine` a live handle; `topic` a NUL-terminated string; `callback` safe to call from
+/// the thread that calls `sync_engine_process_events`, with `user_data`, until
+/// `sync_engine_unsubscribe` of this subscription (or `sync_engine_destroy`) returns;
+/// `out_subscription_id` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sync_engine_subscribe(
+    engine: *mut CSyncEngine,
+    topic: *const c_char,
+    callback: SyncTopicCallback,
+    user_data: *mut c_void,
+    out_subscription_id: *mut u64,
+) -> CSyncResult {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let (handle, topic) = unsafe { (self::handle(engine)?, text(topic, "topic")?) };
+        if callback.is_none() {
+            return Err(SyncError::InvalidInput("callback is NULL".into()));
+        }
+        let subscription = handle.engine.block_on(handle.engine.subscribe(topic))??;
+        // SAFETY: the caller's contract on `out_subscription_id`.
+        unsafe { keep(handle, subscription, callback, user_data, out_subscription_id) }
+    })
+}
+
+/// Subscribes to this user's personal topic (`user.<user id>`): what the user's other
+/// devices, admins and the server send to this user. Works before the engine has
+/// connected; needs no answer from the server. Otherwise as `sync_engine_subscribe`.
+///
+/// # Safety
+/// As `sync_engine_subscribe`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sync_engine_subscribe_personal(
+    engine: *mut CSyncEngine,
+    callback: SyncTopicCallback,
+    user_data: *mut c_void,
+    out_subscription_id: *mut u64,
+) -> CSyncResult {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let handle = unsafe { self::handle(engine) }?;
+        if callback.is_none() {
+            return Err(SyncError::InvalidInput("callback is NULL".into()));
+        }
+        let subscription = handle.engine.subscribe_personal()?;
+        // SAFETY: the caller's contract on `out_subscription_id`.
+        unsafe { keep(handle, subscription, callback, user_data, out_subscription_id) }
+    })
+}
+
+/// Ends a subscription made with `sync_engine_subscribe` or
+/// `sync_engine_subscribe_personal`: its callback is not called again once this returns
+/// (so its `user_data` may be freed), even from inside a callback. The server is told
+/// once no subscription of that name or pattern is left. An unknown id is
+/// `ErrorNotFound`.
+///
+/// # Safety
+/// `engine` a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sync_engine_unsubscribe(engine: *mut CSyncEngine, subscription_id: u64) -> CSyncResult {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let handle = unsafe { self::handle(engine) }?;
+        let mut topics = lock_topics(handle);
+        let Some(index) = topics.subscriptions.iter().position(|t| t.id == subscription_id) else {
+            return Err(SyncError::NotFound(format!("no topic subscription {subscription_id}")));
+        };
+        let removed = topics.subscriptions.remove(index);
+        drop(topics);
+        drop(removed);
+        Ok(())
+    })
+}
+
+/// Publishes `data_json` (any JSON) on `topic` (a name, no wildcards) to every session
+/// subscribed to it, and to this one too when `echo` is true and it is subscribed; waits
+/// for the server's answer (a round trip, at most 10 s: call it off a thread that must
+/// not wait). Writes how many sessions it was queued for to `*out_delivered`, and its
+/// offset on a topic with history (else 0) to `*out_offset`; either may be NULL.
+///
+/// Topic messages are live, not queued: while disconnected this is `ErrorNotConnected`.
+/// A refusal is `ErrorRefused` (`forbidden`, `rate_limit_exceeded`, `payload_too_large`);
+/// an invalid name or JSON is `ErrorInvalidInput`; a connection lost before the answer
+/// is `ErrorConnection` (the message may or may not have been delivered).
+///
+/// # Safety
+/// `engine` a live handle; `topic` and `data_json` NUL-terminated strings;
+/// `out_delivered` and `out_offset` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sync_engine_publish(
+    engine: *mut CSyncEngine,
+    topic: *const c_char,
+    data_json: *const c_char,
+    echo: bool,
+    out_delivered: *mut u64,
+    out_offset: *mut u64,
+) -> CSyncResult {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let (engine, topic, data) =
+            unsafe { (self::engine(engine)?, text(topic, "topic")?, json_arg(data_json, "data_json")?) };
+        let publishing = if echo { engine.publish_echo(topic, data)? } else { engine.publish(topic, data)? };
+        let published = engine.block_on(std::future::IntoFuture::into_future(publishing))??;
+        if !out_delivered.is_null() {
+            // SAFETY: the caller's contract on `out_delivered`.
+            unsafe { write(out_delivered, published.delivered) }?;
+        }
+        if !out_offset.is_null() {
+            // SAFETY: the caller's contract on `out_offset`.
+            unsafe { write(out_offset, published.offset.unwrap_or(0)) }?;
+        }
+        Ok(())
+    })
+}
+
+// --- end topics ---

@@ -3,7 +3,8 @@
 //! package config), and run against a live server process: documents created from C
 //! reach a Rust engine, remote changes reach C callbacks and C++ lambdas, updates merge,
 //! deletes propagate, an engine created while the server is down connects later, options
-//! (partial sync) are checked and honoured, and the C example runs clean under valgrind.
+//! (partial sync) are checked and honoured, topic messages reach C callbacks and C++
+//! lambdas, and the C examples run clean under valgrind.
 //!
 //! Needs gcc, g++, make, cmake and valgrind (`.ci/run` installs what is missing).
 
@@ -139,6 +140,8 @@ async fn c_and_cpp_examples_against_a_live_server() -> anyhow::Result<()> {
         "{out}"
     );
     assert!(out.contains(&format!("user {me}\n")), "{out}");
+    assert!(out.contains(r#"topic delivered 1 received {"from":"c++"}"#), "the C++ topic round trip:\n{out}");
+    assert!(out.contains("bad topic rejected (-1): publish: invalid input: topic \"cpp.*\""), "{out}");
     let cpp_id = out.lines().find_map(|l| l.strip_prefix("created ")).expect("created id").to_owned();
     common::eventually(Duration::from_secs(20), "rust sees the C++ document", || async {
         rust.get_document(&cpp_id).await.is_ok_and(|d| d.content["lang"] == "c++" && d.content["count"] == 2)
@@ -219,4 +222,86 @@ fn c_example_is_clean_under_valgrind() {
     assert!(out.contains("ERROR SUMMARY: 0 errors"), "{out}");
     assert!(out.contains("definitely lost: 0 bytes") || out.contains("no leaks are possible"), "{out}");
     assert!(out.contains("synced"), "{out}");
+}
+
+/// Topics from C, run under valgrind: a message from another user reaches the C
+/// callback on the thread that processes events, and the callback answers with a publish;
+/// the user's other device reaches the C program's personal subscription; invalid names
+/// and a NULL callback are refused; a callback unsubscribes itself, after which its id is
+/// unknown; and nothing leaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_topic_callbacks_against_a_live_server_clean_under_valgrind() -> anyhow::Result<()> {
+    use std::io::BufRead;
+
+    const WAIT: Duration = Duration::from_secs(90);
+    let dir = tempfile::tempdir()?;
+    let examples = examples();
+    let server = sync_testkit::ServerProcess::start_sqlite(&[])?;
+    let other = common::engine(&server, dir.path(), "other", "other@example.com");
+    let device = common::engine(&server, dir.path(), "device", "me@example.com");
+    other.wait_for_sync(Duration::from_secs(20)).await?;
+    device.wait_for_sync(Duration::from_secs(20)).await?;
+    let mut replies = other.subscribe("sdk.chat.reply").await?;
+
+    let mut child = Command::new("valgrind")
+        .args(["--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=9"])
+        .arg(examples.join("topics"))
+        .arg(format!("sqlite:{}?mode=rwc", dir.path().join("c.db").display()))
+        .args([server.ws_url(), "me@example.com".into(), server.api_key.clone(), server.secret.clone()])
+        .args(["120", "sdk.chat"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running valgrind; is it installed?");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !seen.iter().any(|l: &String| l.starts_with("subscribed sdk.chat")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("the C program did not subscribe within {WAIT:?}:\n{}", seen.join("\n")),
+        }
+    }
+
+    let me = sync_core::auth::user_id_for_email("me@example.com");
+    let them = sync_core::auth::user_id_for_email("other@example.com");
+    assert_eq!(other.publish("sdk.chat", json!({"n": 1}))?.await?.delivered, 1);
+    let reply = match tokio::time::timeout(WAIT, replies.recv()).await? {
+        Some(sync_client::TopicEvent::Message(m)) => m,
+        other => panic!("expected the C program's reply, got {other:?}"),
+    };
+    assert_eq!(reply.data, json!({"echo": {"n": 1}}), "the callback published its answer");
+    assert_eq!(reply.from.as_deref(), Some(me.as_str()));
+    let personal = device.personal_topic().expect("connected");
+    assert_eq!(device.publish(&personal, json!({"hello": "from rust"}))?.await?.delivered, 1);
+    assert_eq!(other.publish("sdk.chat", json!({"stop": true}))?.await?.delivered, 1);
+
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+    reader.join().expect("the reader thread");
+    seen.extend(lines.try_iter());
+    let out = format!("{}\n{}", seen.join("\n"), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the C program or valgrind failed ({}):\n{out}", output.status);
+    for expected in [
+        "bad publish rejected (-1): invalid input: topic \"news.*\"".to_owned(),
+        "bad pattern rejected (-1): invalid input: topic \"a..b\"".to_owned(),
+        "null callback rejected (-1)".to_owned(),
+        format!(r#"TOPIC message sub=sdk.chat topic=sdk.chat from={them} offset=0 missed=0 data={{"n":1}}"#),
+        "replied delivered=1 offset=0".to_owned(),
+        format!(r#"TOPIC personal message topic=user.{me} from={me} data={{"hello":"from rust"}}"#),
+        "unsubscribed 0".to_owned(),
+        "unsubscribe again: -5".to_owned(),
+        "stopped".to_owned(),
+        "ERROR SUMMARY: 0 errors".to_owned(),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(out.contains("definitely lost: 0 bytes") || out.contains("no leaks are possible"), "{out}");
+    Ok(())
 }

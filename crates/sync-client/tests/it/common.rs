@@ -1,5 +1,5 @@
-//! Test kit for the client: a real `sync-server` process and engines on temporary
-//! local databases.
+//! Test kit for the client: a real `sync-server` process, engines on temporary local
+//! databases, and a TCP proxy that takes one client offline while the server stays up.
 
 use std::time::Duration;
 
@@ -80,4 +80,51 @@ pub(crate) fn post_events(
         .and_then(|(_, b)| serde_json::from_str(b).ok())
         .unwrap_or(serde_json::Value::Null);
     Ok((status, json))
+}
+
+/// A TCP proxy in front of the server that can be cut (connections dropped, port closed)
+/// and restored on the same port, to take one client offline while the server stays up.
+pub(crate) struct Proxy {
+    pub(crate) addr: std::net::SocketAddr,
+    target: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Listens on a free port and forwards to `target`.
+    pub(crate) async fn start(target: &str) -> anyhow::Result<Proxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let mut proxy = Proxy { addr, target: target.to_owned(), task: None };
+        proxy.task = Some(tokio::spawn(forward(listener, proxy.target.clone())));
+        Ok(proxy)
+    }
+
+    /// Drops every forwarded connection and closes the port.
+    pub(crate) async fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same port.
+    pub(crate) async fn restore(&mut self) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        self.task = Some(tokio::spawn(forward(listener, self.target.clone())));
+        Ok(())
+    }
+}
+
+/// Accepts and forwards until aborted; aborting drops every forwarded connection too.
+async fn forward(listener: tokio::net::TcpListener, target: String) {
+    let mut connections = tokio::task::JoinSet::new();
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        let target = target.clone();
+        connections.spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
 }

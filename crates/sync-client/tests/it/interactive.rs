@@ -2,7 +2,8 @@
 //! terminal: tmux runs the example binary against a private server process, keys go in
 //! with `tmux send-keys`, and the screen comes back with `tmux capture-pane`. A second
 //! engine in the test process plays "another client" of the same user (or another user
-//! sharing tasks), and a TCP proxy that the test can cut takes the terminal client
+//! sharing tasks; or another device announcing its activity on the personal topic), and
+//! a TCP proxy that the test can cut takes the terminal client
 //! offline on its own. Needs `tmux`.
 
 use std::path::{Path, PathBuf};
@@ -11,10 +12,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sync_client::SyncError;
+use sync_client::{SyncError, TopicEvent};
 use sync_testkit::ServerProcess;
 
-use crate::common;
+use crate::common::{self, Proxy};
 use crate::sharing::{Sharing, rule};
 
 const EMAIL: &str = "tui@example.com";
@@ -59,6 +60,15 @@ async fn tasks_made_with_keys_sync_and_other_clients_changes_show_live() -> anyh
     assert_eq!(milk.content["tags"], json!(["groceries", "errands"]));
     assert!(milk.content["created"].as_str().is_some_and(|c| c.ends_with('Z')), "{}", milk.content);
 
+    // Activity: what another device announces on the user's personal topic shows live.
+    let mut activity = other.subscribe_personal()?;
+    let personal = other.personal_topic().expect("connected");
+    let announcement =
+        json!({"kind": "task_activity", "device": "phone-1", "action": "added", "title": "Call the plumber"});
+    assert_eq!(other.publish(&personal, announcement)?.await?.delivered, 1, "the terminal's session");
+    tui.wait_for("the other device's activity", |s| s.contains(r#"activity: device phone-1 added "Call the plumber""#))
+        .await;
+
     // Its new task appears live, then its edit.
     let plumber = other
         .create_document_in(
@@ -80,6 +90,17 @@ async fn tasks_made_with_keys_sync_and_other_clients_changes_show_live() -> anyh
     tui.text("dairy, shop");
     tui.keys(&["Enter"]);
     tui.wait_for_row("Buy oat milk", "the edited task", &["[x]", "low", "#dairy #shop", "synced"]).await;
+    // The terminal announced each edit to the user's other devices, in order.
+    for action in ["renamed", "priority low", "tags changed"] {
+        let event = tokio::time::timeout(WAIT, activity.recv()).await?;
+        let Some(TopicEvent::Message(message)) = event else { panic!("expected an announcement, got {event:?}") };
+        assert_eq!(message.data["kind"], "task_activity", "{message:?}");
+        assert_eq!(
+            (message.data["action"].as_str(), message.data["title"].as_str()),
+            (Some(action), Some("Buy oat milk"))
+        );
+        assert_eq!(message.data["device"].as_str().map(str::len), Some(8), "the terminal's device id, shortened");
+    }
     common::eventually(WAIT, "the other client sees the edits", || async {
         other.get_document(&milk.id).await.is_ok_and(|d| {
             d.content["title"] == "Buy oat milk"
@@ -399,51 +420,4 @@ fn example_binary() -> PathBuf {
 
 fn modified(path: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// A TCP proxy in front of the server that can be cut (connections dropped, port closed)
-/// and restored on the same port, to take one client offline while the server stays up.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    target: String,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Proxy {
-    /// Listens on a free port and forwards to `target`.
-    async fn start(target: &str) -> anyhow::Result<Proxy> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let mut proxy = Proxy { addr, target: target.to_owned(), task: None };
-        proxy.task = Some(tokio::spawn(forward(listener, proxy.target.clone())));
-        Ok(proxy)
-    }
-
-    /// Drops every forwarded connection and closes the port.
-    async fn cut(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-
-    /// Listens again on the same port.
-    async fn restore(&mut self) -> anyhow::Result<()> {
-        let listener = tokio::net::TcpListener::bind(self.addr).await?;
-        self.task = Some(tokio::spawn(forward(listener, self.target.clone())));
-        Ok(())
-    }
-}
-
-/// Accepts and forwards until aborted; aborting drops every forwarded connection too.
-async fn forward(listener: tokio::net::TcpListener, target: String) {
-    let mut connections = tokio::task::JoinSet::new();
-    while let Ok((mut inbound, _)) = listener.accept().await {
-        let target = target.clone();
-        connections.spawn(async move {
-            if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            }
-        });
-    }
 }

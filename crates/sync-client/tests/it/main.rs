@@ -12,3 +12,4 @@ mod interactive;
 mod offline;
 mod sharing;
 mod tls;
+mod topics;
