@@ -86,7 +86,8 @@ pub struct SyncConfig {
     pub backoff_max: Duration,
     /// How long shutdown (and dropping the engine) keeps trying to push the outbox.
     pub shutdown_grace: Duration,
-    /// Page size of the catch-up.
+    /// Most catch-up changes stored in one local transaction (the server sends pages of
+    /// its own size; a larger one is stored in several transactions).
     pub catch_up_page: u32,
     /// Most events kept for `process_events` before the oldest are dropped.
     pub event_queue: usize,
@@ -94,8 +95,8 @@ pub struct SyncConfig {
     /// dropped (the next one it receives is then a `Gap::Dropped` saying how many).
     pub topic_buffer: usize,
     /// Partial sync: when set, only documents of these collections are caught up,
-    /// pushed and shared to this replica (sent on `authenticate` and every
-    /// `get_changes_since`); `None` syncs every collection. Local writes to other
+    /// pushed and shared to this replica (sent on `authenticate`, which the server's
+    /// catch-up and pushes follow); `None` syncs every collection. Local writes to other
     /// collections still go to the server. Widening the list makes the next connection
     /// catch up again from the start, so that the documents of the added collections
     /// arrive; documents of collections taken off the list stay as they were locally.
@@ -242,7 +243,7 @@ impl SyncConfigBuilder {
         self.grace = Some(grace);
         self
     }
-    /// Catch-up page size (1–5,000).
+    /// Most catch-up changes stored in one local transaction (1–5,000).
     pub fn catch_up_page(mut self, size: u32) -> Self {
         self.catch_up_page = Some(size);
         self

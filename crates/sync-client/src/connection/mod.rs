@@ -3,9 +3,11 @@
 //! exponential backoff and jitter.
 //!
 //! Guarantees:
-//! - remote changes are applied in sequence order, each exactly once (the catch-up pages
-//!   and the live pushes that arrive meanwhile are merged by sequence), and the cursor is
-//!   stored in the same local transaction as the change it covers;
+//! - remote changes are applied in sequence order, each exactly once (the session resumes
+//!   from the cursor: the server sends what the access rules changed since, then the
+//!   catch-up pages, and holds live pushes until the last page; a push at or below the
+//!   cursor is skipped), and the cursor is stored in the same local transaction as the
+//!   change it covers;
 //! - at most one change per document is in flight, sent with a `client_change_id` and
 //!   `request_id` equal to it; documents are pipelined, and after a reconnect the
 //!   in-flight change is sent again under the same id, so the server applies it once;
@@ -16,7 +18,7 @@
 //!
 //! The files, in the order a connection goes through them: [`reconnect`] (the
 //! connect/backoff loop), [`handshake`] (connect and authenticate), [`session`] (one
-//! connected session's loop), [`catch_up`] (paging through the change log), [`incoming`]
+//! connected session's loop), [`catch_up`] (taking the server's catch-up), [`incoming`]
 //! (what the server sends), [`apply`] (a remote change applied to its local row and
 //! reported), [`outbox`] (what goes to the server), [`topics`] (topic subscriptions and
 //! publishes on the connection), and [`wire`] (frames on the socket).
