@@ -164,10 +164,15 @@ pub(crate) struct PublishRequest {
 /// What the connection task is to send for the subscriptions: the renewals and new
 /// subscriptions, and the texts to unsubscribe.
 pub(crate) struct Changes {
-    /// `(text, entry id, since_offset and epoch when recoverable)`.
-    pub(crate) subscribe: Vec<(String, u64, Option<(u64, String)>)>,
+    pub(crate) subscribe: Vec<Renewal>,
     pub(crate) unsubscribe: Vec<String>,
 }
+
+/// A subscription to send: `(text, entry id, since_offset and epoch when recoverable)`.
+pub(crate) type Renewal = (String, u64, Option<(u64, String)>);
+
+/// The answer a `subscribe` made while connected waits for.
+pub(crate) type Answer = oneshot::Receiver<Result<(), Refusal>>;
 
 struct State {
     entries: BTreeMap<Key, Entry>,
@@ -223,10 +228,7 @@ impl Topics {
 
     /// Adds a subscriber of `key`. Returns its handle, and when the server is to confirm
     /// it on the current connection, the receiver of that answer.
-    pub(crate) fn subscribe(
-        self: &Arc<Self>,
-        key: Key,
-    ) -> Result<(Subscription, Option<oneshot::Receiver<Result<(), Refusal>>>)> {
+    pub(crate) fn subscribe(self: &Arc<Self>, key: Key) -> Result<(Subscription, Option<Answer>)> {
         let pattern = match &key {
             Key::Personal => None,
             Key::Topic(text) => Some(Pattern::parse(text).map_err(|e| SyncError::InvalidInput(e.to_string()))?),
@@ -501,16 +503,16 @@ struct Queue {
 struct QueueState {
     events: VecDeque<TopicEvent>,
     /// Dropped since the last [`Gap::Dropped`] was handed out.
-    dropped: u64,
+    unreported: u64,
     /// Dropped in all.
-    dropped_total: u64,
+    dropped: u64,
     closed: bool,
 }
 
 impl Queue {
     fn new(id: u64, capacity: usize) -> Self {
         Self {
-            inner: Mutex::new(QueueState { events: VecDeque::new(), dropped: 0, dropped_total: 0, closed: false }),
+            inner: Mutex::new(QueueState { events: VecDeque::new(), unreported: 0, dropped: 0, closed: false }),
             notify: Notify::new(),
             capacity,
             id,
@@ -528,8 +530,8 @@ impl Queue {
         }
         if queue.events.len() >= self.capacity {
             queue.events.pop_front();
+            queue.unreported += 1;
             queue.dropped += 1;
-            queue.dropped_total += 1;
         }
         queue.events.push_back(event);
         drop(queue);
@@ -544,8 +546,8 @@ impl Queue {
     /// The next event, `Err(closed)` when there is none.
     fn pop(&self) -> std::result::Result<TopicEvent, bool> {
         let mut queue = self.lock();
-        if queue.dropped > 0 {
-            let n = std::mem::take(&mut queue.dropped);
+        if queue.unreported > 0 {
+            let n = std::mem::take(&mut queue.unreported);
             return Ok(TopicEvent::Gap(Gap::Dropped(n)));
         }
         queue.events.pop_front().ok_or(queue.closed)
@@ -605,7 +607,7 @@ impl Subscription {
 
     /// Events dropped so far because the queue was full.
     pub fn dropped(&self) -> u64 {
-        self.queue.lock().dropped_total
+        self.queue.lock().dropped
     }
 
     /// The events as a `futures::Stream`, ending when the subscription closes.

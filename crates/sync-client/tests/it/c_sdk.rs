@@ -243,17 +243,19 @@ async fn c_topic_callbacks_against_a_live_server_clean_under_valgrind() -> anyho
     device.wait_for_sync(Duration::from_secs(20)).await?;
     let mut replies = other.subscribe("sdk.chat.reply").await?;
 
-    let mut child = Command::new("valgrind")
-        .args(["--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=9"])
-        .arg(examples.join("topics"))
-        .arg(format!("sqlite:{}?mode=rwc", dir.path().join("c.db").display()))
-        .args([server.ws_url(), "me@example.com".into(), server.api_key.clone(), server.secret.clone()])
-        .args(["120", "sdk.chat"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running valgrind; is it installed?");
-    let stdout = child.stdout.take().expect("piped stdout");
+    let mut child = Reaped(Some(
+        Command::new("valgrind")
+            .args(["--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=9"])
+            .arg(examples.join("topics"))
+            .arg(format!("sqlite:{}?mode=rwc", dir.path().join("c.db").display()))
+            .args([server.ws_url(), "me@example.com".into(), server.api_key.clone(), server.secret.clone()])
+            .args(["120", "sdk.chat"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running valgrind; is it installed?"),
+    ));
+    let stdout = child.0.as_mut().and_then(|c| c.stdout.take()).expect("piped stdout");
     let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -283,7 +285,8 @@ async fn c_topic_callbacks_against_a_live_server_clean_under_valgrind() -> anyho
     assert_eq!(device.publish(&personal, json!({"hello": "from rust"}))?.await?.delivered, 1);
     assert_eq!(other.publish("sdk.chat", json!({"stop": true}))?.await?.delivered, 1);
 
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+    let running = child.0.take().expect("the child");
+    let output = tokio::task::spawn_blocking(move || running.wait_with_output()).await??;
     reader.join().expect("the reader thread");
     seen.extend(lines.try_iter());
     let out = format!("{}\n{}", seen.join("\n"), String::from_utf8_lossy(&output.stderr));
@@ -304,4 +307,16 @@ async fn c_topic_callbacks_against_a_live_server_clean_under_valgrind() -> anyho
     }
     assert!(out.contains("definitely lost: 0 bytes") || out.contains("no leaks are possible"), "{out}");
     Ok(())
+}
+
+/// A child process killed and waited for if the test fails before waiting for it.
+struct Reaped(Option<std::process::Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
