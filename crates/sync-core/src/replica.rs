@@ -575,11 +575,13 @@ impl Replica {
         // each of them as they arrived, so it is sent again against the revision known
         // now — a few times at most — rather than rolled back. (The server refuses a
         // stale change whose rebase would cost too much and leaves it to the client.)
+        // Not when that local rebase failed (a `test` that no longer holds): the patch
+        // was emptied then, and the refusal stands.
         let known = self.revision();
         let first = &mut self.pending[0];
         if code == ErrorCode::VersionMismatch
             && first.resends < MAX_RESENDS
-            && matches!(first.change, PendingChange::Update { base_revision: Some(base), .. } if base < known)
+            && matches!(&first.change, PendingChange::Update { base_revision: Some(base), patch } if *base < known && !patch.is_empty())
         {
             first.resends += 1;
             first.in_flight = false;
@@ -780,6 +782,20 @@ mod tests {
         let outcome = r.on_reject("c1", ErrorCode::VersionMismatch, "test failed");
         assert_eq!(outcome.rejected.len(), 1);
         assert_eq!(r.view(), Some(json!({"a": 0, "b": 4})));
+    }
+
+    #[test]
+    fn a_change_whose_test_failed_here_too_is_rolled_back_not_sent_again() {
+        let mut r = Replica::from_server(json!({"n": 1}), 1, false, Policy::LastWriterWins);
+        let guarded = json!([{"op": "test", "path": "/n", "value": 1}, {"op": "replace", "path": "/n", "value": 5}]);
+        r.local_update(ops(guarded), "c1".into()).unwrap();
+        r.next_to_send().unwrap();
+        // Another change moves /n: the test no longer holds, here as on the server.
+        r.on_remote(2, RemoteChange::Update(ops(json!([{"op": "replace", "path": "/n", "value": 2}]))), None);
+        let outcome = r.on_reject("c1", ErrorCode::VersionMismatch, "test failed");
+        assert_eq!(outcome.rejected.len(), 1, "the refusal stands");
+        assert!(!r.has_pending());
+        assert_eq!(r.view(), Some(json!({"n": 2})));
     }
 
     #[test]
