@@ -1001,32 +1001,7 @@ pub async fn paging_through_a_mostly_hidden_log_misses_nothing<S: Store>(store: 
     let reading = ruled(&reader, &rules);
 
     for limit in [1, 2, 5, 1000] {
-        let (mut after, mut seen, mut calls) = (before, Vec::new(), 0);
-        loop {
-            calls += 1;
-            assert!(calls < 1000, "limit {limit}: the feed does not end");
-            let page = ok(store.changes_since(reading.clone(), after, limit, None).await, "page");
-            assert!(page.events.len() <= limit, "limit {limit}: {} changes in a page", page.events.len());
-            assert!(page.reached >= after, "limit {limit}: reached {} moved back from {after}", page.reached);
-            for event in &page.events {
-                assert!(
-                    event.sequence > after && event.sequence <= page.reached,
-                    "limit {limit}: {} outside the page",
-                    event.sequence
-                );
-                seen.push(event.sequence);
-            }
-            if page.events.len() < limit && page.has_more {
-                assert!(page.reached > after, "limit {limit}: a short page that does not move on");
-            }
-            after = page.reached;
-            if !page.has_more {
-                if page.events.len() < limit {
-                    assert_eq!(page.reached, newest, "limit {limit}: the last page reaches the newest sequence");
-                }
-                break;
-            }
-        }
+        let seen = walk_pages(store, &reading, None, before, limit, newest, 1000).await;
         assert_eq!(seen, shown, "limit {limit}: every visible change once, in order");
     }
 
@@ -1083,28 +1058,7 @@ pub async fn a_dense_prefix_share_over_every_collection_pages_without_a_gap<S: S
         let expected: Vec<u64> =
             batch.iter().zip(&sequences).filter(|(c, _)| visible(c, filter.as_deref())).map(|(_, &s)| s).collect();
         for limit in [1, 7, 100, 1000] {
-            let (mut after, mut seen, mut calls) = (before, Vec::new(), 0);
-            loop {
-                calls += 1;
-                assert!(calls < 5000, "limit {limit}: the feed does not end");
-                let page = ok(store.changes_since(reading.clone(), after, limit, filter.clone()).await, "page");
-                assert!(page.events.len() <= limit, "limit {limit}: {} changes in a page", page.events.len());
-                assert!(page.reached >= after, "limit {limit}: reached {} moved back from {after}", page.reached);
-                for event in &page.events {
-                    assert!(event.sequence > after && event.sequence <= page.reached, "limit {limit}: outside");
-                    seen.push(event.sequence);
-                }
-                if page.events.len() < limit && page.has_more {
-                    assert!(page.reached > after, "limit {limit}: a short page that does not move on");
-                }
-                after = page.reached;
-                if !page.has_more {
-                    if page.events.len() < limit {
-                        assert_eq!(page.reached, newest, "limit {limit}: the last page reaches the newest sequence");
-                    }
-                    break;
-                }
-            }
+            let seen = walk_pages(store, &reading, filter.clone(), before, limit, newest, 5000).await;
             assert_eq!(seen, expected, "limit {limit}, filter {filter:?}: every visible change once, in order");
         }
     }
@@ -1168,6 +1122,47 @@ fn unique(label: &str) -> String {
 /// A fresh collection name (`[a-z0-9_-]`).
 fn unique_collection() -> String {
     format!("c-{}", new_document_id())
+}
+
+/// Pages through `changes_since` from `after` to the end, checking every page's bounds
+/// on the way (at most `limit` changes, inside what the page says it reached, a short
+/// page that still has more moves on, the last short page reaches `newest`); returns the
+/// sequences seen, in order. Fails after `max_calls` pages.
+async fn walk_pages<S: Store>(
+    store: &S,
+    reading: &ReadScope,
+    filter: Option<Vec<String>>,
+    mut after: u64,
+    limit: usize,
+    newest: u64,
+    max_calls: usize,
+) -> Vec<u64> {
+    let (mut seen, mut calls) = (Vec::new(), 0);
+    loop {
+        calls += 1;
+        assert!(calls < max_calls, "limit {limit}: the feed does not end");
+        let page = ok(store.changes_since(reading.clone(), after, limit, filter.clone()).await, "page");
+        assert!(page.events.len() <= limit, "limit {limit}: {} changes in a page", page.events.len());
+        assert!(page.reached >= after, "limit {limit}: reached {} moved back from {after}", page.reached);
+        for event in &page.events {
+            assert!(
+                event.sequence > after && event.sequence <= page.reached,
+                "limit {limit}: {} outside the page",
+                event.sequence
+            );
+            seen.push(event.sequence);
+        }
+        if page.events.len() < limit && page.has_more {
+            assert!(page.reached > after, "limit {limit}: a short page that does not move on");
+        }
+        after = page.reached;
+        if !page.has_more {
+            if page.events.len() < limit {
+                assert_eq!(page.reached, newest, "limit {limit}: the last page reaches the newest sequence");
+            }
+            return seen;
+        }
+    }
 }
 
 fn scope(user: &str) -> ReadScope {
