@@ -32,10 +32,11 @@ pub(crate) async fn handle(
     message: Authenticate,
     request_id: Option<RequestId>,
 ) -> Result<Authenticated, Ending> {
-    let method = match &message.credentials {
-        Credentials::Hmac { .. } => "api key",
-        Credentials::Bearer { .. } => "bearer token",
-        Credentials::Jwt { .. } => "jwt",
+    // How the monitoring log names the method, and its metrics label.
+    let (method, label) = match &message.credentials {
+        Credentials::Hmac { .. } => ("api key", "hmac"),
+        Credentials::Bearer { .. } => ("bearer token", "token"),
+        Credentials::Jwt { .. } => ("jwt", "jwt"),
     };
     match state.auth.authenticate(&message.credentials).await {
         Ok(principal) => {
@@ -44,11 +45,6 @@ pub(crate) async fn handle(
             start(state, conn, identity, message.last_sequence, method, request_id).await
         }
         Err(failure) => {
-            let label = match &message.credentials {
-                Credentials::Hmac { .. } => "hmac",
-                Credentials::Bearer { .. } => "token",
-                Credentials::Jwt { .. } => "jwt",
-            };
             metrics::counter!(crate::metrics::AUTH_FAILURES, "method" => label).increment(1);
             conn.send(&ServerMessage::AuthError(AuthError { reason: failure.to_string() }), request_id);
             Err(refuse(conn, failure))

@@ -28,7 +28,6 @@ struct Waiting {
     by_user: HashMap<String, VecDeque<WriteRequest>>,
     /// Users with requests queued, in the order of their next turn.
     turns: VecDeque<String>,
-    len: usize,
 }
 
 struct Shared {
@@ -70,7 +69,7 @@ pub(crate) struct WriteReceiver {
 /// A queue of at most `capacity` waiting requests.
 pub(crate) fn write_queue(capacity: usize) -> (WriteSender, WriteReceiver) {
     let shared = Arc::new(Shared {
-        waiting: Mutex::new(Waiting { by_user: HashMap::new(), turns: VecDeque::new(), len: 0 }),
+        waiting: Mutex::new(Waiting { by_user: HashMap::new(), turns: VecDeque::new() }),
         room: Semaphore::new(capacity.max(1)),
         arrived: Notify::new(),
         senders: AtomicUsize::new(1),
@@ -91,7 +90,6 @@ impl WriteSender {
         if queue.len() == 1 {
             waiting.turns.push_back(user);
         }
-        waiting.len += 1;
         drop(waiting);
         self.shared.arrived.notify_one();
         Ok(())
@@ -111,7 +109,6 @@ impl WriteReceiver {
             // Back of the line for its next request.
             waiting.turns.push_back(user);
         }
-        waiting.len -= usize::from(request.is_some());
         drop(waiting);
         if request.is_some() {
             self.shared.room.add_permits(1);
@@ -143,7 +140,7 @@ impl WriteReceiver {
     /// How many requests wait.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.shared.waiting.lock().unwrap_or_else(PoisonError::into_inner).len
+        self.shared.waiting.lock().unwrap_or_else(PoisonError::into_inner).by_user.values().map(VecDeque::len).sum()
     }
 }
 
